@@ -1,0 +1,53 @@
+# Everything a person runs. `make run` and `make test` work from a fresh clone
+# on a machine with only Python (3.12 found via pyenv or PATH).
+SHELL := /bin/bash
+UV_VERSION := 0.13.8
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+PY := .venv/bin/python
+export UV_PROJECT_ENVIRONMENT := .venv
+
+.PHONY: run test lint typecheck migrations-check check bench venv browsers clean
+
+$(UV):
+	python3 -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+venv: $(UV)
+	$(UV) sync --frozen --quiet
+
+## Start the whole product with demo data (Ctrl-C stops it).
+run: venv
+	$(PY) -m config.stack
+
+## The whole suite (lint, types, migrations check, tests) against real PostgreSQL.
+test: venv browsers
+	$(MAKE) --no-print-directory check
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+check: lint typecheck migrations-check
+
+lint: venv
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+# django-stubs imports the settings; a DATABASE_URL keeps it from starting the embedded
+# PostgreSQL (mypy exits without running atexit handlers, so it could not stop it).
+typecheck: venv
+	DATABASE_URL=postgresql://mypy@127.0.0.1:1/unused .venv/bin/mypy config tenants orchestration marketplaces
+
+migrations-check: venv
+	$(PY) manage.py makemigrations --check --dry-run
+
+## Debian's chromium for the browser tests (Playwright cannot download browsers here).
+browsers:
+	@command -v chromium >/dev/null || { \
+	  echo "» installing chromium (Debian package)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+## Benchmarks: write JSON figures under bench/results/.
+bench: venv
+	$(PY) -m bench.run_all
+
+clean:
+	rm -rf .venv $(TOOLS) .pytest_cache .mypy_cache .ruff_cache

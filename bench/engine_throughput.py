@@ -1,0 +1,595 @@
+"""Engine throughput: committed engine steps/s against raw django-q2 no-op tasks/s.
+
+One fresh database and one tenant (``bench``). Two runs, one after the other, each with
+a real ``manage.py qcluster`` (same ``Q_CLUSTER`` settings, ``--workers`` workers):
+
+1. raw django-q2: ``--tasks`` calls of ``async_task("bench.noop.noop")`` enqueued, then
+   the cluster is started and timed until every one has a result row (``Task``);
+2. engine: one batch of ``--jobs`` jobs of ``noopmkt.noop5`` (5 no-op steps each, from
+   ``tests.engine_providers``), then the cluster is started and timed until the batch is
+   ``completed``.
+
+Windows (all from database timestamps, same clock):
+
+- ``wall``: from starting the cluster process to the last result (includes the
+  cluster's start-up, a few seconds of Python imports, the same for both runs);
+- ``steady``: first result → last result, rate = (count - 1) / window, for both runs
+  (engine: ``JobRun.finished_at``; q2: ``Task.stopped``; q2's ``Task.started`` is the
+  enqueue time, so it cannot open a window). **The target ratio (engine steps/s ÷ q2
+  tasks/s ≥ 3) is judged on this window**, which leaves start-up out of both;
+- engine only: ``runs_window`` = first ``JobRun.started_at`` → last ``finished_at``, and
+  ``from_first_run`` = first ``started_at`` → the batch's ``completed_at``.
+
+Then a small in-process run (``run_available_jobs()`` under ``CaptureQueriesContext``)
+counts the SQL statements per job and per step. Nothing here asserts on timings.
+
+    .venv/bin/python -m bench.engine_throughput --jobs 400
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import re
+import sys
+import time
+from collections import Counter
+from datetime import datetime
+from typing import Any
+
+from bench import harness
+
+NAME = "engine_throughput"
+SCHEMA = "bench"
+# "noopmkt": no-op steps whose resource allows 64 at once (nothing external to protect).
+MARKETPLACE, ACTION, STEPS_PER_JOB = "noopmkt", "noop5", 5
+NOOP_FUNC = "bench.noop.noop"
+TARGET_RATIO = 3.0
+MAX_PROFILE_JOBS = 60  # ~100 statements per job; Django keeps only the last 9000 captured
+STATS_COLUMNS = ("xact_commit", "xact_rollback", "tup_inserted", "tup_updated", "tup_deleted")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.engine_throughput",
+        description="Engine steps/s vs raw django-q2 tasks/s on a fresh database.",
+    )
+    parser.add_argument("--jobs", type=int, default=400, help="engine jobs, 5 no-op steps each")
+    parser.add_argument("--tasks", type=int, default=400, help="raw django-q2 no-op tasks")
+    parser.add_argument("--workers", type=int, default=2, help="qcluster workers (Q_WORKERS)")
+    parser.add_argument(
+        "--profile-jobs",
+        type=int,
+        default=40,
+        help=f"jobs per action in the in-process query profile (0 = skip, max {MAX_PROFILE_JOBS})",
+    )
+    parser.add_argument(
+        "--cprofile", action="store_true", help="also print a cProfile of the in-process run"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=240, help="liveness bound per cluster run (seconds)"
+    )
+    parser.add_argument(
+        "--keep-db", action="store_true", help="leave the bench database in place (debugging)"
+    )
+    return parser.parse_args(argv)
+
+
+def command_line(args: argparse.Namespace) -> str:
+    return (
+        f".venv/bin/python -m bench.{NAME} --jobs {args.jobs} --tasks {args.tasks} "
+        f"--workers {args.workers}"
+    )
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    harness.install_sigterm_handler()
+    started = time.perf_counter()
+    machine = harness.machine_info()
+    server, embedded = harness.server_url()
+    print(
+        f"[{NAME}] engine: {args.jobs} jobs x {STEPS_PER_JOB} no-op steps; raw django-q2: "
+        f"{args.tasks} no-op tasks; {args.workers} workers"
+    )
+    db = harness.BenchDatabase(server)
+    with db:
+        db.keep = args.keep_db
+        harness.announce_database(db, server, embedded)
+        env = harness.cluster_env(db.url, workers=args.workers)
+        setup = provision(env)
+        harness.setup_django(env)
+        import tests.engine_providers  # noqa: F401  (registers testmkt in this process too)
+
+        raw_q2 = run_raw_q2(args, env, db.url)
+        engine = run_engine(args, env, db.url)
+        profile = profile_in_process(args.profile_jobs, cprofile=args.cprofile)
+        settings_used = describe_settings(args)
+        database = describe_database(embedded, db.name)
+
+    result = assemble(args, machine, database, setup, raw_q2, engine, profile, settings_used)
+    result["duration_s"] = round(time.perf_counter() - started, 1)
+    result["machine"]["loadavg_at_end"] = harness.loadavg()
+    path = harness.write_result(NAME, result)
+    print_summary(result, path)
+    return result
+
+
+# --- setup --------------------------------------------------------------------------------
+
+
+def provision(env: dict[str, str]) -> dict[str, float]:
+    print("  migrate_schemas ...", flush=True)
+    _, migrate_s = harness.manage("migrate_schemas", "--noinput", env=env)
+    _, tenant_s = harness.manage(
+        "create_tenant",
+        "--name",
+        "Bench",
+        "--schema",
+        SCHEMA,
+        "--domain",
+        "bench.localhost",
+        env=env,
+    )
+    print(f"  migrated in {migrate_s:.1f}s, tenant '{SCHEMA}' in {tenant_s:.1f}s")
+    return {"migrate_schemas_s": round(migrate_s, 2), "create_tenant_s": round(tenant_s, 2)}
+
+
+# --- database counters (approximate: cover every session of the database) -------------------
+
+
+def db_stats() -> dict[str, int]:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        # PostgreSQL 15+: make this session's own pending counters visible (older: they lag)
+        with contextlib.suppress(Exception):
+            cursor.execute("SELECT pg_stat_force_next_flush()")
+        cursor.execute(
+            f"SELECT {', '.join(STATS_COLUMNS)} FROM pg_stat_database WHERE datname = current_database()"
+        )
+        row = cursor.fetchone()
+    return dict(zip(STATS_COLUMNS, (int(v) for v in row), strict=True))
+
+
+def stats_delta(before: dict[str, int], after: dict[str, int], *, polls: int) -> dict[str, int]:
+    delta = {k: after[k] - before[k] for k in STATS_COLUMNS}
+    delta["xact_commit"] -= polls + 2  # the harness's own poll and stats statements
+    return delta
+
+
+class Poller:
+    """A separate plain connection that polls one count (one statement per poll)."""
+
+    def __init__(self, url: str, sql: str, params: tuple):
+        self.conn = harness.connect(url)
+        self.sql, self.params = sql, params
+        self.polls = 0
+        self.last: tuple = ()
+
+    def __call__(self) -> int:
+        self.polls += 1
+        self.last = self.conn.execute(self.sql, self.params).fetchone() or ()
+        return int(self.last[-1] or 0)
+
+    def close(self) -> None:
+        self.conn.close()  # its session's counters are flushed when it ends
+
+
+def _seconds(start: datetime | None, end: datetime | None) -> float | None:
+    if start is None or end is None:
+        return None
+    return round((end - start).total_seconds(), 3)
+
+
+# --- run 1: raw django-q2 ------------------------------------------------------------------
+
+
+def run_raw_q2(args: argparse.Namespace, env: dict[str, str], url: str) -> dict[str, Any]:
+    from django.db.models import Count, Max, Min, Q
+    from django.utils import timezone
+    from django_q.models import Task
+    from django_q.tasks import async_task
+
+    total = args.tasks
+    print(f"  raw django-q2: enqueueing {total} no-op tasks ...", flush=True)
+    t = time.perf_counter()
+    for _ in range(total):
+        async_task(NOOP_FUNC)
+    enqueue_s = time.perf_counter() - t
+
+    poller = Poller(
+        url, f'SELECT count(*) FROM public."{Task._meta.db_table}" WHERE func = %s', (NOOP_FUNC,)
+    )
+    before = db_stats()
+    cluster = harness.Cluster(env, harness.RESULTS_DIR / f"{NAME}.q2.qcluster.log.tmp")
+    cluster_start = timezone.now()
+    cluster.start()
+    try:
+        harness.wait_for_count(
+            poller, total, label="raw q2 tasks done", cluster=cluster, timeout=args.timeout
+        )
+    finally:
+        cluster.stop()
+        poller.close()
+    time.sleep(0.5)  # let the cluster's sessions finish ending (they flush their counters)
+    delta = stats_delta(before, db_stats(), polls=poller.polls)
+
+    # Task.started is the enqueue time (django-q2 sets it in async_task), so the q2 windows
+    # are measured on completions (Task.stopped).
+    agg = Task.objects.filter(func=NOOP_FUNC).aggregate(
+        n=Count("id"),
+        failed=Count("id", filter=Q(success=False)),
+        first=Min("stopped"),
+        last=Max("stopped"),
+    )
+    wall_s = _seconds(cluster_start, agg["last"])
+    steady_s = _seconds(agg["first"], agg["last"])
+    return {
+        "tasks": total,
+        "results": agg["n"],
+        "failed": agg["failed"],
+        "enqueue_s": round(enqueue_s, 3),
+        "first_result_s": _seconds(cluster_start, agg["first"]),
+        "wall_s": wall_s,
+        "steady_s": steady_s,
+        "tasks_per_s_wall": harness.rate(total, wall_s),
+        "tasks_per_s_steady": harness.rate(total - 1, steady_s),
+        "cluster_stop_s": round(cluster.stop_seconds or 0, 2),
+        "cluster_killed": cluster.killed,
+        "db_counters_per_task": {k: round(v / total, 2) for k, v in delta.items()},
+    }
+
+
+# --- run 2: the engine ------------------------------------------------------------------------
+
+
+def run_engine(args: argparse.Namespace, env: dict[str, str], url: str) -> dict[str, Any]:
+    from django.db.models import Count, Max, Min
+    from django.utils import timezone
+    from django_q.models import Task
+    from django_tenants.utils import schema_context
+
+    from orchestration.models import Batch, JobRun, MarketplaceTask
+    from orchestration.services import JobSpec, batch_create
+    from orchestration.states import BATCH_TERMINAL, BatchStatus, TaskStatus
+
+    total = args.jobs
+    steps = total * STEPS_PER_JOB
+    print(f"  engine: creating a batch of {total} {MARKETPLACE}.{ACTION} jobs ...", flush=True)
+    t = time.perf_counter()
+    with schema_context(SCHEMA):
+        batch = batch_create(
+            name=f"bench {total} x {ACTION}",
+            jobs=[JobSpec(marketplace=MARKETPLACE, action=ACTION) for _ in range(total)],
+        )
+    create_s = time.perf_counter() - t
+
+    poller = Poller(
+        url,
+        f"SELECT status, completed_jobs + failed_jobs + cancelled_jobs + skipped_jobs "
+        f'FROM "{SCHEMA}"."{Batch._meta.db_table}" WHERE id = %s',
+        (batch.pk,),
+    )
+    before = db_stats()
+    cluster = harness.Cluster(env, harness.RESULTS_DIR / f"{NAME}.engine.qcluster.log.tmp")
+    cluster_start = timezone.now()
+    cluster.start()
+    try:
+        harness.wait_for_count(
+            poller,
+            total,
+            label="engine jobs done",
+            cluster=cluster,
+            timeout=args.timeout,
+            finished=lambda done: bool(poller.last) and poller.last[0] in BATCH_TERMINAL,
+        )
+    finally:
+        cluster.stop()
+        poller.close()
+    time.sleep(0.5)
+    delta = stats_delta(before, db_stats(), polls=poller.polls)
+
+    with schema_context(SCHEMA):
+        batch.refresh_from_db()
+        runs = JobRun.objects.filter(job__batch_id=batch.pk)
+        agg = runs.aggregate(
+            n=Count("id"),
+            first_start=Min("started_at"),
+            first_end=Min("finished_at"),
+            last_end=Max("finished_at"),
+        )
+        per_worker = sorted(
+            (row["n"] for row in runs.values("worker").annotate(n=Count("id")).order_by()),
+            reverse=True,
+        )
+        committed = MarketplaceTask.objects.filter(
+            job__batch_id=batch.pk, status=TaskStatus.COMPLETED
+        ).count()
+    if batch.status != BatchStatus.COMPLETED:
+        raise harness.BenchError(
+            f"the batch ended {batch.status}: {batch.completed_jobs} completed, "
+            f"{batch.failed_jobs} failed, {batch.cancelled_jobs} cancelled of {total}; "
+            f"log {cluster.log_path}:\n{cluster.log_tail()}"
+        )
+    drains = list(
+        Task.objects.filter(func="orchestration.tasks.drain").values_list("result", flat=True)
+    )
+    wall_s = _seconds(cluster_start, batch.completed_at)
+    from_first_run_s = _seconds(agg["first_start"], batch.completed_at)
+    runs_window_s = _seconds(agg["first_start"], agg["last_end"])
+    steady_s = _seconds(agg["first_end"], agg["last_end"])
+    return {
+        "jobs": total,
+        "steps": steps,
+        "steps_committed": committed,
+        "runs": agg["n"],
+        "batch_status": batch.status,
+        "batch_create_s": round(create_s, 3),
+        "first_run_s": _seconds(cluster_start, agg["first_start"]),
+        "first_result_s": _seconds(cluster_start, agg["first_end"]),
+        "wall_s": wall_s,
+        "from_first_run_s": from_first_run_s,
+        "runs_window_s": runs_window_s,
+        "steady_s": steady_s,
+        "steps_per_s_wall": harness.rate(steps, wall_s),
+        "jobs_per_s_wall": harness.rate(total, wall_s),
+        "steps_per_s_from_first_run": harness.rate(steps, from_first_run_s),
+        "steps_per_s_runs_window": harness.rate(steps, runs_window_s),
+        "jobs_per_s_runs_window": harness.rate(total, runs_window_s),
+        "steps_per_s_steady": harness.rate((total - 1) * STEPS_PER_JOB, steady_s),
+        "jobs_per_s_steady": harness.rate(total - 1, steady_s),
+        "jobs_per_worker": per_worker,
+        "drain_tasks": len(drains),
+        "jobs_per_drain": [d.get("jobs") for d in drains if isinstance(d, dict)],
+        "cluster_stop_s": round(cluster.stop_seconds or 0, 2),
+        "cluster_killed": cluster.killed,
+        "db_counters_per_step": {k: round(v / steps, 2) for k, v in delta.items()},
+    }
+
+
+# --- in-process query profile ---------------------------------------------------------------------
+
+_TABLE = re.compile(r'\b(?:FROM|INTO|UPDATE)\s+"?([\w.]+)"?', re.IGNORECASE)
+
+
+def categorize(sql: str) -> str:
+    text = sql.strip()
+    verb = text.split(None, 1)[0].upper() if text else "?"
+    if verb in ("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE", "ROLLBACK"):
+        return f"{verb} (savepoint)" if "SAVEPOINT" in text.upper() else verb
+    if verb == "SET":
+        return "SET search_path" if "search_path" in text.lower() else "SET"
+    match = _TABLE.search(text)
+    table = match.group(1).removeprefix("public.") if match else "?"
+    lock = " FOR UPDATE" if "FOR UPDATE" in text.upper() else ""
+    return f"{verb} {table}{lock}"
+
+
+def _profile_action(action: str, steps: int, jobs: int, *, cprofile: bool) -> dict[str, Any]:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    from django_tenants.utils import schema_context
+
+    from orchestration.services import JobSpec, batch_create, run_available_jobs
+    from orchestration.services.executor import StepExecutor
+
+    with schema_context(SCHEMA):
+        batch_create(
+            name=f"profile {action}",
+            jobs=[JobSpec(marketplace=MARKETPLACE, action=action) for _ in range(jobs)],
+        )
+        executor = StepExecutor()
+        profiler = None
+        if cprofile:
+            import cProfile
+
+            profiler = cProfile.Profile()
+        before = db_stats()
+        try:
+            with CaptureQueriesContext(connection) as ctx:
+                if profiler:
+                    profiler.enable()
+                t, cpu = time.perf_counter(), time.process_time()
+                ran = run_available_jobs(executor=executor)
+                seconds = time.perf_counter() - t
+                cpu = time.process_time() - cpu
+                if profiler:
+                    profiler.disable()
+        finally:
+            executor.close()
+        delta = stats_delta(before, db_stats(), polls=0)
+    queries = ctx.captured_queries
+    db_s = sum(float(q["time"]) for q in queries)
+    by_kind = Counter(categorize(q["sql"]) for q in queries)
+    if profiler:
+        import pstats
+
+        print(f"\n  cProfile of the in-process run ({jobs} x {action}), top by own time:")
+        pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(25)
+    return {
+        "action": action,
+        "jobs": ran,
+        "steps": ran * steps,
+        "seconds": round(seconds, 3),
+        "steps_per_s": harness.rate(ran * steps, seconds),
+        "queries": len(queries),
+        "queries_per_job": round(len(queries) / max(ran, 1), 2),
+        "ms_per_query": round(seconds / max(len(queries), 1) * 1000, 3),
+        "db_ms_per_query": round(db_s / max(len(queries), 1) * 1000, 3),
+        "db_time_share": round(db_s / seconds, 2) if seconds else None,
+        "process_cpu_share": round(cpu / seconds, 2) if seconds else None,
+        "transactions_per_job": round(delta["xact_commit"] / max(ran, 1), 2),
+        "by_kind_per_job": {kind: round(n / max(ran, 1), 2) for kind, n in by_kind.most_common()},
+    }
+
+
+def profile_in_process(jobs: int, *, cprofile: bool = False) -> dict[str, Any] | None:
+    """One process, one connection, no q2: statements per job (1 step) and per job (5 steps).
+
+    The difference gives the per-step cost and the fixed per-job cost.
+    """
+    if jobs <= 0:
+        return None
+    jobs = min(jobs, MAX_PROFILE_JOBS)
+    print(f"  in-process profile: {jobs} jobs of 1 step, {jobs} jobs of 5 steps ...", flush=True)
+    one = _profile_action("one", 1, jobs, cprofile=False)
+    five = _profile_action(ACTION, STEPS_PER_JOB, jobs, cprofile=cprofile)
+    per_step = (five["queries_per_job"] - one["queries_per_job"]) / (STEPS_PER_JOB - 1)
+    tx_per_step = (five["transactions_per_job"] - one["transactions_per_job"]) / (STEPS_PER_JOB - 1)
+    step_kinds = {
+        kind: round(
+            (five["by_kind_per_job"].get(kind, 0) - one["by_kind_per_job"].get(kind, 0)) / 4, 2
+        )
+        for kind in five["by_kind_per_job"]
+    }
+    return {
+        "note": (
+            "single process, no django-q2, run_available_jobs() under CaptureQueriesContext; "
+            "'one' = noopmkt.one (1 step, no I/O), 'noop5' = 5 no-op steps; per-step figures "
+            "are (noop5 - one) / 4, per-job figures are what is left"
+        ),
+        "one_step_jobs": one,
+        "five_step_jobs": five,
+        "queries_per_step": round(per_step, 2),
+        "queries_per_job_fixed": round(one["queries_per_job"] - per_step, 2),
+        "transactions_per_step": round(tx_per_step, 2),
+        "transactions_per_job_fixed": round(one["transactions_per_job"] - tx_per_step, 2),
+        "per_step_by_kind": {k: v for k, v in step_kinds.items() if v},
+    }
+
+
+# --- report -------------------------------------------------------------------------------------------
+
+
+def describe_settings(args: argparse.Namespace) -> dict[str, Any]:
+    from django.conf import settings
+
+    from orchestration import conf
+
+    q = settings.Q_CLUSTER
+    keys = ("workers", "poll", "queue_limit", "bulk", "save_limit", "timeout", "retry", "recycle")
+    return {
+        "workers": args.workers,
+        "jobs": args.jobs,
+        "steps_per_job": STEPS_PER_JOB,
+        "job_kind": f"{MARKETPLACE}.{ACTION}",
+        "raw_q2_tasks": args.tasks,
+        "q_cluster": {k: q.get(k) for k in keys},
+        "q2_broker": "redis" if "redis" in q else "orm",
+        "conn_max_age": settings.DATABASES["default"].get("CONN_MAX_AGE"),
+        "orchestration": {k: conf.get(k) for k in conf.DEFAULTS},
+        "drain_slots": conf.drain_slots(),
+        "poll_interval_s": 0.2,
+    }
+
+
+def describe_database(embedded: bool, name: str) -> dict[str, Any]:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW server_version")
+        version = cursor.fetchone()[0]
+    return {
+        "server": "embedded (pgserver)" if embedded else "DATABASE_URL",
+        "server_version": version,
+        "bench_database": name,
+    }
+
+
+def assemble(args, machine, database, setup, raw_q2, engine, profile, settings_used) -> dict:
+    steps_steady = engine["steps_per_s_steady"]
+    q2_steady = raw_q2["tasks_per_s_steady"]
+    ratio = round(steps_steady / q2_steady, 2) if steps_steady and q2_steady else None
+    ratio_wall = (
+        round(engine["steps_per_s_wall"] / raw_q2["tasks_per_s_wall"], 2)
+        if engine["steps_per_s_wall"] and raw_q2["tasks_per_s_wall"]
+        else None
+    )
+    return {
+        "benchmark": NAME,
+        "timestamp": harness.now_iso(),
+        "command": command_line(args),
+        "summary": {
+            "engine_steps_per_s": steps_steady,
+            "engine_jobs_per_s": engine["jobs_per_s_steady"],
+            "q2_tasks_per_s": q2_steady,
+            "ratio": ratio,
+            "target_ratio": TARGET_RATIO,
+            "target_met": bool(ratio is not None and ratio >= TARGET_RATIO),
+            "basis": (
+                "steady window for both: first result -> last result, rate = (count - 1) / "
+                "window (engine: JobRun.finished_at; q2: Task.stopped)"
+            ),
+            "engine_steps_per_s_runs_window": engine["steps_per_s_runs_window"],
+            "runs_window_basis": "engine: N*5 / (min JobRun.started_at -> max finished_at)",
+            "engine_steps_per_s_wall": engine["steps_per_s_wall"],
+            "engine_jobs_per_s_wall": engine["jobs_per_s_wall"],
+            "q2_tasks_per_s_wall": raw_q2["tasks_per_s_wall"],
+            "ratio_wall": ratio_wall,
+            "wall_basis": "from starting the qcluster process to the last result",
+        },
+        "machine": machine,
+        "git": harness.git_state(),
+        "database": database,
+        "versions": harness.package_versions("django", "django-q2", "django-tenants", "psycopg"),
+        "settings": settings_used,
+        "setup": setup,
+        "raw_q2": raw_q2,
+        "engine": engine,
+        "profile_in_process": profile,
+        "notes": [
+            "the raw q2 run and the engine run are sequential, each with its own cluster",
+            "db_counters_*: pg_stat_database deltas over the cluster run (whole database, "
+            "minus the harness's own statements): approximate",
+            "not a test: nothing asserts on these figures",
+        ],
+    }
+
+
+def print_summary(result: dict[str, Any], path) -> None:
+    s, e, q = result["summary"], result["engine"], result["raw_q2"]
+    lines = [
+        "",
+        f"== {NAME} ({result['settings']['workers']} workers, "
+        f"{result['machine']['cpu_count']} CPUs, PostgreSQL {result['database']['server_version']})",
+        f"  raw django-q2 : {q['tasks']} tasks   first->last result {q['steady_s']}s -> {q['tasks_per_s_steady']} tasks/s"
+        f"   (wall from cluster start {q['wall_s']}s -> {q['tasks_per_s_wall']} tasks/s)",
+        f"  engine        : {e['jobs']} jobs = {e['steps']} steps   first->last result {e['steady_s']}s -> "
+        f"{e['steps_per_s_steady']} steps/s, {e['jobs_per_s_steady']} jobs/s",
+        f"                  wall from cluster start {e['wall_s']}s -> {e['steps_per_s_wall']} steps/s, "
+        f"{e['jobs_per_s_wall']} jobs/s",
+        f"                  first run started {e['first_run_s']}s after cluster start; "
+        f"started->finished window {e['runs_window_s']}s -> {e['steps_per_s_runs_window']} steps/s",
+        f"                  jobs per worker {e['jobs_per_worker']}, {e['drain_tasks']} drain tasks",
+        f"  ratio steps/s / q2 tasks/s: {s['ratio']} (steady), {s['ratio_wall']} (wall); "
+        f"target {s['target_ratio']}: {'met' if s['target_met'] else 'NOT met'}",
+    ]
+    profile = result.get("profile_in_process")
+    if profile:
+        lines.append(
+            f"  in-process: {profile['queries_per_step']} queries/step + "
+            f"{profile['queries_per_job_fixed']} per job; "
+            f"{profile['transactions_per_step']} transactions/step + "
+            f"{profile['transactions_per_job_fixed']} per job; "
+            f"{profile['five_step_jobs']['steps_per_s']} steps/s in one process "
+            f"(DB time {profile['five_step_jobs']['db_time_share']:.0%}, "
+            f"process CPU {profile['five_step_jobs']['process_cpu_share']:.0%})"
+        )
+    git = result.get("git") or {}
+    if git.get("commit"):
+        dirty = git.get("uncommitted_changes") or []
+        lines.append(
+            f"  measured: commit {git['commit'][:10]}"
+            + (f" + {len(dirty)} uncommitted files outside bench/" if dirty else "")
+        )
+    lines += [f"  written to {path}", f"  rerun: {result['command']}"]
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except harness.BenchError as exc:
+        print(f"\n[{NAME}] failed: {exc}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,246 @@
+"""Helpers around the configured channel layer.
+
+channels-postgres 1.1.4 has three traps this module works around (docs/live.md):
+
+- one module-global psycopg pool bound to the first event loop that used it: a
+  process that sends from several loops (``async_to_sync`` from a worker thread
+  makes a new loop per call) keeps using a pool whose workers live on a dead loop;
+  after the first lost connection every send fails, then blocks 30 s (measured);
+- ``group_discard`` goes through the Django ORM alias ``channels_postgres``, which
+  this project does not define (ConnectionDoesNotExist);
+- a ``group_send`` to a group nobody listens to logs a WARNING every time.
+
+``PostgresChannelLayer`` below owns its pool per instance (so per loop), discards
+through that pool and sends quietly; ``make_private_layer`` builds one for a
+long-lived loop (the live publisher's thread) whatever the configured backend is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import timedelta
+from typing import Any
+
+from channels import DEFAULT_CHANNEL_LAYER
+
+logger = logging.getLogger(__name__)
+
+try:
+    import psycopg
+    import psycopg_pool
+    from channels_postgres import core as pg_core
+    from channels_postgres import db as pg_db
+    from psycopg import sql
+except ImportError:  # pragma: no cover - layer not installed
+    pg_core = None
+    pg_db = None
+
+
+async def close_channel_layers() -> None:
+    """Release every channel layer's connections bound to the running event loop.
+
+    channels-postgres keeps one module-global psycopg pool and an untracked LISTEN
+    task, both tied to the loop that first used them; a process that ends a loop
+    (a test, a short-lived async_to_sync) must close them or the loop's shutdown
+    hangs cancelling them.
+    """
+    from channels.layers import channel_layers
+
+    for task in asyncio.all_tasks():
+        coro = task.get_coro()
+        if getattr(coro, "__qualname__", "").endswith("listen_to_all_channels"):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+    if pg_db is not None:
+        pool = pg_db.connection_pool
+        if pool is not None and _belongs_to_running_loop(pool):
+            await asyncio.wait_for(pool.close(), timeout=5)
+        # A pool of a loop that has already ended cannot be closed from here; drop it.
+        pg_db.connection_pool = None
+        pg_db.is_creating_connection_pool = asyncio.Lock()
+        pg_core.ASYNCIO_EVENT_CHANNEL_MAPPING.clear()
+    for layer in list(channel_layers.backends.values()):
+        close_pools = getattr(layer, "close_pools", None)
+        if close_pools is not None:
+            await close_pools()
+    channel_layers.backends.clear()
+
+
+def _belongs_to_running_loop(pool) -> bool:
+    loop = asyncio.get_running_loop()
+    workers = getattr(pool, "_workers", [])
+    return all(task.get_loop() is loop for task in workers)
+
+
+async def group_discard(layer, group: str, channel: str) -> None:
+    """``layer.group_discard`` that also works with the stock channels-postgres layer.
+
+    (Its own discard needs a DATABASES alias this project does not have.)
+    """
+    if (
+        pg_core is not None
+        and isinstance(layer, pg_core.PostgresChannelLayer)
+        and not isinstance(layer, PostgresChannelLayer)
+    ):
+        pool = await layer.django_db.get_db_pool(db_params=layer.db_params)
+        await _delete_membership(pool, layer._group_key(group), channel)
+        return
+    await layer.group_discard(group, channel)
+
+
+async def _delete_membership(pool, group_key: str, channel: str) -> None:
+    async with pool.connection() as conn:
+        await conn.execute(
+            sql.SQL("DELETE FROM {} WHERE group_key = %s AND channel = %s").format(
+                sql.Identifier(pg_db.GROUP_CHANNEL_TABLE)
+            ),
+            (group_key, channel),
+        )
+
+
+if pg_core is not None:
+
+    class _OwnPoolDatabase(pg_db.DatabaseLayer):
+        """channels-postgres' queries over a pool owned by this object (one event loop)."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._pool: psycopg_pool.AsyncConnectionPool | None = None
+            self._pool_lock: asyncio.Lock | None = None
+            self.application_name = ""
+
+        async def get_db_pool(self, db_params: dict[str, Any]) -> psycopg_pool.AsyncConnectionPool:
+            if self._pool is not None:
+                return self._pool
+            if self._pool_lock is None:
+                self._pool_lock = asyncio.Lock()
+            async with self._pool_lock:
+                if self._pool is None:
+                    options = {
+                        "min_size": 1,
+                        "max_size": 4,
+                        # A connection killed meanwhile (DB restart, idle timeout) is
+                        # replaced instead of failing the next send.
+                        "check": psycopg_pool.AsyncConnectionPool.check_connection,
+                        **self.psycopg_options,
+                    }
+                    params = dict(db_params)
+                    if self.application_name:
+                        params["application_name"] = self.application_name
+                    pool = psycopg_pool.AsyncConnectionPool(
+                        conninfo=psycopg.conninfo.make_conninfo(conninfo="", **params),
+                        open=False,
+                        configure=_autocommit,
+                        **options,
+                    )
+                    await pool.open(wait=True, timeout=10)
+                    self._pool = pool
+            return self._pool
+
+        async def delete_channel_group(self, group_key: str, channel: str) -> None:
+            await _delete_membership(await self.get_db_pool(self.db_params), group_key, channel)
+
+        async def close(self) -> None:
+            pool, self._pool = self._pool, None
+            if pool is not None:
+                await asyncio.wait_for(pool.close(), timeout=5)
+
+    async def _autocommit(conn) -> None:
+        await conn.set_autocommit(True)
+
+    class PostgresChannelLayer(pg_core.PostgresChannelLayer):
+        """channels-postgres with a per-instance pool, a working discard and quiet sends.
+
+        Use one instance per event loop (``make_private_layer``); the project's
+        default backend may point here too (docs/live.md).
+        """
+
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.django_db = _OwnPoolDatabase(
+                kwargs.get("PSYCOPG_OPTIONS", {}),
+                self.db_params,
+                logger=logging.getLogger("config.channel_layer.postgres"),
+            )
+
+        async def group_send(self, group: str, message: dict[str, Any]) -> None:
+            # The stock method first creates local queues for the group's channels
+            # (module-global, for receivers in this process); a sender needs none.
+            self.require_valid_group_name(group)
+            await self.django_db.send_to_channel(
+                self._group_key(group), self.serialize(message), self.expiry
+            )
+
+        async def group_send_many(self, pairs: list[tuple[str, dict[str, Any]]]) -> None:
+            """Many group sends in two statements: who is in which group, then the inserts.
+
+            Groups nobody listens to (most of a busy tenant's job groups) cost nothing more.
+            """
+            for group, _message in pairs:
+                self.require_valid_group_name(group)
+            keys = [self._group_key(group) for group, _message in pairs]
+            pool = await self.django_db.get_db_pool(self.db_params)
+            async with pool.connection() as conn:
+                cursor = await conn.execute(
+                    sql.SQL(
+                        "SELECT DISTINCT group_key, channel FROM {} WHERE group_key = ANY(%s)"
+                    ).format(sql.Identifier(pg_db.GROUP_CHANNEL_TABLE)),
+                    (sorted(set(keys)),),
+                )
+                members: dict[str, list[str]] = {}
+                for key, channel in await cursor.fetchall():
+                    members.setdefault(key, []).append(channel)
+                expire = pg_db.utc_now() + timedelta(seconds=self.expiry)
+                rows = [
+                    (channel, self.serialize(message), expire)
+                    for key, (_group, message) in zip(keys, pairs, strict=True)
+                    for channel in members.get(key, ())
+                ]
+                if rows:
+                    async with conn.cursor() as insert:
+                        await insert.executemany(
+                            sql.SQL(
+                                "INSERT INTO {} (channel, message, expire) VALUES (%s, %s, %s)"
+                            ).format(sql.Identifier(pg_db.MESSAGE_TABLE)),
+                            rows,
+                        )
+
+        async def close_pools(self) -> None:
+            await self.django_db.close()
+
+else:  # pragma: no cover
+
+    class PostgresChannelLayer:  # type: ignore[no-redef]
+        pass
+
+
+# A missing group is normal for live sends (nobody watches that job): not a warning.
+logging.getLogger("config.channel_layer.postgres").setLevel(logging.ERROR)
+
+
+def make_private_layer(alias: str = DEFAULT_CHANNEL_LAYER, *, name: str = ""):
+    """A new layer instance from settings, for one long-lived event loop.
+
+    Unlike ``get_channel_layer`` (one shared instance per process), its connections
+    belong to the loop that uses it; close it with ``close_private_layer``. ``name``
+    labels its PostgreSQL connections (``application_name``).
+    """
+    from channels.layers import channel_layers
+    from django.utils.module_loading import import_string
+
+    config = channel_layers.configs[alias]
+    backend = import_string(config["BACKEND"])
+    if pg_core is not None and issubclass(backend, pg_core.PostgresChannelLayer):
+        layer = PostgresChannelLayer(**dict(config.get("CONFIG", {})))
+        layer.django_db.application_name = name  # visible in pg_stat_activity
+        return layer
+    return backend(**dict(config.get("CONFIG", {})))
+
+
+async def close_private_layer(layer) -> None:
+    close_pools = getattr(layer, "close_pools", None)
+    if close_pools is not None:
+        await close_pools()

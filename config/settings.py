@@ -1,0 +1,214 @@
+"""Settings, read from the environment (12-factor) with development defaults.
+
+With no ``DATABASE_URL`` the embedded PostgreSQL in ``.data/`` is started (see
+``config.embedded_pg``). ``REDIS_URL`` is optional: when set, django-q2's broker
+and the channel layer use Redis; otherwise both live in PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+DEBUG = env.bool("DEBUG", default=True)
+SECRET_KEY = env.str(
+    "SECRET_KEY", default="dev-insecure-secret-key-change-me-in-production-0123456789"
+)
+ALLOWED_HOSTS = env.list(
+    "ALLOWED_HOSTS", default=[".localhost", "localhost", "127.0.0.1", "testserver"]
+)
+CSRF_TRUSTED_ORIGINS = env.list(
+    "CSRF_TRUSTED_ORIGINS", default=["http://*.localhost:8000", "http://localhost:8000"]
+)
+
+if "DATABASE_URL" in os.environ:
+    DATABASE_URL = env.str("DATABASE_URL")
+    EMBEDDED_DATABASE = False
+else:
+    from config import embedded_pg
+
+    DATABASE_URL = embedded_pg.ensure_running()
+    EMBEDDED_DATABASE = True
+
+_db = environ.Env.db_url_config(DATABASE_URL)
+_db.update(
+    ENGINE="django_tenants.postgresql_backend",
+    # Persistent connections: with 0, django-q2's ORM broker reconnects per enqueue.
+    CONN_MAX_AGE=env.int("CONN_MAX_AGE", default=600),
+    CONN_HEALTH_CHECKS=True,
+)
+_db.setdefault("TEST", {})["NAME"] = env.str("TEST_DATABASE_NAME", default=f"test_{_db['NAME']}")
+DATABASES = {"default": _db}
+DATABASE_ROUTERS = ("django_tenants.routers.TenantSyncRouter",)
+
+REDIS_URL = env.str("REDIS_URL", default="")
+
+# --- tenancy ---------------------------------------------------------------
+# Users, sessions and the admin log are per tenant (each seller's staff log in on
+# the seller's domain). The public schema has its own users for platform staff.
+_PER_SCHEMA_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "django.contrib.sessions",
+    "django.contrib.admin",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+]
+SHARED_APPS = [
+    "tenants",  # before django_tenants so our create_tenant command wins
+    "django_tenants",
+    "channels",
+    "django.contrib.postgres",  # registers OpClass for expression indexes (SKU prefix search)
+    *_PER_SCHEMA_APPS,
+    "django_q",  # shared only: its admin would show every tenant's tasks
+    "channels_postgres",
+]
+TENANT_APPS = [
+    *_PER_SCHEMA_APPS,
+    "marketplaces",
+    "orchestration",
+]
+INSTALLED_APPS = list(SHARED_APPS) + [a for a in TENANT_APPS if a not in SHARED_APPS]
+
+TENANT_MODEL = "tenants.Tenant"
+TENANT_DOMAIN_MODEL = "tenants.Domain"
+TENANT_LIMIT_SET_CALLS = True
+PUBLIC_SCHEMA_URLCONF = "config.urls_public"
+ROOT_URLCONF = "config.urls_tenant"
+SHOW_PUBLIC_IF_NO_TENANT_FOUND = False
+
+MIDDLEWARE = [
+    "config.middleware.RequestIdMiddleware",
+    # Static files before tenant resolution: the same assets on every host.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django_tenants.middleware.main.TenantMainMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+ASGI_APPLICATION = "config.asgi.application"
+WSGI_APPLICATION = None
+
+AUTH_PASSWORD_VALIDATORS = [
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": 8},
+    },
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / ".data" / "static"
+MEDIA_ROOT = BASE_DIR / ".data" / "media"
+# WhiteNoise serves app static files straight from their finders (no collectstatic step
+# needed for `make run`); `collectstatic` into STATIC_ROOT works too for deployments.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+STORAGES = {
+    "default": {"BACKEND": "django_tenants.files.storage.TenantFileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- django-q2 ----------------------------------------------------------------
+# The engine's own tables are the queue of record; q2 only carries "go and claim
+# work" messages. retry > timeout + queue wait (PITFALLS), queue_limit ~ workers,
+# save_limit 0 (the per-result select_for_update is q2's main bottleneck).
+Q_CLUSTER: dict = {
+    "name": "orchestrator",
+    "workers": env.int("Q_WORKERS", default=2),
+    "recycle": 500,
+    "timeout": env.int("Q_TIMEOUT", default=300),
+    "retry": env.int("Q_RETRY", default=420),
+    "max_attempts": 1,
+    "ack_failures": True,
+    "queue_limit": env.int("Q_QUEUE_LIMIT", default=4),
+    "bulk": 1,
+    "save_limit": 0,
+    "catch_up": False,
+    "poll": 0.2,
+    "label": "Django Q2",
+    "sync": env.bool("Q_SYNC", default=False),
+}
+if REDIS_URL:
+    Q_CLUSTER["redis"] = REDIS_URL
+else:
+    Q_CLUSTER["orm"] = "default"
+
+# --- channels -----------------------------------------------------------------
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # redis-py 8's default 5 s socket timeout kills idle consumers (PITFALLS).
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": None}]},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_postgres.core.PostgresChannelLayer",
+            # channels-postgres silently yields no layer without PASSWORD / TIME_ZONE.
+            "CONFIG": {
+                "ENGINE": "django.db.backends.postgresql",
+                "NAME": _db["NAME"],
+                "USER": _db["USER"],
+                "PASSWORD": _db["PASSWORD"] or "",
+                "HOST": _db["HOST"],
+                "PORT": _db["PORT"],
+                "TIME_ZONE": None,
+            },
+        }
+    }
+
+# --- engine ---------------------------------------------------------------------
+# Modules that register extra step providers at start-up (comma separated).
+ORCHESTRATION_PROVIDER_MODULES = env.list("ORCHESTRATION_PROVIDER_MODULES", default=[])
+
+# --- marketplaces ---------------------------------------------------------------
+SANDBOX_URL = env.str("SANDBOX_URL", default="http://127.0.0.1:8100")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,  # True would silence server errors (PITFALLS)
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "pgserver": {"level": "WARNING"},
+    },
+}

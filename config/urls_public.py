@@ -1,0 +1,15 @@
+"""URLs served on the public schema (platform host names, no tenant)."""
+
+from django.contrib import admin
+from django.contrib.staticfiles.urls import staticfiles_urlpatterns
+from django.urls import path
+
+from config.health import healthz
+from orchestration import views
+
+urlpatterns = [
+    path("healthz", healthz, name="healthz"),
+    path("admin/", admin.site.urls),
+    path("platform/", views.platform, name="platform"),
+    *staticfiles_urlpatterns(),
+]

@@ -1,0 +1,20 @@
+"""URLs served on a tenant's domain."""
+
+from django.contrib.staticfiles.urls import staticfiles_urlpatterns
+from django.urls import path
+from django.views.generic import RedirectView
+
+from config.admin_sites import tenant_admin_site
+from config.health import healthz
+from orchestration import views
+
+urlpatterns = [
+    path("", RedirectView.as_view(url="/admin/", permanent=False)),
+    path("healthz", healthz, name="healthz"),
+    path("admin/", tenant_admin_site.urls),
+    path("dashboard/", views.dashboard, name="dashboard"),
+    path("dashboard/panels/<str:panel>/", views.dashboard_panel, name="dashboard_panel"),
+    path("dashboard/jobs/<int:job_id>/retry/", views.dashboard_retry, name="dashboard_retry"),
+    # Static files (the live script, the admin's CSS) when DEBUG; production serves them apart.
+    *staticfiles_urlpatterns(),
+]

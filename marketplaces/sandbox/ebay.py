@@ -1,0 +1,298 @@
+"""eBay Sell Inventory API, as far as the adapter uses it.
+
+The seller is whoever the bearer token stands for (``seller_key``). Errors use
+eBay's body: ``{"errors": [{"errorId", "domain", "category", "message"}]}``.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from marketplaces.sandbox.state import SandboxState, seller_key
+from marketplaces.sandbox.web import HttpError, Request, Response, Route
+
+MARKETPLACE = "ebay"
+API = "/sell/inventory/v1"
+CONDITIONS = {
+    "NEW",
+    "LIKE_NEW",
+    "NEW_OTHER",
+    "NEW_WITH_DEFECTS",
+    "USED_EXCELLENT",
+    "USED_VERY_GOOD",
+    "USED_GOOD",
+    "USED_ACCEPTABLE",
+}
+
+
+def error_body(status: int, message: str, error_id: int | None = None) -> dict[str, Any]:
+    category = "REQUEST" if status < 500 else "APPLICATION"
+    default_id = {400: 25001, 401: 1001, 404: 25713, 429: 2001}.get(status, 25001)
+    return {
+        "errors": [
+            {
+                "errorId": error_id or default_id,
+                "domain": "API_INVENTORY",
+                "category": category,
+                "message": message,
+            }
+        ]
+    }
+
+
+def fail(status: int, message: str, error_id: int | None = None) -> HttpError:
+    return HttpError(status, error_body(status, message, error_id))
+
+
+def shop_of(state: SandboxState, request: Request, params: dict[str, str]) -> str:
+    token = request.bearer()
+    if not token:
+        raise HttpError(
+            401, error_body(401, "Invalid access token. Check the Authorization header.", 1001)
+        )
+    return seller_key(token)
+
+
+def _price(body: dict[str, Any]) -> Decimal:
+    try:
+        return Decimal(str(body["pricingSummary"]["price"]["value"]))
+    except (KeyError, TypeError, InvalidOperation):
+        raise fail(
+            400, "The pricingSummary.price.value field is missing or invalid.", 25007
+        ) from None
+
+
+def put_inventory_item(
+    state: SandboxState, request: Request, params: dict[str, str], shop: str
+) -> Response:
+    body, sku = request.json(), params["sku"]
+    title = (body.get("product") or {}).get("title") or ""
+    if not title or len(title) > 80:
+        raise fail(
+            400,
+            f"Invalid value for product.title. The title must be 1 to 80 characters; got {len(title)}.",
+            25709,
+        )
+    if body.get("condition") not in CONDITIONS:
+        raise fail(400, f"Invalid value for condition: {body.get('condition')!r}.", 25021)
+    quantity = ((body.get("availability") or {}).get("shipToLocationAvailability") or {}).get(
+        "quantity"
+    )
+    if not isinstance(quantity, int) or quantity < 0:
+        raise fail(
+            400, "Invalid value for availability.shipToLocationAvailability.quantity.", 25604
+        )
+    seller = state.ebay_seller(shop)
+    existed = sku in seller.inventory
+    seller.inventory[sku] = {"sku": sku, "locale": "en_US", **body}
+    operation = "replace_inventory_item" if existed else "create_inventory_item"
+    state.ledger.record(MARKETPLACE, shop, operation, sku=sku)
+    return Response(204)
+
+
+def get_inventory_item(
+    state: SandboxState, request: Request, params: dict[str, str], shop: str
+) -> Response:
+    item = state.ebay_seller(shop).inventory.get(params["sku"])
+    if item is None:
+        raise fail(404, f"The inventory item {params['sku']!r} could not be found.", 25710)
+    return Response(200, item)
+
+
+def get_offers(
+    state: SandboxState, request: Request, params: dict[str, str], shop: str
+) -> Response:
+    sku = request.query.get("sku", "")
+    if not sku:
+        raise fail(400, "The sku query parameter is required.", 25707)
+    offers = [
+        o
+        for o in state.ebay_seller(shop).offers.values()
+        if o["sku"] == sku and request.query.get("marketplace_id") in (None, o["marketplaceId"])
+    ]
+    if not offers:
+        raise fail(404, "This Offer is not available.", 25713)
+    return Response(
+        200,
+        {
+            "href": request.path,
+            "limit": 100,
+            "offers": offers,
+            "size": len(offers),
+            "total": len(offers),
+        },
+    )
+
+
+def _offer(state: SandboxState, shop: str, offer_id: str) -> dict[str, Any]:
+    offer = state.ebay_seller(shop).offers.get(offer_id)
+    if offer is None:
+        raise fail(404, "This Offer is not available.", 25713)
+    return offer
+
+
+def create_offer(
+    state: SandboxState, request: Request, params: dict[str, str], shop: str
+) -> Response:
+    body = request.json()
+    seller = state.ebay_seller(shop)
+    sku = body.get("sku")
+    if sku not in seller.inventory:
+        raise fail(400, f"The SKU {sku!r} is not available in the system.", 25702)
+    if _price(body) <= 0:
+        raise fail(400, "The price must be greater than 0.", 25007)
+    for offer in seller.offers.values():
+        if (offer["sku"], offer["marketplaceId"], offer["format"]) == (
+            sku,
+            body.get("marketplaceId"),
+            body.get("format"),
+        ):
+            raise fail(
+                400, "An offer entity already exists for this SKU, marketplace and format.", 25002
+            )
+    offer_id = str(state.next_id("ebay-offer", 5_000_000_001))
+    seller.offers[offer_id] = {**body, "offerId": offer_id, "status": "UNPUBLISHED"}
+    state.ledger.record(MARKETPLACE, shop, "create_offer", sku=sku, offer_id=offer_id)
+    return Response(201, {"offerId": offer_id})
+
+
+def get_offer(state: SandboxState, request: Request, params: dict[str, str], shop: str) -> Response:
+    return Response(200, _offer(state, shop, params["offer_id"]))
+
+
+def update_offer(
+    state: SandboxState, request: Request, params: dict[str, str], shop: str
+) -> Response:
+    offer, body = _offer(state, shop, params["offer_id"]), request.json()
+    if _price(body) <= 0:
+        raise fail(400, "The price must be greater than 0.", 25007)
+    offer.update({k: v for k, v in body.items() if k not in ("offerId", "status", "listing")})
+    state.ledger.record(
+        MARKETPLACE, shop, "update_offer", sku=offer["sku"], offer_id=offer["offerId"]
+    )
+    return Response(204)
+
+
+def publish_offer(
+    state: SandboxState, request: Request, params: dict[str, str], shop: str
+) -> Response:
+    offer = _offer(state, shop, params["offer_id"])
+    item = state.ebay_seller(shop).inventory.get(offer["sku"], {})
+    if not (item.get("product") or {}).get("imageUrls"):
+        raise fail(400, "A minimum of 1 picture is required to publish this listing.", 25003)
+    if offer["status"] == "PUBLISHED":  # eBay revises the live listing
+        state.ledger.record(
+            MARKETPLACE, shop, "revise_listing", sku=offer["sku"], offer_id=offer["offerId"]
+        )
+        return Response(200, {"listingId": offer["listing"]["listingId"], "warnings": []})
+    listing_id = str(state.next_id("ebay-listing", 110_000_000_001))
+    offer["status"] = "PUBLISHED"
+    offer["listing"] = {"listingId": listing_id, "listingStatus": "ACTIVE", "soldQuantity": 0}
+    state.ledger.record(
+        MARKETPLACE,
+        shop,
+        "publish_offer",
+        sku=offer["sku"],
+        offer_id=offer["offerId"],
+        listing_id=listing_id,
+    )
+    return Response(200, {"listingId": listing_id, "warnings": []})
+
+
+def withdraw_offer(
+    state: SandboxState, request: Request, params: dict[str, str], shop: str
+) -> Response:
+    offer = _offer(state, shop, params["offer_id"])
+    if offer["status"] != "PUBLISHED":
+        raise fail(400, "The offer is not published, so it cannot be withdrawn.", 25015)
+    offer["status"] = "UNPUBLISHED"
+    offer["listing"] = {**offer["listing"], "listingStatus": "ENDED"}
+    listing_id = offer["listing"]["listingId"]
+    state.ledger.record(
+        MARKETPLACE,
+        shop,
+        "withdraw_offer",
+        sku=offer["sku"],
+        offer_id=offer["offerId"],
+        listing_id=listing_id,
+    )
+    return Response(200, {"listingId": listing_id, "warnings": []})
+
+
+def bulk_update_price_quantity(
+    state: SandboxState, request: Request, params: dict[str, str], shop: str
+) -> Response:
+    seller = state.ebay_seller(shop)
+    responses = []
+    for req in request.json().get("requests", []):
+        sku = req.get("sku")
+        if sku not in seller.inventory:
+            responses.append(
+                {"statusCode": 404, "sku": sku, **error_body(404, f"SKU {sku!r} not found.", 25702)}
+            )
+            continue
+        quantity = (req.get("shipToLocationAvailability") or {}).get("quantity")
+        if quantity is not None:
+            seller.inventory[sku]["availability"] = {
+                "shipToLocationAvailability": {"quantity": quantity}
+            }
+        for change in req.get("offers", []):
+            offer = seller.offers.get(change.get("offerId", ""))
+            if offer is None:
+                continue
+            if "price" in change:
+                offer["pricingSummary"] = {"price": change["price"]}
+            if "availableQuantity" in change:
+                offer["availableQuantity"] = change["availableQuantity"]
+        state.ledger.record(MARKETPLACE, shop, "update_price_quantity", sku=sku)
+        responses.append({"statusCode": 200, "sku": sku, "errors": [], "warnings": []})
+    return Response(200, {"responses": responses})
+
+
+ROUTES = [
+    Route(
+        "PUT",
+        f"{API}/inventory_item/{{sku}}",
+        MARKETPLACE,
+        "create_or_replace_inventory_item",
+        put_inventory_item,
+        shop_of,
+    ),
+    Route(
+        "GET",
+        f"{API}/inventory_item/{{sku}}",
+        MARKETPLACE,
+        "get_inventory_item",
+        get_inventory_item,
+        shop_of,
+    ),
+    Route("GET", f"{API}/offer", MARKETPLACE, "get_offers", get_offers, shop_of),
+    Route("POST", f"{API}/offer", MARKETPLACE, "create_offer", create_offer, shop_of),
+    Route("GET", f"{API}/offer/{{offer_id}}", MARKETPLACE, "get_offer", get_offer, shop_of),
+    Route("PUT", f"{API}/offer/{{offer_id}}", MARKETPLACE, "update_offer", update_offer, shop_of),
+    Route(
+        "POST",
+        f"{API}/offer/{{offer_id}}/publish",
+        MARKETPLACE,
+        "publish_offer",
+        publish_offer,
+        shop_of,
+    ),
+    Route(
+        "POST",
+        f"{API}/offer/{{offer_id}}/withdraw",
+        MARKETPLACE,
+        "withdraw_offer",
+        withdraw_offer,
+        shop_of,
+    ),
+    Route(
+        "POST",
+        f"{API}/bulk_update_price_quantity",
+        MARKETPLACE,
+        "bulk_update_price_quantity",
+        bulk_update_price_quantity,
+        shop_of,
+    ),
+]

@@ -1,0 +1,574 @@
+"""The seller's admin for the engine. Actions and buttons call the engine's services only.
+
+Lists stay fast on millions of rows: estimated counts (``EstimatedCountPaginator``,
+``show_full_result_count=False``), filters whose choices need no query, indexes for
+the default ordering under each filter, and a constant number of queries per page.
+Status badges and progress bars update live over ``/ws/live/`` (static
+``orchestration/live.js``). Staff with view permission only see everything and no
+action (Django hides actions they may not run; the templates hide the buttons).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseRedirect,
+    JsonResponse,
+    QueryDict,
+)
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+from django.views.decorators.http import require_POST
+
+from config.admin_sites import tenant_admin_site
+from orchestration import selectors, services, steps
+from orchestration.models import Batch, MarketplaceJob, ResourcePolicy
+from orchestration.paginators import EstimatedCountPaginator
+from orchestration.services.claims import resource_policies
+from orchestration.states import (
+    BATCH_TERMINAL,
+    JOB_CLAIMABLE,
+    JOB_RETRYABLE_BY_STAFF,
+    JOB_TERMINAL,
+    JobStatus,
+)
+
+BULK_CHUNK = 500  # job ids per query when acting on everything a filter matches
+
+_SKU_TERM = re.compile(r"[\w.-]{2,64}")  # no spaces: looks like a SKU, not error text
+
+
+@admin.register(ResourcePolicy, site=tenant_admin_site)
+class ResourcePolicyAdmin(admin.ModelAdmin):
+    """Limits per resource, editable in place; the dispatcher reads them on every claim."""
+
+    list_display = ("key", "concurrency", "rate_per_minute", "paused", "updated_at")
+    list_editable = ("concurrency", "rate_per_minute", "paused")
+    actions = ("pause", "resume")
+
+    def get_queryset(self, request):
+        resource_policies()  # rows for every registered provider exist before staff look
+        return super().get_queryset(request)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.action(description="Pause the selected resources", permissions=["change"])
+    def pause(self, request: HttpRequest, queryset: QuerySet[ResourcePolicy]) -> None:
+        for policy in queryset:
+            services.resource_pause(key=policy.key)
+        self.message_user(request, f"Paused {queryset.count()} resource(s).", messages.SUCCESS)
+
+    @admin.action(description="Resume the selected resources", permissions=["change"])
+    def resume(self, request: HttpRequest, queryset: QuerySet[ResourcePolicy]) -> None:
+        for policy in queryset:
+            services.resource_resume(key=policy.key)
+        self.message_user(request, f"Resumed {queryset.count()} resource(s).", messages.SUCCESS)
+
+
+# --- rendering helpers ------------------------------------------------------------------
+
+
+def status_badge(status: str, *, job_id: int | None = None, task_id: int | None = None) -> str:
+    attrs = ""
+    if job_id is not None:
+        attrs = format_html(' data-live-job="{}"', job_id)
+    elif task_id is not None:
+        attrs = format_html(' data-live-task="{}"', task_id)
+    return format_html(
+        '<span class="live-badge status-{}"{}>{}</span>', status, attrs, status.replace("_", " ")
+    )
+
+
+def progress_bar(batch: Batch) -> str:
+    percent = batch.progress_percent
+    return format_html(
+        '<div class="live-progress" data-live-batch="{}" data-status="{}">'
+        '<div class="live-bar" style="width: {}%"></div>'
+        '<span class="live-label">{}% ({}/{})</span></div>',
+        batch.pk, batch.status, percent, percent, batch.done_jobs, batch.total_jobs,
+    )  # fmt: skip
+
+
+def job_counts(batch: Batch) -> str:
+    return format_html(
+        '<span class="live-counts" data-live-batch-counts="{}">'
+        '<span class="count-completed" title="completed">✓ <b data-count="completed">{}</b></span> '
+        '<span class="count-failed" title="failed">✗ <b data-count="failed">{}</b></span> '
+        '<span class="count-cancelled" title="cancelled">⊘ <b data-count="cancelled">{}</b></span> '
+        '<span class="count-skipped" title="skipped">↷ <b data-count="skipped">{}</b></span></span>',
+        batch.pk, batch.completed_jobs, batch.failed_jobs, batch.cancelled_jobs, batch.skipped_jobs,
+    )  # fmt: skip
+
+
+# --- filters whose choices cost no query --------------------------------------------------
+
+
+class MarketplaceFilter(admin.SimpleListFilter):
+    """Choices from the provider registry (a DISTINCT over millions of jobs is not free)."""
+
+    title = "marketplace"
+    parameter_name = "marketplace"
+
+    def lookups(self, request, model_admin):
+        return [(m, m) for m in steps.registered_marketplaces()]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(marketplace=self.value()) if self.value() else queryset
+
+
+class BatchFilter(admin.SimpleListFilter):
+    """The latest batches as choices; any batch id works in the URL (``?batch=<id>``)."""
+
+    title = "batch"
+    parameter_name = "batch"
+
+    def lookups(self, request, model_admin):
+        latest = Batch.objects.order_by("-created_at").values_list("pk", "name")[:10]
+        choices = [(str(pk), f"#{pk} {name}") for pk, name in latest]
+        value = self.value()
+        if value and value not in {c[0] for c in choices}:
+            choices.append((value, f"#{value}"))
+        return choices
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        if not value:
+            return queryset
+        if not value.isdigit():
+            return queryset.none()
+        return queryset.filter(batch_id=int(value))
+
+
+# --- jobs ---------------------------------------------------------------------------------
+
+
+def _run_service(modeladmin, request, job_ids, service, verb: str) -> int:
+    done, refused = 0, []
+    for job_id in job_ids:
+        try:
+            service(job_id=job_id)
+            done += 1
+        except services.JobError as exc:
+            refused.append(str(exc))
+    if done:
+        modeladmin.message_user(request, f"{verb} {done} job(s).", messages.SUCCESS)
+    for reason in refused[:10]:
+        modeladmin.message_user(request, reason, messages.WARNING)
+    if len(refused) > 10:
+        modeladmin.message_user(request, f"… and {len(refused) - 10} more.", messages.WARNING)
+    return done
+
+
+class LiveAdminMixin:
+    """Adds the live assets and whether the user may act to every admin page of the model."""
+
+    def live_context(self, request: HttpRequest, **extra: Any) -> dict[str, Any]:
+        return {"can_act": self.has_change_permission(request), **extra}  # type: ignore[attr-defined]
+
+
+@admin.register(MarketplaceJob, site=tenant_admin_site)
+class MarketplaceJobAdmin(LiveAdminMixin, admin.ModelAdmin):
+    list_display = ("id", "sku", "marketplace", "action", "status_badge", "priority",
+                    "retry_count", "batch_link", "created_at", "completed_at")  # fmt: skip
+    list_display_links = ("id", "sku")
+    list_filter = ("status", MarketplaceFilter, "action", BatchFilter, "created_at")
+    search_fields = ("sku", "error_message")
+    search_help_text = "SKU (or its beginning) or error text"
+    ordering = ("-created_at", "-id")
+    paginator = EstimatedCountPaginator
+    show_full_result_count = False
+    list_select_related = ("batch",)
+    readonly_fields = ("batch", "sequence", "product", "sku", "marketplace", "resource_key", "action",
+                       "params", "status", "direct", "retry_count", "run_after", "cancel_requested",
+                       "error_message", "result", "current_run", "created_at", "started_at",
+                       "completed_at")  # fmt: skip
+    raw_id_fields = ("batch", "product", "current_run")
+    fields = (*readonly_fields, "priority", "max_retries")
+    actions = ("retry", "cancel", "run_now")
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.display(description="Status", ordering="status")
+    def status_badge(self, obj: MarketplaceJob) -> str:
+        return status_badge(obj.status, job_id=obj.pk)
+
+    @admin.display(description="Batch", ordering="batch_id")
+    def batch_link(self, obj: MarketplaceJob) -> str:
+        if obj.batch is None:
+            return "—"
+        url = reverse("tenant_admin:orchestration_batch_change", args=[obj.batch_id])
+        return format_html('<a href="{}">#{} {}</a>', url, obj.batch_id, obj.batch.name)
+
+    # The list's actions (selected rows, or "select all" across pages).
+
+    @admin.action(description="Retry the selected jobs", permissions=["change"])
+    def retry(self, request, queryset):
+        _run_service(self, request, queryset.values_list("pk", flat=True), services.job_retry,
+                     "Retried")  # fmt: skip
+
+    @admin.action(description="Cancel the selected jobs", permissions=["change"])
+    def cancel(self, request, queryset):
+        _run_service(self, request, queryset.values_list("pk", flat=True), services.job_cancel,
+                     "Cancelled")  # fmt: skip
+
+    @admin.action(description="Run the selected jobs now", permissions=["change"])
+    def run_now(self, request, queryset):
+        _run_service(self, request, queryset.values_list("pk", flat=True), services.job_run_now,
+                     "Started")  # fmt: skip
+
+    # Pages and buttons.
+
+    def get_urls(self):
+        wrap = self.admin_site.admin_view
+        return [
+            path("bulk/<str:verb>/", wrap(self.bulk_view), name="orchestration_job_bulk"),
+            path(
+                "<int:object_id>/control/<str:verb>/",
+                wrap(self.control_view),
+                name="orchestration_job_control",
+            ),
+            path(
+                "<int:object_id>/timeline/",
+                wrap(self.timeline_view),
+                name="orchestration_job_timeline",
+            ),
+            *super().get_urls(),
+        ]
+
+    def get_search_results(self, request, queryset, search_term):
+        """A term shaped like a SKU that prefixes some SKU returns those jobs, from an index
+        (``job_sku_prefix_idx``); anything else searches SKU and error text by substring
+        (trigram indexes where pg_trgm exists, else a scan)."""
+        term = search_term.strip()
+        if _SKU_TERM.fullmatch(term):
+            by_sku = queryset.filter(sku__istartswith=term)
+            if by_sku.exists():
+                return by_sku, False
+        return super().get_search_results(request, queryset, search_term)
+
+    def changelist_view(self, request, extra_context=None):
+        return super().changelist_view(
+            request, {**self.live_context(request), **(extra_context or {})}
+        )
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        context = self.live_context(request, **(extra_context or {}))
+        job = (
+            MarketplaceJob.objects.filter(pk=object_id).first()
+            if str(object_id).isdigit()
+            else None
+        )
+        if job is not None:
+            context.update(self._timeline_context(request, job))
+        return super().change_view(request, object_id, form_url, context)
+
+    def timeline_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        """The timeline fragment the job page re-fetches when a live message says it moved."""
+        job = get_object_or_404(MarketplaceJob, pk=object_id)
+        if not self.has_view_permission(request, job):
+            raise PermissionDenied
+        return TemplateResponse(
+            request, "orchestration/_timeline.html", self._timeline_context(request, job)
+        )
+
+    def _timeline_context(self, request: HttpRequest, job: MarketplaceJob) -> dict[str, Any]:
+        can_act = self.has_change_permission(request, job)
+        status = job.status
+        controls = {
+            "retry": status in JOB_RETRYABLE_BY_STAFF,
+            "retry_from_step": status in {*JOB_RETRYABLE_BY_STAFF, JobStatus.COMPLETED},
+            "cancel": status not in JOB_TERMINAL or status == JobStatus.SKIPPED,
+            "run_now": status in {*JOB_RETRYABLE_BY_STAFF, *JOB_CLAIMABLE, JobStatus.PENDING},
+        }
+        return {
+            "job": job,
+            "can_act": can_act,
+            "controls": controls if can_act else {},
+            **selectors.job_timeline(job.pk),
+        }
+
+    @staticmethod
+    def _job_controls() -> dict[str, Any]:
+        return {
+            "retry": (services.job_retry, "Retried"),
+            "cancel": (services.job_cancel, "Cancel requested for"),
+            "run_now": (services.job_run_now, "Started"),
+        }
+
+    def control_view(self, request: HttpRequest, object_id: int, verb: str) -> HttpResponse:
+        """One job's buttons (POST): retry, retry from a step, cancel, run now."""
+        if request.method != "POST":
+            return HttpResponse(status=405)
+        job = get_object_or_404(MarketplaceJob, pk=object_id)
+        if not self.has_change_permission(request, job):
+            raise PermissionDenied
+        try:
+            if verb == "retry_from_step":
+                step = request.POST.get("step_order", "")
+                if not step.isdigit():
+                    raise services.JobError("choose the step to retry from")
+                job = services.job_retry_from_step(job_id=job.pk, step_order=int(step))
+                message = f"Job {job.pk} will run again from step {step}."
+            elif verb in self._job_controls():
+                service, done = self._job_controls()[verb]
+                job = service(job_id=job.pk)
+                message = f"{done} job {job.pk}."
+            else:
+                return HttpResponse(status=404)
+        except services.JobError as exc:
+            return self._answer(request, job, str(exc), ok=False)
+        return self._answer(request, job, message, ok=True)
+
+    def _answer(self, request: HttpRequest, job: MarketplaceJob, text: str, *, ok: bool):
+        if request.headers.get("x-requested-with") == "fetch":
+            return JsonResponse({"ok": ok, "message": text, "job_id": job.pk,
+                                 "status": job.status}, status=200 if ok else 409)  # fmt: skip
+        self.message_user(request, text, messages.SUCCESS if ok else messages.WARNING)
+        target = request.POST.get("next", "")
+        if not target.startswith("/") or target.startswith("//"):
+            target = reverse("tenant_admin:orchestration_marketplacejob_change", args=[job.pk])
+        return HttpResponseRedirect(target)
+
+    def bulk_view(self, request: HttpRequest, verb: str) -> HttpResponse:
+        """Retry or cancel everything the current filter matches (every page), after confirming."""
+        if verb not in ("retry", "cancel"):
+            return HttpResponse(status=404)
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        params = request.GET if request.method == "GET" else request.POST
+        try:
+            changelist = self._filtered_changelist(request, params)
+        except IncorrectLookupParameters:
+            return HttpResponseRedirect(
+                reverse("tenant_admin:orchestration_marketplacejob_changelist")
+            )
+        matching = changelist.get_queryset(request)
+        if verb == "retry":
+            actionable = matching.filter(status__in=JOB_RETRYABLE_BY_STAFF)
+        else:
+            actionable = matching.exclude(status__in=[JobStatus.COMPLETED, JobStatus.FAILED,
+                                                      JobStatus.CANCELLED])  # fmt: skip
+        query = params.get("_changelist_filters", "")
+        if request.method == "POST" and "confirm" in request.POST:
+            if verb == "retry":
+                done = 0
+                for ids in _chunks(actionable.order_by("pk").values_list("pk", flat=True)):
+                    done += _run_service(self, request, ids, services.job_retry, "Retried")
+            else:
+                done = services.jobs_cancel(queryset=actionable)
+                self.message_user(request, f"Cancelled {done} job(s).", messages.SUCCESS)
+            target = reverse("tenant_admin:orchestration_marketplacejob_changelist")
+            return HttpResponseRedirect(f"{target}?{query}" if query else target)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": f"{verb.capitalize()} every matching job?",
+            "verb": verb,
+            "count": actionable.count(),
+            "matching": matching.count(),
+            "filters": [
+                (key, value)
+                for key, values in QueryDict(query).lists()
+                if key not in ("p", "o", "q")
+                for value in values
+            ],
+            "search": changelist.query,
+            "changelist_filters": query,
+        }
+        return TemplateResponse(
+            request, "admin/orchestration/marketplacejob/bulk_confirm.html", context
+        )
+
+    def _filtered_changelist(self, request: HttpRequest, params):
+        """The changelist as filtered by ``_changelist_filters`` (the list's own query string)."""
+        filtered = copy.copy(request)
+        filtered.GET = QueryDict(params.get("_changelist_filters", ""))
+        return self.get_changelist_instance(filtered)
+
+
+def _chunks(values):
+    chunk: list[int] = []
+    for value in values.iterator(chunk_size=BULK_CHUNK):
+        chunk.append(value)
+        if len(chunk) >= BULK_CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+# --- batches ----------------------------------------------------------------------------------
+
+
+class StartBatchForm(forms.Form):
+    name = forms.CharField(max_length=200)
+    job_type = forms.ChoiceField(label="Marketplace and action")
+    mode = forms.ChoiceField(choices=Batch.Mode.choices, initial=Batch.Mode.PARALLEL)
+    skus = forms.CharField(
+        label="Products (SKUs)", widget=forms.Textarea(attrs={"rows": 6}),
+        help_text="One SKU per line (or separated by commas or spaces).",
+    )  # fmt: skip
+    priority = forms.IntegerField(initial=0, help_text="Higher runs first")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        job_type = self.fields["job_type"]
+        assert isinstance(job_type, forms.ChoiceField)
+        job_type.choices = [
+            (f"{m}:{a}", f"{m} · {a}")
+            for m in steps.registered_marketplaces()
+            for a in steps.get_provider(m).actions()
+        ]
+
+    def clean_skus(self) -> list[str]:
+        from marketplaces.models import Product
+
+        wanted = list(dict.fromkeys(self.cleaned_data["skus"].replace(",", " ").split()))
+        if not wanted:
+            raise forms.ValidationError("Give at least one SKU.")
+        if len(wanted) > 10_000:
+            raise forms.ValidationError("At most 10,000 products per batch from this form.")
+        found = dict(Product.objects.filter(sku__in=wanted).values_list("sku", "pk"))
+        missing = [s for s in wanted if s not in found]
+        if missing:
+            raise forms.ValidationError(f"Unknown SKU(s): {', '.join(missing[:20])}")
+        self.product_ids = found
+        return wanted
+
+
+@admin.register(Batch, site=tenant_admin_site)
+class BatchAdmin(LiveAdminMixin, admin.ModelAdmin):
+    list_display = ("id", "name", "mode", "status_badge", "progress", "counts", "total_jobs",
+                    "created_by", "created_at")  # fmt: skip
+    list_display_links = ("id", "name")
+    list_filter = ("status", "mode", "created_at")
+    search_fields = ("name",)
+    ordering = ("-created_at", "-id")
+    paginator = EstimatedCountPaginator
+    show_full_result_count = False
+    readonly_fields = ("name", "mode", "status", "live_progress", "total_jobs", "completed_jobs",
+                       "failed_jobs", "cancelled_jobs", "skipped_jobs", "created_by", "created_at",
+                       "started_at", "completed_at")  # fmt: skip
+    fields = readonly_fields
+    actions = ("cancel", "resume")
+
+    def has_add_permission(self, request):
+        return request.user.has_perm("orchestration.add_batch")
+
+    @admin.display(description="Status", ordering="status")
+    def status_badge(self, obj: Batch) -> str:
+        return format_html(
+            '<span class="live-badge status-{}" data-live-batch-status="{}">{}</span>',
+            obj.status, obj.pk, obj.status,
+        )  # fmt: skip
+
+    @admin.display(description="Progress")
+    def progress(self, obj: Batch) -> str:
+        return progress_bar(obj)
+
+    @admin.display(description="Progress")
+    def live_progress(self, obj: Batch) -> str:
+        return format_html("{} {}", progress_bar(obj), job_counts(obj))
+
+    @admin.display(description="Jobs: done ✓ / failed ✗ / cancelled ⊘ / skipped ↷")
+    def counts(self, obj: Batch) -> str:
+        return job_counts(obj)
+
+    @admin.action(description="Cancel the selected batches", permissions=["change"])
+    def cancel(self, request, queryset):
+        for batch_id in queryset.values_list("pk", flat=True):
+            services.batch_cancel(batch_id=batch_id)
+        self.message_user(request, "Cancelled.", messages.SUCCESS)
+
+    @admin.action(description="Resume the selected groups", permissions=["change"])
+    def resume(self, request, queryset):
+        for batch_id in queryset.values_list("pk", flat=True):
+            services.batch_resume(batch_id=batch_id)
+        self.message_user(request, "Resumed.", messages.SUCCESS)
+
+    def get_urls(self):
+        wrap = self.admin_site.admin_view
+        return [
+            path(
+                "<int:object_id>/control/<str:verb>/",
+                wrap(require_POST(self.control_view)),
+                name="orchestration_batch_control",
+            ),
+            *super().get_urls(),
+        ]
+
+    def changelist_view(self, request, extra_context=None):
+        context = self.live_context(request, status_counts=selectors.batch_status_counts())
+        return super().changelist_view(request, {**context, **(extra_context or {})})
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        context = self.live_context(request, **(extra_context or {}))
+        context["terminal_statuses"] = [str(s) for s in BATCH_TERMINAL]
+        return super().change_view(request, object_id, form_url, context)
+
+    def control_view(self, request: HttpRequest, object_id: int, verb: str) -> HttpResponse:
+        batch = get_object_or_404(Batch, pk=object_id)
+        if not self.has_change_permission(request, batch):
+            raise PermissionDenied
+        if verb == "resume":
+            services.batch_resume(batch_id=batch.pk)
+            self.message_user(request, f"Resumed batch {batch.pk}.", messages.SUCCESS)
+        elif verb == "cancel":
+            services.batch_cancel(batch_id=batch.pk)
+            self.message_user(request, f"Cancelled batch {batch.pk}.", messages.SUCCESS)
+        else:
+            return HttpResponse(status=404)
+        return HttpResponseRedirect(
+            reverse("tenant_admin:orchestration_batch_change", args=[batch.pk])
+        )
+
+    def add_view(self, request, form_url="", extra_context=None):
+        """ "Add batch" starts one: marketplace and action, products by SKU."""
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form = StartBatchForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            marketplace, action = form.cleaned_data["job_type"].split(":", 1)
+            specs = [
+                services.JobSpec(
+                    marketplace=marketplace,
+                    action=action,
+                    sku=sku,
+                    product_id=form.product_ids[sku],
+                    priority=form.cleaned_data["priority"],
+                )
+                for sku in form.cleaned_data["skus"]
+            ]
+            batch = services.batch_create(
+                name=form.cleaned_data["name"], jobs=specs, mode=form.cleaned_data["mode"],
+                created_by=request.user.get_username(),
+            )  # fmt: skip
+            self.message_user(request, f"Started batch {batch.pk} ({len(specs)} jobs).")
+            return HttpResponseRedirect(
+                reverse("tenant_admin:orchestration_batch_change", args=[batch.pk])
+            )
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": "Start a batch",
+            "form": form,
+            "media": self.media + form.media,
+        }
+        return TemplateResponse(request, "admin/orchestration/batch/start.html", context)

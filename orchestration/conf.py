@@ -1,0 +1,38 @@
+"""Engine settings, read at call time so tests and operators can change them.
+
+Override with ``settings.ORCHESTRATION = {...}`` or environment variables named
+``ORCHESTRATION_<KEY>`` (worker subprocesses in tests use the latter).
+"""
+
+from __future__ import annotations
+
+import os
+
+from django.conf import settings
+
+DEFAULTS: dict[str, float] = {
+    "LEASE_SECONDS": 60.0,  # a run's lease; renewed by heartbeat
+    "HEARTBEAT_SECONDS": 10.0,  # renew the lease this often during a step
+    "CANCEL_POLL_SECONDS": 0.5,  # how often a long step's worker checks for cancel
+    "DEFAULT_STEP_TIMEOUT": 120.0,
+    "RETRY_BASE_SECONDS": 5.0,  # backoff: base * 2**(n-1), with jitter
+    "RETRY_MAX_SECONDS": 900.0,
+    "DRAIN_SECONDS": 20.0,  # one q2 task works this long at most, then hands back
+    "TENANT_TURN_SECONDS": 2.0,  # a tenant's turn inside a drain (fairness bound)
+    "DRAIN_SLOTS": 0,  # concurrent drains; 0 = the q2 worker count
+    "WAKE_AHEAD_SECONDS": 60.0,  # a drain keeps waiting for retries due this soon
+    "CLAIM_BATCH": 8,
+    "SYNCHRONOUS_COMMIT": 0,  # 0: workers don't wait for WAL flushes (see dispatch)  # jobs claimed per claim transaction (within each resource's room)
+}
+
+
+def get(key: str) -> float:
+    env = os.environ.get(f"ORCHESTRATION_{key}")
+    if env is not None:
+        return float(env)
+    return float(getattr(settings, "ORCHESTRATION", {}).get(key, DEFAULTS[key]))
+
+
+def drain_slots() -> int:
+    slots = int(get("DRAIN_SLOTS"))
+    return slots or int(settings.Q_CLUSTER.get("workers", 2))

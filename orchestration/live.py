@@ -1,0 +1,444 @@
+"""The live channel: engine events become snapshot messages on tenant-prefixed groups.
+
+Subscribed to ``orchestration.events`` when the app is ready, so web and worker
+processes both publish. Each event becomes one message per group that shows it:
+
+- ``t.<schema>.overview``: every batch's progress and completion, job failures
+  (and the retries that follow them), failed runs;
+- ``t.<schema>.batch.<id>``: that batch's progress, completion and failed runs;
+- ``t.<schema>.job.<id>``: everything about the job (status, steps, runs).
+
+Messages are snapshots (``type``, ``timestamp``, ``tenant``, ids, ``status``,
+``progress``, ``error``), so a duplicate is harmless and a dropped one is fixed by
+the next. Sending happens on one background thread per process with its own event
+loop and its own channel-layer connections (``Publisher``); callers (on-commit
+hooks in workers and web requests) only enqueue. A batch's progress goes out at
+most every ``PROGRESS_INTERVAL`` per group; final states (terminal statuses,
+``complete``) go out at once and are never dropped. See docs/live.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import collections
+import contextlib
+import logging
+import multiprocessing.util
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from channels import DEFAULT_CHANNEL_LAYER
+from django.core.signals import setting_changed
+from django_tenants.utils import get_public_schema_name
+
+from orchestration import events
+from orchestration.states import BATCH_TERMINAL, JOB_TERMINAL, JobStatus, TaskStatus
+
+logger = logging.getLogger(__name__)
+
+LIVE_MESSAGE = "live.message"  # the channel-layer type; LiveConsumer.live_message sends it on
+PROGRESS_INTERVAL = 0.1  # seconds between two progress messages of one batch (per group)
+MAX_PENDING = 50_000  # job-level messages waiting to be sent; beyond, non-final ones are dropped
+SEND_TIMEOUT = 5.0
+SEND_CHUNK = 200  # job-level messages sent together (one membership query with PostgreSQL)
+CONCURRENT_SENDS = 8  # otherwise (Redis): sends in flight at once (its pool is bounded)
+IDLE_CLOSE_SECONDS = 60.0  # an idle publisher releases its connections
+FINAL_SEND_ATTEMPTS = 5  # with backoff: a final state survives a ~5 s layer outage
+APPLICATION_NAME = "orchestration-live"  # the publisher's PostgreSQL connections
+
+_TASK_DONE = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
+
+
+def group_name(schema: str, kind: str, pk: int | None = None) -> str:
+    """``t.<schema>.overview``, ``t.<schema>.batch.<id>``, ``t.<schema>.job.<id>``."""
+    return f"t.{schema}.{kind}" if pk is None else f"t.{schema}.{kind}.{pk}"
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    group: str
+    key: tuple  # the entity the message is a snapshot of, e.g. ("batch_progress", 5)
+    message: dict[str, Any]
+    final: bool = False  # never dropped, never delayed
+    throttled: bool = False  # at most one per PROGRESS_INTERVAL per (group, key)
+    urgent: bool = False  # batch-level: goes before any job-level backlog
+
+
+def outgoing_for(event: events.Event) -> list[Outgoing]:
+    """The messages one engine event becomes, with their groups."""
+    schema = event.tenant
+    if not schema or schema == get_public_schema_name():
+        return []
+    message = event.as_message()
+    overview = group_name(schema, "overview")
+    batch = group_name(schema, "batch", event.batch_id) if event.batch_id else None
+    job = group_name(schema, "job", event.job_id) if event.job_id else None
+
+    if event.type in ("batch_progress", "complete") and batch:
+        groups = (overview, batch)
+        key = ("batch_progress", event.batch_id)
+        if event.type == "complete":
+            # The final progress snapshot, then ``complete``: a batch's stream ends there.
+            final_progress = dict(message, type="batch_progress")
+            return [
+                *(Outgoing(g, key, final_progress, final=True, urgent=True) for g in groups),
+                *(
+                    Outgoing(g, ("complete", event.batch_id), message, final=True, urgent=True)
+                    for g in groups
+                ),
+            ]
+        final = event.status in BATCH_TERMINAL
+        return [Outgoing(g, key, message, final=final, throttled=True, urgent=True) for g in groups]
+
+    out: list[Outgoing] = []
+    if event.type == "job_status" and job:
+        key = ("job_status", event.job_id)
+        final = event.status in JOB_TERMINAL
+        out.append(Outgoing(job, key, message, final=final))
+        if event.status == JobStatus.FAILED or event.data.get("from") == JobStatus.FAILED:
+            # Failures and their retries: dashboards list them.
+            out.extend(Outgoing(g, key, message, final=final) for g in (overview, batch) if g)
+    elif event.type == "task_progress" and job:
+        final = event.status in _TASK_DONE
+        out.append(Outgoing(job, ("task_progress", event.task_id), message, final=final))
+    elif event.type.startswith("run_") and job:
+        key = (event.type, event.run_id)
+        out.append(Outgoing(job, key, message, final=True))
+        if event.type == "run_failed":
+            out.extend(Outgoing(g, key, message, final=True) for g in (overview, batch) if g)
+    else:
+        target = job or batch
+        if target:
+            out.append(Outgoing(target, (event.type, event.job_id or event.batch_id), message))
+    return out
+
+
+@dataclass
+class _Entry:
+    item: Outgoing
+    due: float
+    attempts: int = 0
+
+
+@dataclass
+class PublisherStats:
+    sent: int = 0
+    coalesced: int = 0  # replaced by a newer snapshot before it was sent
+    dropped: int = 0  # job-level messages beyond MAX_PENDING
+    errors: int = 0
+    last_error: str = ""
+
+
+class Publisher:
+    """One background thread with its own event loop and channel layer, fed by a queue.
+
+    ``publish`` may be called from any thread; it never blocks on the network.
+    """
+
+    def __init__(
+        self,
+        *,
+        alias: str = DEFAULT_CHANNEL_LAYER,
+        interval: float = PROGRESS_INTERVAL,
+        max_pending: int = MAX_PENDING,
+        layer_factory: Callable[[], Any] | None = None,
+    ) -> None:
+        from config.channel_layer import make_private_layer
+
+        self.pid = os.getpid()
+        self.interval = interval
+        self.max_pending = max_pending
+        self.stats = PublisherStats()
+        self._layer_factory = layer_factory or (
+            lambda: make_private_layer(alias, name=APPLICATION_NAME)
+        )
+        self._layer: Any = None
+        self._inbox: collections.deque[Outgoing] = collections.deque()
+        self._urgent: dict[tuple, _Entry] = {}  # insertion-ordered
+        self._normal: collections.OrderedDict[tuple, _Entry] = collections.OrderedDict()
+        self._last_sent: dict[tuple, float] = {}
+        self._last_snapshot: dict[tuple, tuple] = {}
+        self._sending = False
+        self._failures_in_a_row = 0
+        self._hurry = False
+        self._stopping = False
+        self._last_activity = time.monotonic()
+        self._loop = asyncio.new_event_loop()
+        self._wake: asyncio.Event | None = None
+        ready = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(ready,), name="live-publisher", daemon=True
+        )
+        self._thread.start()
+        ready.wait(5)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive() and not self._stopping
+
+    # --- any thread -----------------------------------------------------------------
+
+    def publish(self, items: Iterable[Outgoing]) -> None:
+        self._inbox.extend(items)
+        self._poke()
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Send everything queued so far (throttled progress included); False on timeout."""
+        if not self._thread.is_alive():
+            return not (self._inbox or self._urgent or self._normal)
+        future = asyncio.run_coroutine_threadsafe(self._until_idle(), self._loop)
+        try:
+            future.result(timeout)
+            return True
+        except TimeoutError:
+            future.cancel()
+            return False
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if not self._thread.is_alive():
+            return
+        self.flush(timeout)
+        self._stopping = True
+        self._poke()
+        self._thread.join(timeout)
+
+    def _poke(self) -> None:
+        wake = self._wake
+        if wake is not None:
+            with contextlib.suppress(RuntimeError):  # loop closed: the process is ending
+                self._loop.call_soon_threadsafe(wake.set)
+
+    # --- the publisher's thread ---------------------------------------------------------
+
+    def _run(self, ready: threading.Event) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._main(ready))
+        finally:
+            self._loop.close()
+
+    async def _main(self, ready: threading.Event) -> None:
+        self._wake = asyncio.Event()
+        ready.set()
+        try:
+            while True:
+                self._absorb_inbox()
+                entries = self._next_due(time.monotonic())
+                if entries:
+                    await self._send(entries)
+                    continue
+                if self._stopping and not (self._inbox or self._urgent or self._normal):
+                    break
+                await self._wait(self._wait_seconds(time.monotonic()))
+        finally:
+            await self._close_layer()
+
+    async def _wait(self, seconds: float) -> None:
+        assert self._wake is not None
+        if not self._inbox:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+            except TimeoutError:
+                if (
+                    self._layer is not None
+                    and time.monotonic() - self._last_activity > IDLE_CLOSE_SECONDS
+                ):
+                    await self._close_layer()
+                    self._forget_old(time.monotonic())
+        self._wake.clear()
+
+    def _wait_seconds(self, now: float) -> float:
+        dues = [e.due for e in self._urgent.values()]
+        if dues:
+            return max(0.0, min(dues) - now)
+        return IDLE_CLOSE_SECONDS / 4
+
+    def _absorb_inbox(self) -> None:
+        now = time.monotonic()
+        while self._inbox:
+            self._absorb(self._inbox.popleft(), now)
+            self._last_activity = now
+
+    def _absorb(self, item: Outgoing, now: float) -> None:
+        slot = (item.group, *item.key)
+        if item.urgent:
+            snapshot = (item.message.get("type"), item.message.get("status"),
+                        repr(item.message.get("progress")))  # fmt: skip
+            if self._last_snapshot.get(slot) == snapshot:
+                return  # the same state again (e.g. the terminal progress after ``complete``)
+            self._last_snapshot[slot] = snapshot
+            due = now
+            if item.throttled and not item.final:
+                due = max(now, self._last_sent.get(slot, -1e9) + self.interval)
+            pending = self._urgent.get(slot)
+            if pending is not None:
+                self.stats.coalesced += 1
+                pending.item, pending.due, pending.attempts = item, min(pending.due, due), 0
+            else:
+                self._urgent[slot] = _Entry(item, due)
+            return
+        if slot in self._normal:
+            self.stats.coalesced += 1
+            self._normal[slot].item = item  # keeps its place in the queue
+        elif len(self._normal) >= self.max_pending and not item.final:
+            self.stats.dropped += 1
+        else:
+            self._normal[slot] = _Entry(item, now)
+
+    def _next_due(self, now: float) -> list[_Entry]:
+        for slot, entry in self._urgent.items():
+            if entry.due <= now or self._hurry:
+                del self._urgent[slot]
+                return [entry]
+        chunk: list[_Entry] = []
+        while self._normal and len(chunk) < SEND_CHUNK:  # FIFO, always due
+            chunk.append(self._normal.popitem(last=False)[1])
+        return chunk
+
+    async def _send(self, entries: list[_Entry]) -> None:
+        """Send a chunk (one urgent message, or up to SEND_CHUNK job-level ones at once)."""
+        self._sending = True
+        try:
+            if self._layer is None:
+                self._layer = self._layer_factory()
+            pairs = [(e.item.group, {"type": LIVE_MESSAGE, "message": e.item.message})
+                     for e in entries]  # fmt: skip
+            await asyncio.wait_for(_group_send_many(self._layer, pairs), timeout=SEND_TIMEOUT)
+            now = time.monotonic()
+            for entry in entries:
+                self._last_sent[(entry.item.group, *entry.item.key)] = now
+            self._last_activity = now
+            self.stats.sent += len(entries)
+        except Exception as exc:
+            self.stats.errors += 1
+            self._failures_in_a_row += 1
+            self.stats.last_error = f"{type(exc).__name__}: {exc}"
+            if self.stats.errors == 1 or self.stats.errors % 100 == 0:
+                logger.warning(
+                    "live publisher could not send to %s (%s errors so far): %s",
+                    entries[0].item.group, self.stats.errors, self.stats.last_error,
+                )  # fmt: skip
+            await self._close_layer()  # reconnect on the next send
+            for entry in entries:
+                item = entry.item
+                entry.attempts += 1
+                if item.final and entry.attempts < FINAL_SEND_ATTEMPTS and not self._stopping:
+                    entry.due = time.monotonic()
+                    target = self._urgent if item.urgent else self._normal
+                    # (unless a newer snapshot of the same thing came meanwhile)
+                    target.setdefault((item.group, *item.key), entry)
+            # Back off while the layer is failing instead of spinning through the queue.
+            await asyncio.sleep(min(0.1 * 2**self._failures_in_a_row, 2.0))
+        else:
+            self._failures_in_a_row = 0
+        finally:
+            self._sending = False
+
+    async def _until_idle(self) -> None:
+        self._hurry = True
+        try:
+            while self._inbox or self._urgent or self._normal or self._sending:
+                self._poke()
+                await asyncio.sleep(0.002)
+        finally:
+            self._hurry = False
+
+    async def _close_layer(self) -> None:
+        from config.channel_layer import close_private_layer
+
+        layer, self._layer = self._layer, None
+        if layer is not None:
+            try:
+                await asyncio.wait_for(close_private_layer(layer), timeout=5)
+            except Exception:
+                logger.exception("live publisher could not close its channel layer")
+
+    def _forget_old(self, now: float) -> None:
+        horizon = now - IDLE_CLOSE_SECONDS
+        for slot in [s for s, t in self._last_sent.items() if t < horizon]:
+            self._last_sent.pop(slot, None)
+            self._last_snapshot.pop(slot, None)
+
+
+async def _group_send_many(layer: Any, pairs: list[tuple[str, dict[str, Any]]]) -> None:
+    """Several group sends: in one round trip when the layer can (``group_send_many``),
+    else concurrently, one message per group at a time so each group keeps its order."""
+    many = getattr(layer, "group_send_many", None)
+    if many is not None:
+        await many(pairs)
+        return
+    pending = list(pairs)
+    while pending:
+        wave: dict[str, dict[str, Any]] = {}
+        rest = []
+        for group, message in pending:
+            if group in wave or len(wave) >= CONCURRENT_SENDS:
+                rest.append((group, message))
+            else:
+                wave[group] = message
+        await asyncio.gather(*(layer.group_send(g, m) for g, m in wave.items()))
+        pending = rest
+
+
+# --- the process's publisher ---------------------------------------------------------
+
+_publisher: Publisher | None = None
+_publisher_lock = threading.Lock()
+
+
+def get_publisher() -> Publisher:
+    """This process's publisher, started on first use (after a fork, a new one)."""
+    global _publisher
+    current = _publisher
+    if current is not None and current.pid == os.getpid() and current.alive:
+        return current
+    with _publisher_lock:
+        if _publisher is None or _publisher.pid != os.getpid() or not _publisher.alive:
+            _publisher = Publisher()
+            # Forked workers (django-q2) leave through multiprocessing, not atexit.
+            multiprocessing.util.Finalize(None, stop_publisher, exitpriority=10)
+        return _publisher
+
+
+def stop_publisher(timeout: float = 2.0) -> None:
+    """Send what is queued and stop the thread (exit, tests, a settings change)."""
+    global _publisher
+    with _publisher_lock:
+        current, _publisher = _publisher, None
+    if current is not None and current.pid == os.getpid():
+        current.stop(timeout)
+
+
+def flush(timeout: float = 5.0) -> bool:
+    """Wait until this process's queued live messages are sent (tests, diagnostics)."""
+    current = _publisher
+    if current is None or current.pid != os.getpid():
+        return True
+    return current.flush(timeout)
+
+
+def publish_event(event: events.Event) -> None:
+    items = outgoing_for(event)
+    if items:
+        get_publisher().publish(items)
+
+
+def _after_fork_in_child() -> None:
+    global _publisher, _publisher_lock
+    _publisher, _publisher_lock = None, threading.Lock()
+
+
+def _on_setting_changed(setting: str, **kwargs: Any) -> None:
+    if setting == "CHANNEL_LAYERS":
+        stop_publisher()
+
+
+events.subscribe(publish_event)
+setting_changed.connect(_on_setting_changed, dispatch_uid="orchestration-live-layers")
+os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(stop_publisher)

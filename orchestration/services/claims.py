@@ -1,0 +1,174 @@
+"""Claiming: which job of the current tenant may start now (DESIGN invariant 7).
+
+Order: "run now" jobs first, then priority, FIFO within a priority; ``run_after``
+(backoff) respected. A job starts only if its resource has room: fewer running
+jobs than the policy's concurrency, its start rate under ``rate_per_minute``, not
+paused, and not reserved by a waiting "run now" job of another. The resource's
+policy row is locked while checking, so two workers can never both take the last
+place (the Vinted bridge never runs two jobs of a tenant at once).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db.models import Min, Q
+
+from orchestration import conf, steps
+from orchestration.models import JobRun, MarketplaceJob, ResourcePolicy
+from orchestration.states import JOB_CLAIMABLE, JobStatus
+
+RATE_WINDOW = timedelta(seconds=60)
+# What a claim loads of each job: enough to run it without reading it again.
+CLAIM_FIELDS = ("id", "status", "current_run_id", "batch_id", "started_at", "resource_key", "direct",
+                "marketplace", "action", "params", "product_id")  # fmt: skip
+_RESERVING = [JobStatus.QUEUED, JobStatus.RETRYING, JobStatus.RUNNING]
+
+
+def resource_policies() -> dict[str, ResourcePolicy]:
+    """The tenant's policies, creating rows for providers' resources that have none yet."""
+    rows = {p.key: p for p in ResourcePolicy.objects.all()}
+    missing = {}
+    for marketplace in steps.registered_marketplaces():
+        declared = steps.get_provider(marketplace).resource
+        if declared.key not in rows and declared.key not in missing:
+            missing[declared.key] = ResourcePolicy(
+                key=declared.key,
+                concurrency=declared.concurrency,
+                rate_per_minute=declared.rate_per_minute,
+            )
+    if missing:
+        ResourcePolicy.objects.bulk_create(missing.values(), ignore_conflicts=True)
+        rows = {p.key: p for p in ResourcePolicy.objects.all()}
+    return rows
+
+
+def _declared_keys() -> set[str]:
+    return {steps.get_provider(m).resource.key for m in steps.registered_marketplaces()}
+
+
+def claimable_jobs(now: datetime):
+    return MarketplaceJob.objects.filter(
+        status__in=JOB_CLAIMABLE, run_after__lte=now, cancel_requested=False
+    )
+
+
+_STATE_SQL = """
+SELECT p.key, p.concurrency, p.rate_per_minute, p.paused,
+       (SELECT count(*) FROM {job} j WHERE j.status = 'running' AND j.resource_key = p.key),
+       EXISTS (SELECT 1 FROM {job} j
+                WHERE j.direct AND j.status = ANY(%s) AND j.resource_key = p.key),
+       CASE WHEN p.rate_per_minute IS NULL THEN 0 ELSE
+            (SELECT count(*) FROM {run} r JOIN {job} j ON j.id = r.job_id
+              WHERE j.resource_key = p.key AND r.started_at >= %s) END
+  FROM {policy} p
+ WHERE p.key = ANY(%s) OR %s
+"""
+
+
+@dataclass
+class ResourceRoom:
+    """How many more jobs of a resource may start now, and whether a "run now" holds it."""
+
+    room: int
+    reserved: bool
+
+
+def _rooms(now: datetime, keys: list[str] | None = None) -> dict[str, ResourceRoom]:
+    """Room per resource in one query (all policies, or ``keys``)."""
+    from django.db import connection
+
+    sql = _STATE_SQL.format(
+        job=MarketplaceJob._meta.db_table,
+        run=JobRun._meta.db_table,
+        policy=ResourcePolicy._meta.db_table,
+    )
+    params: list[Any] = [[str(s) for s in _RESERVING], now - RATE_WINDOW, keys or [], keys is None]
+    rooms = {}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        for key, concurrency, rate, paused, running, reserved, recent in cursor.fetchall():
+            room = 0 if paused else concurrency - running
+            if rate is not None:
+                room = min(room, rate - recent)
+            rooms[key] = ResourceRoom(max(room, 0), reserved)
+    return rooms
+
+
+def select_jobs_to_claim(*, now: datetime, limit: int) -> list[MarketplaceJob]:
+    """Lock and return up to ``limit`` jobs that may start now, in claim order. In a transaction.
+
+    1. One query reads every resource's room; full resources are left out of the search.
+    2. ``SELECT … FOR UPDATE SKIP LOCKED`` takes the first candidates in order.
+    3. The candidates' policy rows are locked (in key order) and the room re-counted with
+       what other workers committed meanwhile; candidates are accepted in order while
+       their resource has room. A "run now" job reserves its resource for the rest.
+    """
+    rooms = _rooms(now)
+    if not _declared_keys() <= rooms.keys():
+        resource_policies()  # first claim since a provider appeared: create its policy row
+        rooms = _rooms(now)
+    closed = [key for key, r in rooms.items() if r.room <= 0]
+    reserved = [key for key, r in rooms.items() if r.reserved]
+    candidates = list(
+        claimable_jobs(now)
+        .exclude(resource_key__in=closed)
+        .filter(Q(direct=True) | ~Q(resource_key__in=reserved))
+        .select_for_update(skip_locked=True, of=("self",))
+        .order_by("-direct", "-priority", "id")
+        .only(*CLAIM_FIELDS)[:limit]
+    )
+    keys = sorted({job.resource_key for job in candidates if job.resource_key in rooms})
+    if keys:
+        # Serialise claims per resource, then re-count with what others committed.
+        list(
+            ResourcePolicy.objects.select_for_update()
+            .filter(key__in=keys)
+            .order_by("key")
+            .values_list("pk")
+        )
+        rooms.update(_rooms(now, keys))
+    # One worker takes at most its share of a resource's room, so jobs that could run in
+    # parallel (eBay: 4 at once) are not queued up behind each other in a single worker.
+    share = {key: max(1, r.room // conf.drain_slots()) for key, r in rooms.items()}
+    accepted = []
+    for job in candidates:
+        room = rooms.get(job.resource_key)
+        if room is not None:
+            if room.room <= 0 or share[job.resource_key] <= 0 or (room.reserved and not job.direct):
+                continue
+            room.room -= 1
+            share[job.resource_key] -= 1
+            room.reserved = room.reserved or job.direct
+        accepted.append(job)
+    return accepted
+
+
+def select_job_to_claim(*, now: datetime) -> MarketplaceJob | None:
+    jobs = select_jobs_to_claim(now=now, limit=1)
+    return jobs[0] if jobs else None
+
+
+def next_wake_time(now: datetime) -> datetime | None:
+    """When a job now held back by time (backoff, rate window) may start; None if none is.
+
+    Jobs held back by a full or paused resource are woken when a run ends or on resume.
+    """
+    backoff = MarketplaceJob.objects.filter(
+        status__in=JOB_CLAIMABLE, cancel_requested=False, run_after__gt=now
+    ).aggregate(t=Min("run_after"))["t"]
+    candidates = [backoff] if backoff else []
+    for policy in ResourcePolicy.objects.filter(rate_per_minute__isnull=False, paused=False):
+        if not claimable_jobs(now).filter(resource_key=policy.key).exists():
+            continue
+        oldest = (
+            JobRun.objects.filter(job__resource_key=policy.key, started_at__gte=now - RATE_WINDOW)
+            .order_by("started_at")
+            .values_list("started_at", flat=True)
+        )
+        starts = list(oldest[: policy.rate_per_minute or 1])
+        if policy.rate_per_minute and len(starts) >= policy.rate_per_minute:
+            candidates.append(starts[0] + RATE_WINDOW)
+    return min(candidates) if candidates else None

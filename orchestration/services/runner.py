@@ -1,0 +1,566 @@
+"""Claim a job and run its tasks: one task = one transaction, every write fenced by the run.
+
+Fencing: each write a worker makes for a run first locks that run's row and checks
+it is still RUNNING and still the job's current run. The recovery sweep takes the
+same lock to declare a run lost, so a stale worker that wakes up after its run was
+recovered finds it FAILED and writes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+from django.db import connection, transaction
+from django.db.models import F, Max
+from django.utils import timezone
+from psycopg.types.json import Jsonb
+
+from orchestration import conf, events, states, steps
+from orchestration.models import Batch, JobRun, MarketplaceJob, MarketplaceTask
+from orchestration.services import claims, transitions
+from orchestration.services.batches import (
+    batch_apply_job_moves,
+    batch_next_sequential,
+    batch_skip_rest,
+)
+from orchestration.services.executor import StepExecutor
+from orchestration.services.retry import backoff_seconds
+from orchestration.states import JOB_CLAIMABLE, JobStatus, RunStatus, TaskStatus
+from tenants.db import current_schema
+
+logger = logging.getLogger(__name__)
+
+
+class RunFenced(Exception):
+    """This worker's run is no longer current (recovered or cancelled elsewhere)."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    job_id: int
+    run_id: int
+    attempt: int
+    batch_id: int | None = None
+    # Loaded with the claim (one query for all jobs claimed together); reloaded if absent.
+    job: MarketplaceJob | None = field(default=None, compare=False, repr=False)
+    tasks: list[MarketplaceTask] | None = field(default=None, compare=False, repr=False)
+
+
+def _worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def claim_next_job(*, worker: str | None = None) -> Claim | None:
+    """Claim the job of the current tenant that may start now (see services.claims), or None."""
+    claimed = claim_jobs(limit=1, worker=worker)
+    return claimed[0] if claimed else None
+
+
+def claim_jobs(*, limit: int, worker: str | None = None) -> list[Claim]:
+    """Claim up to ``limit`` jobs of the current tenant in one transaction (in claim order).
+
+    ``FOR UPDATE SKIP LOCKED``: concurrent workers never claim the same job. Claiming a few
+    at once spreads the claim's fixed cost (resource rooms, locks) over several jobs; they
+    count against their resource's limit from now on, and each run's ``started_at`` is reset
+    when its first step really starts.
+    """
+    from orchestration import dispatch
+
+    now = timezone.now()
+    if dispatch.tenant_paused(current_schema()):
+        return []
+    with transaction.atomic():
+        jobs = claims.select_jobs_to_claim(now=now, limit=limit)
+        if not jobs:
+            return []
+        return _start_runs(jobs, worker=worker or _worker_id(), now=now)
+
+
+_START_JOBS = """
+UPDATE {job} AS j SET status = 'running', current_run_id = v.run_id,
+       started_at = COALESCE(j.started_at, %s)
+  FROM (SELECT unnest(%s::bigint[]) AS job_id, unnest(%s::bigint[]) AS run_id) AS v
+ WHERE j.id = v.job_id AND j.status = ANY(%s)
+"""
+
+
+def _start_runs(jobs: list[MarketplaceJob], *, worker: str, now) -> list[Claim]:
+    from orchestration import dispatch
+
+    ids = [job.pk for job in jobs]
+    last = dict(
+        JobRun.objects.filter(job_id__in=ids)
+        .values("job_id")
+        .annotate(n=Max("attempt"))
+        .values_list("job_id", "n")
+    )
+    lease = now + timedelta(seconds=conf.get("LEASE_SECONDS"))
+    runs = JobRun.objects.bulk_create(
+        JobRun(job_id=job.pk, attempt=last.get(job.pk, 0) + 1, retry_of_id=job.current_run_id,
+               worker=worker, started_at=now, heartbeat_at=now, lease_expires_at=lease)
+        for job in jobs
+    )  # fmt: skip
+    for job in jobs:  # the rows are locked by the claim; the table must allow the move
+        states.check("job", job.pk, job.status, JobStatus.RUNNING)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _START_JOBS.format(job=MarketplaceJob._meta.db_table),
+            [now, ids, [run.pk for run in runs], sorted(JOB_CLAIMABLE)],
+        )
+    dispatch.runs_started(current_schema(), len(jobs))
+    tasks_of: dict[int, list[MarketplaceTask]] = {job_id: [] for job_id in ids}
+    for task in MarketplaceTask.objects.filter(job_id__in=ids).order_by("job_id", "step_order"):
+        tasks_of[task.job_id].append(task)
+    started_batches: set[int] = set()
+    result = []
+    for job, run in zip(jobs, runs, strict=True):
+        events.emit("job_status", status=JobStatus.RUNNING, job_id=job.pk, run_id=run.pk,
+                    batch_id=job.batch_id, data={"from": job.status, "attempt": run.attempt})  # fmt: skip
+        events.emit("run_started", status=RunStatus.RUNNING, job_id=job.pk, run_id=run.pk,
+                    batch_id=job.batch_id, data={"attempt": run.attempt, "worker": worker})  # fmt: skip
+        if job.batch_id and job.batch_id not in started_batches:
+            started_batches.add(job.batch_id)
+            batch_apply_job_moves(job.batch_id, [(job.status, JobStatus.RUNNING)])
+        result.append(Claim(job.pk, run.pk, run.attempt, job.batch_id, job, tasks_of[job.pk]))
+    return result
+
+
+def _fence(claim: Claim) -> None:
+    """Lock the run row; raise RunFenced unless it is still this worker's live run."""
+    alive = (
+        JobRun.objects.select_for_update()
+        .filter(pk=claim.run_id, status=RunStatus.RUNNING, job__current_run_id=claim.run_id)
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if alive is None:
+        raise RunFenced(f"run {claim.run_id} of job {claim.job_id} is no longer current")
+
+
+def heartbeat(claim: Claim) -> bool:
+    """Renew the lease; False (and nothing written) if the run was fenced."""
+    now = timezone.now()
+    lease = now + timedelta(seconds=conf.get("LEASE_SECONDS"))
+    return bool(
+        JobRun.objects.filter(pk=claim.run_id, status=RunStatus.RUNNING).update(
+            heartbeat_at=now, lease_expires_at=lease
+        )
+    )
+
+
+def execute_claim(claim: Claim, *, executor: StepExecutor | None = None) -> str:
+    """Run the claimed job's remaining tasks in order; returns the job's final status here."""
+    if executor is None:
+        executor = StepExecutor()
+        try:
+            return execute_claim(claim, executor=executor)
+        finally:
+            executor.close()
+    schema = current_schema()
+    job = claim.job or MarketplaceJob.objects.get(pk=claim.job_id)
+    tasks = claim.tasks if claim.tasks is not None else list(job.tasks.order_by("step_order"))
+    outputs = {t.step_type: t.output or {} for t in tasks if t.status == TaskStatus.COMPLETED}
+    try:
+        provided = {s.step_type: s for s in steps.steps_for(job.marketplace, job.action)}
+    except steps.UnknownProvider as exc:
+        return _finish_failed(claim, None, steps.PermanentStepError(str(exc)), tb="")
+    cancelled = threading.Event()
+    last_beat = [time.monotonic()]
+
+    def on_tick() -> None:
+        if time.monotonic() - last_beat[0] >= conf.get("HEARTBEAT_SECONDS"):
+            last_beat[0] = time.monotonic()
+            if not heartbeat(claim):
+                cancelled.set()  # fenced: make a cooperative step stop early
+        if MarketplaceJob.objects.filter(pk=claim.job_id, cancel_requested=True).exists():
+            cancelled.set()
+
+    pending = [t for t in tasks if t.status != TaskStatus.COMPLETED]
+    try:
+        # The first remaining task starts on its own; after that, each commit records one
+        # step's outcome and starts the next (one statement, one commit per step).
+        cancel = _task_start(claim, pending[0], outputs, first_write=True) if pending else False
+        for index, task in enumerate(pending):
+            if cancel or cancelled.is_set():
+                return _finish_cancelled(claim)
+            step = provided.get(task.step_type)
+            if step is None:
+                err = steps.PermanentStepError(
+                    f"step {task.step_type!r} is no longer provided for {job.marketplace}.{job.action}"
+                )
+                return _finish_failed(claim, task, err, tb="")
+            ctx = steps.StepContext(
+                schema_name=schema, job_id=job.pk, marketplace=job.marketplace, action=job.action,
+                product_id=job.product_id, params=job.params, step_type=task.step_type,
+                step_order=task.step_order, attempt=claim.attempt,
+                timeout=float(getattr(step, "timeout", conf.get("DEFAULT_STEP_TIMEOUT"))),
+                outputs=dict(outputs), _is_cancelled=cancelled.is_set,
+            )  # fmt: skip
+            try:
+                output, reused = executor.run(step, ctx, on_tick=on_tick)
+            except steps.StepCancelled:
+                return _finish_cancelled(claim)
+            except steps.StepError as exc:
+                return _finish_failed(claim, task, exc, tb=traceback.format_exc())
+            except Exception as exc:  # a bug in a step: fail for good, keep the traceback
+                err = steps.PermanentStepError(f"{type(exc).__name__}: {exc}")
+                return _finish_failed(claim, task, err, tb=traceback.format_exc(), internal=True)
+            outputs[task.step_type] = dict(output)
+            nxt = pending[index + 1] if index + 1 < len(pending) else None
+            cancel = _task_advance(claim, task, dict(output), reused, nxt, outputs)
+        return _finish_completed(claim, outputs)
+    except RunFenced:
+        logger.warning(
+            "run %s of job %s was fenced; stopping without writing", claim.run_id, claim.job_id
+        )
+        return "fenced"
+
+
+# Every write of a running job is one statement. Its first CTE renews the run's lease,
+# which locks the run row: that is the fence (recovery takes the same lock to declare a
+# run lost, and PostgreSQL re-checks ``status = 'running'`` after waiting for it). Then
+# the tasks' guarded transitions; the result hands back the job's cancel flag, so the
+# step boundary needs no extra query.
+_RUN_CTE = """
+run AS (
+    UPDATE {run} SET heartbeat_at = %(now)s, lease_expires_at = %(lease)s,
+           steps_completed = steps_completed + %(completed)s,
+           started_at = CASE WHEN %(first_write)s THEN %(now)s ELSE started_at END
+     WHERE id = %(run_id)s AND status = 'running'
+ RETURNING job_id)"""
+
+_START_SQL = (
+    "WITH"
+    + _RUN_CTE
+    + """,
+started AS (
+    UPDATE {task} AS t SET status = 'running', input = %(input)s, started_at = %(now)s,
+           completed_at = NULL, error_message = '', attempts = t.attempts + 1, last_run_id = %(run_id)s
+      FROM run WHERE t.id = %(next_id)s AND t.job_id = run.job_id AND t.status = ANY(%(sources)s)
+ RETURNING t.job_id)
+SELECT (SELECT count(*) FROM run), (SELECT count(*) FROM started),
+       (SELECT cancel_requested FROM {job} WHERE id = (SELECT job_id FROM run))
+"""
+)
+
+_ADVANCE_SQL = (
+    "WITH"
+    + _RUN_CTE
+    + """,
+done AS (
+    UPDATE {task} AS t SET status = 'completed', output = %(output)s, reused_existing = %(reused)s,
+           completed_at = %(now)s
+      FROM run WHERE t.id = %(task_id)s AND t.job_id = run.job_id AND t.status = 'running'
+ RETURNING t.job_id),
+flag AS (SELECT cancel_requested FROM {job} WHERE id = (SELECT job_id FROM done)),
+started AS (
+    UPDATE {task} AS t SET status = 'running', input = %(input)s, started_at = %(now)s,
+           completed_at = NULL, error_message = '', attempts = t.attempts + 1, last_run_id = %(run_id)s
+      FROM done WHERE t.id = %(next_id)s AND t.job_id = done.job_id AND t.status = ANY(%(sources)s)
+       AND NOT (SELECT cancel_requested FROM flag)
+ RETURNING t.id)
+SELECT (SELECT count(*) FROM run), (SELECT count(*) FROM done),
+       COALESCE((SELECT cancel_requested FROM flag), false), (SELECT count(*) FROM started)
+"""
+)
+
+
+def _execute_prepared(sql: str, params: dict[str, Any]) -> tuple:
+    """Run one of the hot statements as a server-side prepared statement; return its row.
+
+    Django's cursors bind parameters client-side, so PostgreSQL would plan these CTEs on
+    every step; a psycopg cursor with server-side binding on the same connection (same
+    transaction, same tenant search_path, set by Django's cursor first) plans them once.
+    """
+    with connection.cursor():  # connects and applies the tenant's search_path if needed
+        pass
+    raw = connection.connection
+    assert raw is not None
+    with psycopg.Cursor(raw) as cursor:
+        cursor.execute(sql, params, prepare=True)
+        row = cursor.fetchone()
+    assert row is not None
+    return tuple(row)
+
+
+def _sql(template: str) -> str:
+    return template.format(
+        run=JobRun._meta.db_table,
+        task=MarketplaceTask._meta.db_table,
+        job=MarketplaceJob._meta.db_table,
+    )
+
+
+def _run_cte_params(claim: Claim, *, completed: int, first_write: bool) -> dict[str, Any]:
+    # Timestamps come from the application's clock, like every other timestamp of the engine.
+    now = timezone.now()
+    lease = now + timedelta(seconds=conf.get("LEASE_SECONDS"))
+    return {"now": now, "lease": lease, "completed": completed, "first_write": first_write,
+            "run_id": claim.run_id, "sources": sorted(states.sources("task", TaskStatus.RUNNING))}  # fmt: skip
+
+
+def _fenced_or_forbidden(claim: Claim, run_alive: int, task: MarketplaceTask, target: str) -> None:
+    if not run_alive:
+        raise RunFenced(f"run {claim.run_id} of job {claim.job_id} is no longer current")
+    current = MarketplaceTask.objects.filter(pk=task.pk).values_list("status", flat=True).first()
+    raise states.ForbiddenTransition("task", task.pk, str(current), target)
+
+
+def _task_start(claim: Claim, task: MarketplaceTask, outputs: dict, *, first_write: bool) -> bool:
+    """PENDING/FAILED → RUNNING, recording the input the step receives. Returns the cancel flag."""
+    params = _run_cte_params(claim, completed=0, first_write=first_write)
+    params.update(input=Jsonb(outputs), next_id=task.pk)
+    run_alive, started, cancel = _execute_prepared(_sql(_START_SQL), params)
+    if not started:
+        _fenced_or_forbidden(claim, run_alive, task, TaskStatus.RUNNING)
+    _emit_task(claim, task, TaskStatus.RUNNING)
+    return bool(cancel)
+
+
+def _task_advance(
+    claim: Claim,
+    task: MarketplaceTask,
+    output: dict,
+    reused: bool,
+    nxt: MarketplaceTask | None,
+    outputs: dict,
+) -> bool:
+    """RUNNING → COMPLETED with the step's output and, unless the job is being cancelled, the
+    next task → RUNNING with its input, in one commit. Returns the cancel flag."""
+    states.check("task", task.pk, TaskStatus.RUNNING, TaskStatus.COMPLETED)
+    params = _run_cte_params(claim, completed=1, first_write=False)
+    params.update(output=Jsonb(output), reused=reused, task_id=task.pk, input=Jsonb(outputs),
+                  next_id=nxt.pk if nxt else None)  # fmt: skip
+    run_alive, done, cancel, started = _execute_prepared(_sql(_ADVANCE_SQL), params)
+    if not done:
+        _fenced_or_forbidden(claim, run_alive, task, TaskStatus.COMPLETED)
+    _emit_task(claim, task, TaskStatus.COMPLETED, reused=reused)
+    if nxt is not None and started:
+        _emit_task(claim, nxt, TaskStatus.RUNNING)
+    elif nxt is not None and not cancel:
+        _fenced_or_forbidden(claim, run_alive, nxt, TaskStatus.RUNNING)
+    return bool(cancel)
+
+
+def _emit_task(claim: Claim, task: MarketplaceTask, status: str, **data) -> None:
+    events.emit("task_progress", status=status, job_id=claim.job_id, task_id=task.pk,
+                run_id=claim.run_id, batch_id=claim.batch_id,
+                data={"step": task.step_type, "order": task.step_order, **data})  # fmt: skip
+
+
+def _end_run(claim: Claim, status: str, **fields) -> None:
+    from orchestration import dispatch
+
+    transitions.transition(JobRun, claim.run_id, status, finished_at=timezone.now(), **fields)
+    dispatch.runs_finished(current_schema(), 1)
+
+
+_FINISH_SQL = """
+WITH run AS (
+    UPDATE {run} SET status = 'completed', finished_at = %(now)s
+     WHERE id = %(run_id)s AND status = 'running'
+ RETURNING job_id),
+job AS (
+    UPDATE {job} AS j SET status = 'completed', completed_at = %(now)s, result = %(result)s,
+           error_message = ''
+      FROM run WHERE j.id = run.job_id AND j.status = ANY(%(sources)s)
+ RETURNING j.id),
+queue AS (
+    UPDATE {queue} SET active_runs = GREATEST(active_runs - 1, 0),
+           ready_at = COALESCE(ready_at, now()), signal_seq = signal_seq + 1
+     WHERE schema_name = %(schema)s AND EXISTS (SELECT 1 FROM job)
+ RETURNING 1)
+SELECT (SELECT count(*) FROM run), (SELECT count(*) FROM job), (SELECT count(*) FROM queue)
+"""
+
+
+def _finish_completed(claim: Claim, outputs: dict) -> str:
+    """Run and job COMPLETED, the tenant's running count down, in one fenced statement."""
+    from tenants.models import TenantQueue
+
+    sql = _FINISH_SQL.format(
+        run=JobRun._meta.db_table, job=MarketplaceJob._meta.db_table,
+        queue=f"public.{TenantQueue._meta.db_table}",
+    )  # fmt: skip
+    params: dict[str, Any] = {"now": timezone.now(), "run_id": claim.run_id, "result": Jsonb(outputs),
+              "sources": sorted(states.sources("job", JobStatus.COMPLETED)), "schema": current_schema()}  # fmt: skip
+    with transaction.atomic():
+        run_done, job_done, _queue = _execute_prepared(sql, params)
+        if not run_done:
+            raise RunFenced(f"run {claim.run_id} of job {claim.job_id} is no longer current")
+        if not job_done:  # the atomic block rolls the run's update back
+            current = (
+                MarketplaceJob.objects.filter(pk=claim.job_id)
+                .values_list("status", flat=True)
+                .first()
+            )
+            raise states.ForbiddenTransition("job", claim.job_id, str(current), JobStatus.COMPLETED)
+        batch_id = claim.batch_id
+        events.emit("run_completed", status=RunStatus.COMPLETED, job_id=claim.job_id,
+                    run_id=claim.run_id, batch_id=batch_id)  # fmt: skip
+        events.emit("job_status", status=JobStatus.COMPLETED, job_id=claim.job_id,
+                    run_id=claim.run_id, batch_id=batch_id, data={"from": JobStatus.RUNNING})  # fmt: skip
+        if batch_id:
+            batch = batch_apply_job_moves(batch_id, [(JobStatus.RUNNING, JobStatus.COMPLETED)])
+            if batch is not None and batch.mode == Batch.Mode.SEQUENTIAL:
+                batch_next_sequential(batch_id)
+    return JobStatus.COMPLETED
+
+
+def _finish_cancelled(claim: Claim) -> str:
+    now = timezone.now()
+    with transaction.atomic():
+        _fence(claim)
+        _end_run(claim, RunStatus.CANCELLED, error_kind=JobRun.ErrorKind.CANCELLED,
+                 error_message="cancelled by staff")  # fmt: skip
+        MarketplaceTask.objects.filter(
+            job_id=claim.job_id,
+            status__in=[TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.FAILED],
+        ).update(status=TaskStatus.CANCELLED, completed_at=now)
+        old = transitions.transition(
+            MarketplaceJob, claim.job_id, JobStatus.CANCELLED,
+            completed_at=now, cancel_requested=False, error_message="cancelled by staff",
+        )  # fmt: skip
+        batch_id = (
+            MarketplaceJob.objects.filter(pk=claim.job_id)
+            .values_list("batch_id", flat=True)
+            .first()
+        )
+        events.emit("job_status", status=JobStatus.CANCELLED, job_id=claim.job_id, run_id=claim.run_id,
+                    batch_id=batch_id, data={"from": old})  # fmt: skip
+        if batch_id:
+            batch_apply_job_moves(batch_id, [(old, JobStatus.CANCELLED)])
+    return JobStatus.CANCELLED
+
+
+def _finish_failed(
+    claim: Claim,
+    task: MarketplaceTask | None,
+    err: steps.StepError,
+    *,
+    tb: str,
+    internal: bool = False,
+) -> str:
+    kind = (
+        JobRun.ErrorKind.INTERNAL if internal
+        else JobRun.ErrorKind.TIMEOUT if isinstance(err, steps.StepTimeout)
+        else JobRun.ErrorKind.RETRYABLE if err.retryable
+        else JobRun.ErrorKind.PERMANENT
+    )  # fmt: skip
+    step_name = task.step_type if task else ""
+    message = (
+        f"{step_name}: {err.message}" if step_name and step_name not in err.message else err.message
+    )
+    with transaction.atomic():
+        _fence(claim)
+        if task is not None:
+            transitions.transition(
+                MarketplaceTask, task.pk, TaskStatus.FAILED,
+                error_message=err.message, completed_at=timezone.now(),
+            )  # fmt: skip
+        _end_run(claim, RunStatus.FAILED, error_kind=kind, error_message=message,
+                 traceback=tb, failed_step=step_name)  # fmt: skip
+        return apply_failure_policy(
+            job_id=claim.job_id, run_id=claim.run_id, message=message,
+            retryable=err.retryable, retry_after=getattr(err, "retry_after", None),
+            event_data={"step": step_name, "kind": kind},
+        )  # fmt: skip
+
+
+def apply_failure_policy(
+    *,
+    job_id: int,
+    run_id: int,
+    message: str,
+    retryable: bool,
+    retry_after: float | None,
+    event_data: dict,
+) -> str:
+    """After a failed run: schedule a retry (backoff) or fail the job for good.
+
+    Shared by the runner and the recovery sweep ("worker lost"); runs in their transaction.
+    """
+    from orchestration import dispatch
+
+    job = MarketplaceJob.objects.select_related("batch").get(pk=job_id)
+    now = timezone.now()
+    events.emit("run_failed", status=RunStatus.FAILED, job_id=job_id, run_id=run_id,
+                batch_id=job.batch_id, error=message, data=event_data)  # fmt: skip
+    if retryable and job.retry_count < job.max_retries and not job.cancel_requested:
+        delay = backoff_seconds(job.retry_count + 1, retry_after=retry_after)
+        run_after = now + timedelta(seconds=delay)
+        old = transitions.transition(
+            MarketplaceJob, job_id, JobStatus.RETRYING,
+            retry_count=F("retry_count") + 1, run_after=run_after, error_message=message,
+        )  # fmt: skip
+        dispatch.wake_at(current_schema(), run_after)
+        events.emit("job_status", status=JobStatus.RETRYING, job_id=job_id, run_id=run_id,
+                    batch_id=job.batch_id, error=message,
+                    data={"from": old, "retry_in": round(delay, 3), "retry": job.retry_count + 1})  # fmt: skip
+        return JobStatus.RETRYING
+    target = JobStatus.CANCELLED if job.cancel_requested else JobStatus.FAILED
+    old = transitions.transition(
+        MarketplaceJob, job_id, target, completed_at=now, error_message=message, cancel_requested=False,
+    )  # fmt: skip
+    MarketplaceTask.objects.filter(job_id=job_id, status=TaskStatus.RUNNING).update(
+        status=TaskStatus.FAILED, error_message=message, completed_at=now
+    )
+    events.emit("job_status", status=target, job_id=job_id, run_id=run_id, batch_id=job.batch_id,
+                error=message, data={"from": old})  # fmt: skip
+    if job.batch_id:
+        batch_apply_job_moves(job.batch_id, [(old, target)])
+        if job.batch is not None and job.batch.mode == Batch.Mode.SEQUENTIAL:
+            batch_skip_rest(job.batch_id)
+    return target
+
+
+def job_execute_now(*, job_id: int) -> str | None:
+    """Claim and run one specific job in this process (CLI `run_job`, tests). None if not claimable."""
+    now = timezone.now()
+    with transaction.atomic():
+        job = (
+            MarketplaceJob.objects.select_for_update(skip_locked=True, of=("self",))
+            .filter(pk=job_id, status__in=JOB_CLAIMABLE, cancel_requested=False)
+            .only(*claims.CLAIM_FIELDS)
+            .first()
+        )
+        if job is None:
+            return None
+        (claim,) = _start_runs([job], worker=_worker_id(), now=now)
+    executor = StepExecutor()
+    try:
+        return execute_claim(claim, executor=executor)
+    finally:
+        executor.close()
+
+
+def run_available_jobs(
+    *, until: float | None = None, limit: int | None = None, executor: StepExecutor | None = None
+) -> int:
+    """Claim and run jobs of the current tenant until none is runnable, ``until`` (monotonic)
+    passes or ``limit`` jobs ran. Returns how many ran."""
+    own = executor is None
+    executor = executor or StepExecutor()
+    ran = 0
+    batch = int(conf.get("CLAIM_BATCH"))
+    try:
+        while (until is None or time.monotonic() < until) and (limit is None or ran < limit):
+            claimed = claim_jobs(limit=batch if limit is None else min(batch, limit - ran))
+            if not claimed:
+                break
+            for claim in claimed:
+                execute_claim(claim, executor=executor)
+                ran += 1
+    finally:
+        if own:
+            executor.close()
+    return ran

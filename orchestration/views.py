@@ -1,0 +1,156 @@
+"""The staff dashboard (per tenant) and the platform roll-up (public schema). Thin: they read
+through ``orchestration.selectors`` and act through ``orchestration.services``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+from django_tenants.utils import get_public_schema_name
+
+from config.admin_sites import tenant_admin_site
+from orchestration import dispatch, selectors, services
+from tenants.db import current_schema
+
+DASHBOARD_PERMS = ("orchestration.view_batch", "orchestration.view_marketplacejob")
+CHART_HEIGHT = 60
+
+
+def _require(request: HttpRequest, *perms: str) -> None:
+    if not request.user.has_perms(perms):
+        raise PermissionDenied
+
+
+def _bars(values: list[int], *, width: int = 6, gap: int = 1) -> dict[str, Any]:
+    top = max([1, *values])
+    return {
+        "bars": [
+            {
+                "x": i * (width + gap),
+                "y": CHART_HEIGHT - round(CHART_HEIGHT * v / top),
+                "h": round(CHART_HEIGHT * v / top),
+                "value": v,
+            }
+            for i, v in enumerate(values)
+        ],
+        "width": len(values) * (width + gap),
+        "bar_width": width,
+        "height": CHART_HEIGHT,
+        "top": top,
+    }
+
+
+def _panel(request: HttpRequest, panel: str) -> dict[str, Any]:
+    """What one dashboard panel shows (each panel is also re-fetched on its own)."""
+    if panel == "batches":
+        batches = selectors.live_batches()
+        return {"batches": [{"batch": b, "state": selectors.batch_state(b)} for b in batches]}
+    if panel == "queues":
+        return {
+            "queues": selectors.queue_depth(),
+            "tenant_paused": dispatch.tenant_paused(current_schema()),
+        }
+    if panel == "throughput":
+        rate = selectors.throughput()
+        return {
+            "rate": rate,
+            "steps_chart": _bars(rate["steps"]),
+            "failures_chart": _bars(rate["failed_runs"]),
+        }
+    if panel == "failures":
+        return {
+            "failures": selectors.recent_failures(),
+            "can_act": request.user.has_perm("orchestration.change_marketplacejob"),
+        }
+    if panel == "workers":
+        return {"health": selectors.worker_health()}
+    raise Http404
+
+
+PANELS = ("batches", "queues", "throughput", "failures", "workers")
+
+
+def _dashboard(request: HttpRequest) -> HttpResponse:
+    _require(request, *DASHBOARD_PERMS)
+    context: dict[str, Any] = {**tenant_admin_site.each_context(request), "title": "Live dashboard"}
+    for panel in PANELS:
+        context.update(_panel(request, panel))
+    return TemplateResponse(request, "orchestration/dashboard.html", context)
+
+
+def _dashboard_panel(request: HttpRequest, panel: str) -> HttpResponse:
+    """One panel's HTML, re-fetched by the page (on failures, and every few seconds)."""
+    _require(request, *DASHBOARD_PERMS)
+    return TemplateResponse(
+        request, f"orchestration/dashboard/_{panel}.html", _panel(request, panel)
+    )
+
+
+def _dashboard_retry(request: HttpRequest, job_id: int) -> HttpResponse:
+    """One-click retry of a failed job (POST; answers JSON to the page's script)."""
+    _require(request, "orchestration.change_marketplacejob")
+    try:
+        job = services.job_retry(job_id=job_id)
+        answer = {"ok": True, "job_id": job.pk, "status": job.status,
+                  "message": f"Job {job.pk} queued again."}  # fmt: skip
+    except services.JobError as exc:
+        answer = {"ok": False, "job_id": job_id, "message": str(exc)}
+    if request.headers.get("x-requested-with") == "fetch":
+        return JsonResponse(answer, status=200 if answer["ok"] else 409)
+    return HttpResponseRedirect(reverse("dashboard"))
+
+
+# Staff of this tenant only (login page of the tenant's admin otherwise), CSRF-protected.
+dashboard = tenant_admin_site.admin_view(_dashboard)
+dashboard_panel = tenant_admin_site.admin_view(_dashboard_panel)
+dashboard_retry = tenant_admin_site.admin_view(require_POST(_dashboard_retry))
+
+
+def _platform(request: HttpRequest) -> HttpResponse:
+    """Every tenant's queue depth, running and failed jobs, for the platform's superusers."""
+    from tenants.models import DrainSlot, Tenant, TenantQueue
+
+    if current_schema() != get_public_schema_name():
+        raise Http404  # only ever routed on the public URLconf; belt and braces
+    if not request.user.is_superuser:
+        raise PermissionDenied
+    tenants = Tenant.objects.exclude(schema_name=get_public_schema_name()).order_by("schema_name")
+    page = Paginator(tenants, 50).get_page(request.GET.get("page"))
+    schemas = [t.schema_name for t in page]
+    queues = {q.schema_name: q for q in TenantQueue.objects.filter(schema_name__in=schemas)}
+    counts = selectors.tenant_rollup(schemas)
+    rows = [
+        {"tenant": t, "queue": queues.get(t.schema_name), "counts": counts.get(t.schema_name)}
+        for t in page
+    ]
+    context = {
+        **admin.site.each_context(request),
+        "title": "All tenants",
+        "page": page,
+        "rows": rows,
+        "totals": {
+            key: sum((c or {}).get(key, 0) for c in counts.values())
+            for key in ("waiting", "running", "failed_24h")
+        },
+        "drains": list(DrainSlot.objects.order_by("pk")),
+        "broker_queue": _broker_queue_size(),
+    }
+    return TemplateResponse(request, "orchestration/platform.html", context)
+
+
+def _broker_queue_size() -> int | None:
+    try:
+        from django_q.brokers import get_broker
+
+        return int(get_broker().queue_size() or 0)
+    except Exception:
+        return None
+
+
+platform = admin.site.admin_view(_platform)

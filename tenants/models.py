@@ -1,0 +1,81 @@
+from django.db import models
+from django_tenants.models import DomainMixin, TenantMixin
+
+
+class Tenant(TenantMixin):
+    """A seller: one PostgreSQL schema holding its products, jobs and staff users."""
+
+    name = models.CharField(max_length=100)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    auto_create_schema = True
+    auto_drop_schema = False
+
+    class Meta:
+        ordering = ["schema_name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.schema_name})"
+
+
+class Domain(DomainMixin):
+    """A host name that routes requests and WebSockets to a tenant."""
+
+    def __str__(self) -> str:
+        return self.domain
+
+
+class TenantQueue(models.Model):
+    """The public index of which tenants have work, so dispatch never loops over idle schemas.
+
+    Written by ``orchestration.dispatch`` only. ``ready_at`` is set when a tenant gets
+    runnable jobs and cleared when a worker finds none (guarded by ``signal_seq`` so a
+    signal that raced the clearing is not lost); ``next_wake_at`` is the earliest
+    ``run_after`` of jobs waiting for a backoff; ``active_runs`` counts RUNNING jobs
+    (moved in the same transaction as the run), which the recovery sweep visits.
+    """
+
+    schema_name = models.CharField(max_length=63, unique=True)
+    ready_at = models.DateTimeField(null=True, blank=True)
+    signal_seq = models.BigIntegerField(default=0)
+    last_served_at = models.DateTimeField(null=True, blank=True)
+    next_wake_at = models.DateTimeField(null=True, blank=True)
+    active_runs = models.IntegerField(default=0)
+    paused = models.BooleanField(default=False)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["last_served_at"],
+                name="tenantqueue_ready_idx",
+                condition=models.Q(ready_at__isnull=False, paused=False),
+            ),
+            models.Index(
+                fields=["next_wake_at"],
+                name="tenantqueue_wake_idx",
+                condition=models.Q(next_wake_at__isnull=False),
+            ),
+            models.Index(
+                fields=["schema_name"],
+                name="tenantqueue_active_idx",
+                condition=models.Q(active_runs__gt=0),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"queue of {self.schema_name}"
+
+
+class DrainSlot(models.Model):
+    """One slot per concurrent drain task (capped at the worker count).
+
+    A slot is held until ``held_until``; a drain renews it while it runs and frees it
+    when it ends. A drain whose q2 message was lost or whose worker died frees its
+    slot by expiry, so nothing needs repairing by hand.
+    """
+
+    held_until = models.DateTimeField(null=True, blank=True)
+    holder = models.CharField(max_length=120, blank=True)
+
+    def __str__(self) -> str:
+        return f"drain slot {self.pk}"

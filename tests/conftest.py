@@ -1,0 +1,110 @@
+"""Shared fixtures.
+
+Tenant schemas are expensive (~1 s of migrations each), so two test tenants are
+made once per test database (kept by --reuse-db) and each test only activates
+one. Transactional tests flush only the public schema, which removes the tenant
+rows (not the schemas): the tenant fixtures re-create the row cheaply, and
+`clean_tenants` truncates tenant data the test committed.
+"""
+
+from __future__ import annotations
+
+import pytest
+import pytest_asyncio
+from django.conf import settings
+from django.db import connection
+from django_tenants.utils import schema_context, tenant_context
+
+from tenants.models import Domain, Tenant
+from tenants.services import ensure_public_tenant, provision_tenant
+
+TEST_TENANTS = {
+    "alpha": ("Alpha Test Seller", "test_alpha", "alpha.localhost"),
+    "beta": ("Beta Test Seller", "test_beta", "beta.localhost"),
+}
+
+
+def _ensure_tenant(key: str) -> Tenant:
+    name, schema, domain = TEST_TENANTS[key]
+    with schema_context("public"):
+        ensure_public_tenant()
+        tenant = Tenant.objects.filter(schema_name=schema).first()
+        if tenant is None:
+            return provision_tenant(name=name, schema_name=schema, domain=domain).tenant
+        Domain.objects.get_or_create(domain=domain, defaults={"tenant": tenant, "is_primary": True})
+        return tenant
+
+
+def truncate_tenant_data(schema: str) -> None:
+    """Empty a tenant schema's data tables (not migrations, content types, permissions:
+    Django caches content types per process, not per schema)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = %s"
+            " AND tablename NOT IN ('django_migrations', 'django_content_type', 'auth_permission')",
+            [schema],
+        )
+        tables = [f'"{schema}"."{row[0]}"' for row in cursor.fetchall()]
+        if tables:
+            cursor.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    with django_db_blocker.unblock():
+        for key in TEST_TENANTS:
+            _ensure_tenant(key)
+    # The channel layer (channels-postgres) must talk to the test database too.
+    layer = settings.CHANNEL_LAYERS["default"]
+    if "NAME" in layer.get("CONFIG", {}):
+        layer["CONFIG"]["NAME"] = connection.settings_dict["NAME"]
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+
+
+def _activate(key: str):
+    tenant = _ensure_tenant(key)
+    with tenant_context(tenant):
+        yield tenant
+    connection.set_schema_to_public()
+
+
+@pytest.fixture
+def tenant_a(db):
+    """Test tenant alpha (alpha.localhost), active for the test; rolled back after."""
+    yield from _activate("alpha")
+
+
+@pytest.fixture
+def tenant_b(db):
+    """Test tenant beta (beta.localhost), active for the test; rolled back after."""
+    yield from _activate("beta")
+
+
+@pytest.fixture
+def clean_tenants(transactional_db):
+    """For tests that commit (real workers, sockets): truncate tenant data afterwards."""
+    yield
+    for _name, schema, _domain in TEST_TENANTS.values():
+        truncate_tenant_data(schema)
+    connection.set_schema_to_public()
+
+
+@pytest.fixture
+def tx_tenant_a(clean_tenants):
+    yield from _activate("alpha")
+
+
+@pytest.fixture
+def tx_tenant_b(clean_tenants):
+    yield from _activate("beta")
+
+
+@pytest_asyncio.fixture
+async def release_channel_layer():
+    """Async tests that touch the channel layer close its loop-bound connections."""
+    yield
+    from config.channel_layer import close_channel_layers
+
+    await close_channel_layers()

@@ -1,0 +1,191 @@
+"""Retries are runs: skipping completed tasks, idempotence, backoff, exhaustion, chains, fencing."""
+
+import itertools
+from datetime import timedelta
+
+import pytest
+from django.db import transaction
+from django.utils import timezone
+
+from orchestration.models import JobRun, MarketplaceJob
+from orchestration.services import (
+    claim_next_job,
+    job_create,
+    job_execute_now,
+    job_retry,
+    job_retry_from_step,
+    recover_lost_runs,
+)
+from orchestration.services.runner import RunFenced, _task_advance, execute_claim
+from tests.engine_providers import MARKETPLACE, ledger_entries, set_faults
+from tests.integration.engine.test_lifecycle import run_to_rest
+
+
+def _steps_run(engine):
+    return [e["key"].split(":")[-1] for e in ledger_entries(engine.ledger)]
+
+
+def _statuses(job):
+    return list(job.tasks.order_by("step_order").values_list("status", flat=True))
+
+
+def test_retry_skips_completed_tasks(engine):
+    set_faults(engine.faults, {"step4": {"mode": "permanent", "times": 1}})
+    job = job_create(marketplace=MARKETPLACE, action="five", params=engine.params())
+    job_execute_now(job_id=job.pk)
+    job.refresh_from_db()
+    assert job.status == "failed"
+    assert _statuses(job) == ["completed"] * 3 + ["failed", "pending"]
+    assert _steps_run(engine) == ["step1", "step2", "step3"]
+
+    job_retry(job_id=job.pk)
+    job_execute_now(job_id=job.pk)
+    job.refresh_from_db()
+    assert job.status == "completed"
+    assert _steps_run(engine) == [
+        "step1",
+        "step2",
+        "step3",
+        "step4",
+        "step5",
+    ]  # only 4 and 5 ran again
+    second = job.runs.get(attempt=2)
+    assert second.steps_completed == 2
+
+
+def test_idempotence_effect_landed_but_job_failed_completes_without_a_second_effect(engine):
+    # step2's effect is applied, then the response is lost; max_retries=0 makes the job FAILED.
+    set_faults(engine.faults, {"step2": {"mode": "lost_response", "times": 1}})
+    job = job_create(marketplace=MARKETPLACE, action="three", params=engine.params(), max_retries=0)
+    job_execute_now(job_id=job.pk)
+    job.refresh_from_db()
+    assert job.status == "failed" and "connection reset" in job.error_message
+    assert _steps_run(engine) == ["step1", "step2"]
+
+    job_retry(job_id=job.pk)
+    job_execute_now(job_id=job.pk)
+    job.refresh_from_db()
+    assert job.status == "completed"
+    assert _steps_run(engine) == ["step1", "step2", "step3"]  # step2 not applied twice
+    step2 = job.tasks.get(step_type="step2")
+    assert step2.reused_existing is True
+    assert step2.output["remote_id"] == f"step2-{job.pk}"
+
+
+def test_partial_failure_recovery(engine):
+    set_faults(engine.faults, {"step8": {"mode": "retryable", "times": 99}})
+    job = job_create(marketplace=MARKETPLACE, action="ten", params=engine.params(), max_retries=0)
+    job_execute_now(job_id=job.pk)
+    job.refresh_from_db()
+    assert job.status == "failed"
+    assert _statuses(job) == ["completed"] * 7 + ["failed", "pending", "pending"]
+    assert _steps_run(engine) == [f"step{i}" for i in range(1, 8)]
+
+    set_faults(engine.faults, {})  # the API recovers
+    job_retry(job_id=job.pk)
+    job_execute_now(job_id=job.pk)
+    job.refresh_from_db()
+    assert job.status == "completed"
+    assert _steps_run(engine) == [f"step{i}" for i in range(1, 11)]
+    assert job.runs.get(attempt=2).steps_completed == 3  # 8, 9, 10
+
+
+def test_retryable_error_retries_automatically_with_backoff(engine):
+    set_faults(engine.faults, {"step2": {"mode": "retryable", "times": 2}})
+    job = job_create(marketplace=MARKETPLACE, action="three", params=engine.params())
+    job_execute_now(job_id=job.pk)
+    job.refresh_from_db()
+    assert job.status == "retrying" and job.retry_count == 1
+    assert job.run_after > job.runs.get(attempt=1).finished_at - timedelta(seconds=1)
+    run_to_rest()
+    job.refresh_from_db()
+    assert job.status == "completed" and job.retry_count == 2
+    assert list(job.runs.order_by("attempt").values_list("status", flat=True)) == [
+        "failed", "failed", "completed",
+    ]  # fmt: skip
+    retrying = engine.recorder.of_type("job_status")
+    assert [e.data.get("retry") for e in retrying if e.status == "retrying"] == [1, 2]
+
+
+def test_max_retries_exhausted(engine):
+    set_faults(engine.faults, {"step1": {"mode": "retryable", "times": 99}})
+    job = job_create(marketplace=MARKETPLACE, action="three", params=engine.params())
+    run_to_rest()
+    job.refresh_from_db()
+    assert job.status == "failed"
+    assert job.retry_count == 3
+    assert job.runs.count() == 4  # four attempts in all
+    assert "HTTP 503" in job.error_message and "step1" in job.error_message
+    assert set(job.runs.values_list("error_kind", flat=True)) == {"retryable"}
+    assert engine.recorder.of_type("run_failed")[-1].error == job.error_message
+
+
+def test_permanent_error_fails_at_once(engine):
+    set_faults(engine.faults, {"step1": {"mode": "permanent", "times": 99}})
+    job = job_create(marketplace=MARKETPLACE, action="three", params=engine.params())
+    run_to_rest()
+    job.refresh_from_db()
+    assert (job.status, job.retry_count, job.runs.count()) == ("failed", 0, 1)
+    assert "HTTP 400" in job.error_message
+    assert job.runs.get().error_kind == "permanent"
+
+
+def test_retry_chain_linkage(engine):
+    set_faults(engine.faults, {"only": {"mode": "retryable", "times": 99}})
+    job = job_create(marketplace=MARKETPLACE, action="one", params=engine.params())
+    run_to_rest()
+    set_faults(engine.faults, {})
+    job_retry(job_id=job.pk)  # a manual retry continues the chain
+    job_execute_now(job_id=job.pk)
+    runs = list(JobRun.objects.filter(job=job).order_by("attempt"))
+    assert [r.attempt for r in runs] == [1, 2, 3, 4, 5]
+    assert runs[0].retry_of is None
+    for previous, current in itertools.pairwise(runs):
+        assert current.retry_of_id == previous.pk
+        assert previous.retried_by.pk == current.pk
+    assert runs[-1].status == "completed"
+
+
+def test_retry_from_step_reruns_that_step_and_the_rest(engine):
+    job = job_create(marketplace=MARKETPLACE, action="five", params=engine.params())
+    job_execute_now(job_id=job.pk)
+    job_retry_from_step(job_id=job.pk, step_order=4)
+    job.refresh_from_db()
+    assert job.status == "queued"
+    assert _statuses(job) == ["completed"] * 3 + ["pending", "pending"]
+    job_execute_now(job_id=job.pk)
+    job.refresh_from_db()
+    assert job.status == "completed"
+    # step 4's effect exists already: its check records it instead of repeating it
+    assert _steps_run(engine) == ["step1", "step2", "step3", "step4", "step5"]
+    assert job.tasks.get(step_order=4).reused_existing is True
+
+
+def test_lost_run_is_recovered_and_a_stale_worker_cannot_write(engine):
+    job = job_create(marketplace=MARKETPLACE, action="three", params=engine.params())
+    claim = claim_next_job(worker="stale-worker:1")
+    assert claim is not None and claim.job_id == job.pk
+    JobRun.objects.filter(pk=claim.run_id).update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+
+    assert recover_lost_runs() == 1
+    lost = JobRun.objects.get(pk=claim.run_id)
+    assert lost.status == "failed" and lost.error_kind == "worker_lost"
+    assert "worker lost" in lost.error_message and "stale-worker:1" in lost.error_message
+    job.refresh_from_db()
+    assert job.status == "retrying" and job.retry_count == 1
+
+    task = job.tasks.get(step_order=1)
+    with pytest.raises(RunFenced), transaction.atomic():
+        _task_advance(claim, task, {"remote_id": "from the stale worker"}, False, None, {})
+    task.refresh_from_db()
+    assert task.status == "pending" and task.output is None
+    assert execute_claim(claim) == "fenced"
+    assert MarketplaceJob.objects.get(pk=job.pk).status == "retrying"
+
+    run_to_rest()
+    job.refresh_from_db()
+    assert job.status == "completed"
+    assert job.runs.get(attempt=2).retry_of_id == claim.run_id
+    assert len(ledger_entries(engine.ledger)) == 3

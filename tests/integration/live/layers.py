@@ -1,0 +1,60 @@
+"""The two channel layers the live tests run against (PostgreSQL by default, Redis by setting).
+
+Subprocesses (uvicorn, qcluster) get the Redis layer through ``DJANGO_SETTINGS_MODULE=
+tests.integration.live.settings_redis_layer``; the test process through ``override_settings``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+REDIS_LAYER_URL = "redis://127.0.0.1:6379/9"  # a database of its own for these tests
+
+REDIS_CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [{"address": REDIS_LAYER_URL, "socket_timeout": None}]},
+    }
+}
+
+LAYER_KINDS = ("postgres", "redis")
+
+
+async def listening_channel():
+    """The configured layer and a new channel whose receiver is surely listening.
+
+    channels-postgres starts its LISTEN connection on the first ``receive`` of a
+    process and misses what is inserted while it starts: receive one message first.
+    """
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.send(channel, {"type": "warm.up"})
+    assert (await asyncio.wait_for(layer.receive(channel), timeout=10))["type"] == "warm.up"
+    return layer, channel
+
+
+def settings_module(kind: str) -> str:
+    return "tests.integration.live.settings_redis_layer" if kind == "redis" else "config.settings"
+
+
+@contextlib.contextmanager
+def publishing_through(kind: str):
+    """This process's live publisher sends through ``kind``'s layer (sync tests)."""
+    from django.test import override_settings
+
+    from orchestration import live
+
+    live.stop_publisher()
+    use = (
+        override_settings(CHANNEL_LAYERS=REDIS_CHANNEL_LAYERS)
+        if kind == "redis"
+        else contextlib.nullcontext()
+    )
+    with use:
+        try:
+            yield kind
+        finally:
+            live.stop_publisher()

@@ -1,0 +1,68 @@
+"""WebsocketCommunicator helpers for /ws/live/ (in-process ASGI application)."""
+
+from __future__ import annotations
+
+import time
+
+from channels.testing import WebsocketCommunicator
+
+from config.asgi import application
+
+
+def communicator(host: str, cookie: str = "", *, origin: str | None = None):
+    headers = [(b"host", host.encode()), (b"origin", (origin or f"http://{host}").encode())]
+    if cookie:
+        headers.append((b"cookie", cookie.encode()))
+    return WebsocketCommunicator(application, "/ws/live/", headers=headers)
+
+
+async def open_live(host: str, cookie: str) -> WebsocketCommunicator:
+    """Connected and greeted (``hello``)."""
+    comm = communicator(host, cookie)
+    connected, _ = await comm.connect(timeout=10)
+    assert connected
+    hello = await comm.receive_json_from(timeout=10)
+    assert hello["type"] == "hello", hello
+    return comm
+
+
+async def close_code(comm: WebsocketCommunicator) -> int | None:
+    """The code the server closed with (after accepting, or instead of accepting)."""
+    connected, code = await comm.connect(timeout=10)
+    if not connected:
+        return code
+    output = await comm.receive_output(timeout=10)
+    assert output["type"] == "websocket.close", output
+    return output.get("code")
+
+
+async def subscribe(comm: WebsocketCommunicator, **request) -> dict:
+    """Send a subscription and return the snapshot (or error) that answers it."""
+    await comm.send_json_to(request)
+    while True:
+        message = await comm.receive_json_from(timeout=10)
+        if message["type"] in ("snapshot", "error"):
+            return message
+
+
+async def receive_until(comm: WebsocketCommunicator, done, *, timeout: float = 30) -> list[dict]:
+    received: list[dict] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"timed out; got {[(m['type'], m.get('status')) for m in received]}"
+        message = await comm.receive_json_from(timeout=remaining)
+        received.append(message)
+        if done(message):
+            return received
+
+
+async def drain(comm: WebsocketCommunicator, seconds: float = 0.5) -> list[dict]:
+    """Everything that arrives within ``seconds`` (to show nothing else does)."""
+    received: list[dict] = []
+    deadline = time.monotonic() + seconds
+    while (remaining := deadline - time.monotonic()) > 0:
+        # (receive_json_from cancels the consumer when it times out: only read what is there)
+        if not await comm.receive_nothing(timeout=min(0.05, remaining), interval=0.01):
+            received.append(await comm.receive_json_from())
+    return received

@@ -1,0 +1,228 @@
+"""The live publisher: engine events become snapshot messages on tenant-prefixed groups."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+import time
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.db import connection
+
+from config.channel_layer import group_discard
+from orchestration import events, live
+from tests.conftest import _ensure_tenant
+from tests.integration.live.layers import listening_channel
+from tests.integration.live.scenarios import create_batch, start_batch
+
+
+class RecordingLayer:
+    """Stands in for a channel layer: records what was sent, and when."""
+
+    def __init__(self, fail_first: int = 0):
+        self.sent: list[tuple[float, str, dict]] = []
+        self.fail_first = fail_first
+
+    async def group_send(self, group, message):
+        if self.fail_first:
+            self.fail_first -= 1
+            raise ConnectionError("layer down")
+        self.sent.append((time.monotonic(), group, message["message"]))
+
+
+def _event(type_, status, *, batch_id=7, percent=0, **fields):
+    progress = {"percent": percent, "done": percent, "total": 100}
+    return events.Event(type=type_, tenant="acme", status=status, batch_id=batch_id,
+                        progress=progress, **fields)  # fmt: skip
+
+
+def test_groups_are_prefixed_with_the_schema():
+    assert live.group_name("acme", "overview") == "t.acme.overview"
+    assert live.group_name("acme", "batch", 5) == "t.acme.batch.5"
+    assert live.group_name("acme", "job", 9) == "t.acme.job.9"
+    groups = {o.group for o in live.outgoing_for(_event("batch_progress", "running"))}
+    assert groups == {"t.acme.overview", "t.acme.batch.7"}
+    job = events.Event(type="task_progress", tenant="acme", status="running", job_id=3, task_id=4)
+    assert [o.group for o in live.outgoing_for(job)] == ["t.acme.job.3"]
+    assert live.outgoing_for(events.Event(type="job_status", tenant="public", status="x")) == []
+
+
+def test_batch_progress_is_coalesced_and_final_states_always_go_out():
+    layer = RecordingLayer()
+    publisher = live.Publisher(layer_factory=lambda: layer, interval=0.1)
+    try:
+        started = time.monotonic()
+        for percent in range(0, 100):  # 100 updates in ~0.2 s
+            publisher.publish(
+                live.outgoing_for(_event("batch_progress", "running", percent=percent))
+            )
+            time.sleep(0.002)
+        publisher.publish(live.outgoing_for(_event("complete", "completed", percent=100)))
+        # The engine emits the terminal progress after ``complete``: the same state, not re-sent.
+        publisher.publish(live.outgoing_for(_event("batch_progress", "completed", percent=100)))
+        assert publisher.flush(5)
+        elapsed = time.monotonic() - started
+    finally:
+        publisher.stop()
+    batch = [(t, m) for t, g, m in layer.sent if g == "t.acme.batch.7"]
+    progress_times = [
+        t for t, m in batch if m["type"] == "batch_progress" and m["status"] == "running"
+    ]
+    # At most one progress message per 100 ms (plus the first), far fewer than 100.
+    assert len(progress_times) <= elapsed / 0.1 + 2
+    assert all(b - a >= 0.09 for a, b in itertools.pairwise(progress_times))
+    types = [m["type"] for _, m in batch]
+    assert types[-2:] == ["batch_progress", "complete"]
+    assert batch[-2][1]["status"] == "completed" and batch[-2][1]["progress"]["percent"] == 100
+    assert types.count("complete") == 1
+    assert [m["type"] for t, g, m in layer.sent if g == "t.acme.overview"][-1] == "complete"
+
+
+def test_a_final_state_survives_a_failing_send():
+    layer = RecordingLayer(fail_first=2)
+    publisher = live.Publisher(layer_factory=lambda: layer)
+    try:
+        publisher.publish(
+            live.outgoing_for(
+                events.Event(type="job_status", tenant="acme", status="failed", job_id=1)
+            )
+        )
+        assert publisher.flush(5)
+    finally:
+        publisher.stop()
+    assert [(g, m["status"]) for _, g, m in layer.sent] == [
+        ("t.acme.job.1", "failed"),
+        ("t.acme.overview", "failed"),
+    ]
+    assert publisher.stats.errors >= 1
+
+
+def test_publishing_from_many_threads_never_blocks_on_the_layer():
+    class SlowLayer(RecordingLayer):
+        async def group_send(self, group, message):
+            await asyncio.sleep(0.005)
+            await super().group_send(group, message)
+
+    layer = SlowLayer()
+    publisher = live.Publisher(layer_factory=lambda: layer)
+    try:
+        started = time.monotonic()
+
+        def emit(n):
+            for i in range(50):
+                event = events.Event(type="task_progress", tenant="acme", status="running",
+                                     job_id=n + 1, task_id=1000 * n + i)  # fmt: skip
+                publisher.publish(live.outgoing_for(event))
+
+        threads = [threading.Thread(target=emit, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert time.monotonic() - started < 0.5  # 200 messages queued, none sent yet
+        assert publisher.flush(30)
+    finally:
+        publisher.stop()
+    assert len(layer.sent) == 200
+
+
+async def _collect_until(layer, channel, done, timeout=20.0) -> list[dict]:
+    received: list[dict] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"timed out; got {[m.get('type') for m in received]}"
+        envelope = await asyncio.wait_for(layer.receive(channel), timeout=remaining)
+        assert envelope["type"] == live.LIVE_MESSAGE
+        received.append(envelope["message"])
+        if done(envelope["message"]):
+            return received
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_a_running_batch_reaches_its_group_and_ends_in_complete(layer_kind, clean_tenants):
+    alpha = await sync_to_async(_ensure_tenant)("alpha")
+    layer, channel = await listening_channel()
+    await layer.group_add("t.test_alpha.overview", channel)
+    batch_id = await sync_to_async(create_batch)(alpha, 3)
+    await layer.group_add(f"t.test_alpha.batch.{batch_id}", channel)
+    await sync_to_async(start_batch)(alpha, batch_id)
+    messages = await _collect_until(layer, channel, lambda m: m["type"] == "complete")
+    batch_messages = [m for m in messages if m.get("batch_id") == batch_id]
+    for message in batch_messages:
+        assert message["tenant"] == "test_alpha"
+        assert message["timestamp"] and message["status"]
+        assert set(message["progress"]) >= {"done", "total", "percent"}
+    progress = [m for m in batch_messages if m["type"] == "batch_progress"]
+    assert progress, messages
+    percents = [m["progress"]["percent"] for m in progress]
+    assert percents == sorted(percents) and percents[-1] == 100
+    assert batch_messages[-1]["type"] == "complete"
+    assert batch_messages[-1]["status"] == "completed"
+    await group_discard(layer, f"t.test_alpha.batch.{batch_id}", channel)
+    await group_discard(layer, "t.test_alpha.overview", channel)
+
+
+def _kill_publisher_connections() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE application_name = %s AND datname = current_database()",
+            [live.APPLICATION_NAME],
+        )
+        return cursor.fetchone()[0]
+
+
+def _job_failed(job_id: int) -> None:
+    event = events.Event(type="job_status", tenant="test_alpha", status="failed", job_id=job_id)
+    live.publish_event(event)
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_publisher_recovers_after_its_database_connections_are_killed(
+    clean_tenants, release_channel_layer
+):
+    live.stop_publisher()
+    layer, channel = await listening_channel()
+    await layer.group_add("t.test_alpha.job.41", channel)
+    await sync_to_async(_job_failed)(41)
+    first = await asyncio.wait_for(layer.receive(channel), timeout=10)
+    assert first["message"]["job_id"] == 41
+    assert await sync_to_async(_kill_publisher_connections)() >= 1
+    for _ in range(3):  # each send after the kill is delivered (no stale pool, no 30 s wait)
+        started = time.monotonic()
+        await sync_to_async(_job_failed)(41)
+        again = await asyncio.wait_for(layer.receive(channel), timeout=10)
+        assert again["message"]["status"] == "failed"
+        assert time.monotonic() - started < 5
+    live.stop_publisher()
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_postgres_layer_sends_many_in_one_round_trip_only_to_listened_groups(
+    clean_tenants, release_channel_layer
+):
+    from config.channel_layer import close_private_layer, make_private_layer
+
+    layer, channel = await listening_channel()
+    await layer.group_add("t.x.job.1", channel)
+    private = make_private_layer()
+    try:
+        await private.group_send_many(
+            [
+                ("t.x.job.1", {"type": "live.message", "n": 1}),
+                ("t.x.job.2", {"type": "live.message", "n": 2}),  # nobody listens
+                ("t.x.job.1", {"type": "live.message", "n": 3}),
+            ]
+        )
+        first = await asyncio.wait_for(layer.receive(channel), timeout=10)
+        second = await asyncio.wait_for(layer.receive(channel), timeout=10)
+        assert (first["n"], second["n"]) == (1, 3)
+    finally:
+        await close_private_layer(private)
+        await group_discard(layer, "t.x.job.1", channel)

@@ -1,0 +1,234 @@
+"""/ws/live/ in-process (WebsocketCommunicator): who may listen, subscriptions, message flow."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from tests.conftest import _ensure_tenant
+from tests.integration.live.scenarios import (
+    closing_connection,
+    create_batch,
+    login_cookie,
+    start_batch,
+)
+from tests.integration.live.sockets import (
+    close_code,
+    communicator,
+    drain,
+    open_live,
+    receive_until,
+    subscribe,
+)
+
+ALPHA, BETA = "alpha.localhost", "beta.localhost"
+pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
+
+
+async def _tenants():
+    return (
+        await sync_to_async(_ensure_tenant)("alpha"),
+        await sync_to_async(_ensure_tenant)("beta"),
+    )
+
+
+def _is_complete(batch_id):
+    return lambda m: m["type"] == "complete" and m["batch_id"] == batch_id
+
+
+async def test_anonymous_is_refused(clean_tenants, release_channel_layer):
+    await _tenants()
+    assert await close_code(communicator(ALPHA)) == 4403
+
+
+async def test_staff_of_another_tenant_is_refused(clean_tenants, release_channel_layer):
+    _alpha, beta = await _tenants()
+    beta_cookie = await sync_to_async(login_cookie)(beta, "beta-staff")
+    assert await close_code(communicator(ALPHA, beta_cookie)) == 4403
+    beta_socket = await open_live(BETA, beta_cookie)  # the same cookie is fine at home
+    await beta_socket.disconnect()
+
+
+async def test_bad_origin_is_refused(clean_tenants, release_channel_layer):
+    alpha, _beta = await _tenants()
+    cookie = await sync_to_async(login_cookie)(alpha, "origin-staff")
+    socket = communicator(ALPHA, cookie, origin="http://evil.example.com")
+    connected, _ = await socket.connect(timeout=10)
+    assert not connected
+
+
+async def test_staff_without_view_permission_and_the_public_host_are_refused(
+    clean_tenants, release_channel_layer
+):
+    alpha, _beta = await _tenants()
+    bare = await sync_to_async(login_cookie)(alpha, "bare-staff", role="bare")
+    assert await close_code(communicator(ALPHA, bare)) == 4403
+    assert await close_code(communicator("localhost")) == 4403
+
+
+async def test_subscriptions_answer_with_a_snapshot_and_ids_are_checked_in_the_tenant(
+    clean_tenants, release_channel_layer
+):
+    alpha, beta = await _tenants()
+    cookie = await sync_to_async(login_cookie)(alpha, "viewer", role="viewer")
+    beta_batch = await sync_to_async(create_batch)(beta, 2)
+    batch_id = await sync_to_async(create_batch)(alpha, 2)
+    socket = await open_live(ALPHA, cookie)
+
+    snapshot = await subscribe(socket, subscribe="batch", id=batch_id)
+    assert snapshot["of"] == "batch" and snapshot["batch_id"] == batch_id
+    assert snapshot["tenant"] == "test_alpha" and snapshot["timestamp"]
+    assert snapshot["status"] == "pending" and snapshot["progress"]["total"] == 2
+
+    overview = await subscribe(socket, subscribe="overview")
+    assert [b["batch_id"] for b in overview["batches"]] == [batch_id]
+
+    # Beta's batch is not there from alpha's socket, whatever its number.
+    missing = beta_batch + batch_id + 1000
+    error = await subscribe(socket, subscribe="batch", id=missing)
+    assert error["type"] == "error" and "no such batch" in error["error"]
+    for bad in ({"subscribe": "batch", "id": "1"}, {"subscribe": "batch", "id": True},
+                {"subscribe": "jobs", "ids": list(range(1, 300))}, {"subscribe": "nope"}):  # fmt: skip
+        reply = await subscribe(socket, **bad)
+        assert reply["type"] == "error", (bad, reply)
+    await socket.disconnect()
+
+
+async def test_a_job_subscription_follows_its_steps(layer_kind, clean_tenants):
+    alpha, _beta = await _tenants()
+    cookie = await sync_to_async(login_cookie)(alpha, "job-staff")
+    batch_id = await sync_to_async(create_batch)(alpha, 1)
+    from orchestration.models import MarketplaceJob
+
+    def first_job():
+        from django_tenants.utils import tenant_context
+
+        with tenant_context(alpha):
+            return MarketplaceJob.objects.get(batch_id=batch_id).pk
+
+    job_id = await sync_to_async(first_job)()
+    socket = await open_live(ALPHA, cookie)
+    snapshot = await subscribe(socket, subscribe="job", id=job_id)
+    assert [t["step"] for t in snapshot["tasks"]] == ["step1", "step2", "step3"]
+    await sync_to_async(start_batch)(alpha, batch_id)
+    messages = await receive_until(
+        socket, lambda m: m["type"] == "job_status" and m["status"] == "completed"
+    )
+    steps_done = [m["data"]["step"] for m in messages
+                  if m["type"] == "task_progress" and m["status"] == "completed"]  # fmt: skip
+    assert steps_done == ["step1", "step2", "step3"]
+    assert {m["job_id"] for m in messages} == {job_id}
+    await socket.disconnect()
+
+
+async def test_subscribing_to_a_batch_and_running_it_delivers_progress_ending_in_complete(
+    layer_kind, clean_tenants
+):
+    alpha, _beta = await _tenants()
+    cookie = await sync_to_async(login_cookie)(alpha, "flow-staff")
+    batch_id = await sync_to_async(create_batch)(alpha, 3)
+    socket = await open_live(ALPHA, cookie)
+    assert (await subscribe(socket, subscribe="batch", id=batch_id))["of"] == "batch"
+
+    await sync_to_async(start_batch)(alpha, batch_id)
+    messages = await receive_until(socket, _is_complete(batch_id))
+    for message in messages:
+        assert message["tenant"] == "test_alpha"
+        assert message["batch_id"] == batch_id
+        assert message["timestamp"] and message["status"] and message["progress"]
+    progress = [m["progress"]["percent"] for m in messages if m["type"] == "batch_progress"]
+    assert progress == sorted(progress) and progress[-1] == 100
+    assert messages[-1]["status"] == "completed"
+    assert await drain(socket, 0.3) == []  # nothing after ``complete``
+    await socket.disconnect()
+
+
+async def test_tenants_never_see_each_others_events(layer_kind, clean_tenants):
+    alpha, beta = await _tenants()
+    alpha_cookie = await sync_to_async(login_cookie)(alpha, "alpha-staff")
+    beta_cookie = await sync_to_async(login_cookie)(beta, "beta-staff")
+    # Both tenants have a batch with the same number: only the schema tells them apart.
+    alpha_batch = await sync_to_async(create_batch)(alpha, 2)
+    beta_batch = await sync_to_async(create_batch)(beta, 2)
+    while beta_batch < alpha_batch:
+        beta_batch = await sync_to_async(create_batch)(beta, 2)
+    while alpha_batch < beta_batch:
+        alpha_batch = await sync_to_async(create_batch)(alpha, 2)
+    assert alpha_batch == beta_batch
+    alpha_socket = await open_live(ALPHA, alpha_cookie)
+    beta_socket = await open_live(BETA, beta_cookie)
+    for socket, batch_id in ((alpha_socket, alpha_batch), (beta_socket, beta_batch)):
+        await subscribe(socket, subscribe="overview")
+        await subscribe(socket, subscribe="batch", id=batch_id)
+
+    await sync_to_async(start_batch)(alpha, alpha_batch)
+    alpha_messages = await receive_until(alpha_socket, _is_complete(alpha_batch))
+    assert {m["tenant"] for m in alpha_messages} == {"test_alpha"}
+    assert await drain(beta_socket, 0.5) == []
+
+    await sync_to_async(start_batch)(beta, beta_batch)
+    beta_messages = await receive_until(beta_socket, _is_complete(beta_batch))
+    assert {m["tenant"] for m in beta_messages} == {"test_beta"}
+    assert await drain(alpha_socket, 0.5) == []
+    for socket in (alpha_socket, beta_socket):
+        await socket.disconnect()
+
+
+async def test_concurrent_connections_each_receive_only_their_own_events(layer_kind, clean_tenants):
+    alpha, beta = await _tenants()
+    people = [
+        (alpha, ALPHA, "alpha-one", "admin"),
+        (alpha, ALPHA, "alpha-two", "viewer"),
+        (beta, BETA, "beta-one", "admin"),
+        (beta, BETA, "beta-two", "viewer"),
+    ]
+    sockets = []
+    for tenant, host, username, role in people:
+        cookie = await sync_to_async(login_cookie)(tenant, username, role=role)
+        sockets.append((tenant, await open_live(host, cookie)))
+    batches = {
+        "test_alpha": await sync_to_async(create_batch)(alpha, 3),
+        "test_beta": await sync_to_async(create_batch)(beta, 2),
+    }
+    for _tenant, socket in sockets:
+        await subscribe(socket, subscribe="overview")
+
+    await asyncio.gather(
+        sync_to_async(closing_connection(start_batch), thread_sensitive=False)(
+            alpha, batches["test_alpha"]
+        ),
+        sync_to_async(closing_connection(start_batch), thread_sensitive=False)(
+            beta, batches["test_beta"]
+        ),
+    )
+    for tenant, socket in sockets:
+        schema = tenant.schema_name
+        messages = await receive_until(socket, _is_complete(batches[schema]))
+        assert {m["tenant"] for m in messages} == {schema}
+        assert {m["batch_id"] for m in messages} == {batches[schema]}
+        assert not [m for m in await drain(socket, 0.2) if m["tenant"] != schema]
+        await socket.disconnect()
+
+
+async def test_a_page_that_reconnects_resynchronises_from_the_snapshot(layer_kind, clean_tenants):
+    alpha, _beta = await _tenants()
+    cookie = await sync_to_async(login_cookie)(alpha, "reconnect-staff")
+    batch_id = await sync_to_async(create_batch)(alpha, 2)
+    socket = await open_live(ALPHA, cookie)
+    before = await subscribe(socket, subscribe="batch", id=batch_id)
+    assert before["status"] == "pending"
+    await socket.disconnect()  # the page loses its socket …
+    await sync_to_async(start_batch)(alpha, batch_id)  # … while the batch runs to the end
+    socket = await open_live(ALPHA, cookie)
+    after = await subscribe(socket, subscribe="batch", id=batch_id)
+    assert (after["status"], after["progress"]["percent"]) == ("completed", 100)
+    await subscribe(socket, subscribe="overview")
+    await socket.send_json_to({"unsubscribe": "batch", "id": batch_id})
+    await socket.send_json_to({"unsubscribe": "overview"})
+    await socket.send_json_to({"ping": 1})
+    assert (await socket.receive_json_from(timeout=10))["type"] == "pong"
+    await sync_to_async(start_batch)(alpha, await sync_to_async(create_batch)(alpha, 1))
+    assert await drain(socket, 0.5) == []  # nothing once unsubscribed
+    await socket.disconnect()
