@@ -485,7 +485,7 @@ def run_cycles(args: argparse.Namespace) -> dict[str, Any]:
     print(f"  part 1: {PART1_JOBS} queued jobs in each of {len(REAL_TENANTS)} tenants ...")
     batches = queue_part1_work()
     # As a drain does: commits don't wait for the WAL flush unless SYNCHRONOUS_COMMIT=1.
-    relax = getattr(dispatch, "_relax_commit_durability", None)
+    relax = getattr(dispatch, "_tune_worker_session", None)
     if relax is not None:
         relax()
     ((synchronous_commit,),) = _execute("SHOW synchronous_commit")

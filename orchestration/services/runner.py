@@ -274,6 +274,9 @@ SELECT (SELECT count(*) FROM run), (SELECT count(*) FROM done),
 )
 
 
+_EXPLICIT_PREPARE_ONLY = 2**31 - 1
+
+
 def _execute_prepared(sql: str, params: dict[str, Any]) -> tuple:
     """Run one of the hot statements as a server-side prepared statement; return its row.
 
@@ -285,6 +288,10 @@ def _execute_prepared(sql: str, params: dict[str, Any]) -> tuple:
         pass
     raw = connection.connection
     assert raw is not None
+    if raw.prepare_threshold is None:
+        # Django turns psycopg's statement preparation off (``prepare_threshold=None``), which
+        # also ignores ``prepare=True``. A threshold nothing reaches prepares only these.
+        raw.prepare_threshold = _EXPLICIT_PREPARE_ONLY
     with psycopg.Cursor(raw) as cursor:
         cursor.execute(sql, params, prepare=True)
         row = cursor.fetchone()
