@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -123,8 +124,11 @@ if pg_core is not None:
                         "min_size": 1,
                         "max_size": 4,
                         # A connection killed meanwhile (DB restart, idle timeout) is
-                        # replaced instead of failing the next send.
-                        "check": psycopg_pool.AsyncConnectionPool.check_connection,
+                        # replaced instead of failing the next send; only connections idle
+                        # for a while are checked (a check is a round trip: per send, it
+                        # doubled a busy publisher's cost).
+                        "check": _check_if_idle,
+                        "reset": _note_returned,
                         **self.psycopg_options,
                     }
                     params = dict(db_params)
@@ -150,6 +154,15 @@ if pg_core is not None:
 
     async def _autocommit(conn) -> None:
         await conn.set_autocommit(True)
+
+    IDLE_CHECK_SECONDS = 2.0
+
+    async def _note_returned(conn) -> None:
+        conn._returned_at = time.monotonic()
+
+    async def _check_if_idle(conn) -> None:
+        if time.monotonic() - getattr(conn, "_returned_at", 0.0) > IDLE_CHECK_SECONDS:
+            await psycopg_pool.AsyncConnectionPool.check_connection(conn)
 
     class PostgresChannelLayer(pg_core.PostgresChannelLayer):
         """channels-postgres with a per-instance pool, a working discard and quiet sends.

@@ -46,6 +46,10 @@ PROGRESS_INTERVAL = 0.1  # seconds between two progress messages of one batch (p
 MAX_PENDING = 50_000  # job-level messages waiting to be sent; beyond, non-final ones are dropped
 SEND_TIMEOUT = 5.0
 SEND_CHUNK = 200  # job-level messages sent together (one membership query with PostgreSQL)
+# Job-level messages wait this long for company, so a busy worker sends them in chunks (and a
+# step's ``running`` is replaced by its ``completed`` when the step is quick) instead of one
+# send per message: a 1,000-steps/s batch cost the publisher ~40% of a worker's CPU without.
+LINGER = 0.005
 CONCURRENT_SENDS = 8  # otherwise (Redis): sends in flight at once (its pool is bounded)
 IDLE_CLOSE_SECONDS = 60.0  # an idle publisher releases its connections
 FINAL_SEND_ATTEMPTS = 5  # with backoff: a final state survives a ~5 s layer outage
@@ -146,6 +150,7 @@ class Publisher:
         alias: str = DEFAULT_CHANNEL_LAYER,
         interval: float = PROGRESS_INTERVAL,
         max_pending: int = MAX_PENDING,
+        linger: float = LINGER,
         layer_factory: Callable[[], Any] | None = None,
     ) -> None:
         from config.channel_layer import make_private_layer
@@ -153,6 +158,7 @@ class Publisher:
         self.pid = os.getpid()
         self.interval = interval
         self.max_pending = max_pending
+        self.linger = linger
         self.stats = PublisherStats()
         self._layer_factory = layer_factory or (
             lambda: make_private_layer(alias, name=APPLICATION_NAME)
@@ -170,6 +176,9 @@ class Publisher:
         self._last_activity = time.monotonic()
         self._loop = asyncio.new_event_loop()
         self._wake: asyncio.Event | None = None
+        # Set when the loop has been poked and has not looked at the inbox since: later
+        # publishers need not poke again (one self-pipe write per wake-up, not per event).
+        self._poked = False
         ready = threading.Event()
         self._thread = threading.Thread(
             target=self._run, args=(ready,), name="live-publisher", daemon=True
@@ -185,7 +194,9 @@ class Publisher:
 
     def publish(self, items: Iterable[Outgoing]) -> None:
         self._inbox.extend(items)
-        self._poke()
+        if not self._poked:
+            self._poked = True
+            self._poke()
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Send everything queued so far (throttled progress included); False on timeout."""
@@ -254,11 +265,14 @@ class Publisher:
 
     def _wait_seconds(self, now: float) -> float:
         dues = [e.due for e in self._urgent.values()]
+        if self._normal:
+            dues.append(next(iter(self._normal.values())).due)  # the oldest job-level message
         if dues:
             return max(0.0, min(dues) - now)
         return IDLE_CLOSE_SECONDS / 4
 
     def _absorb_inbox(self) -> None:
+        self._poked = False  # before reading: an item added from here on pokes again
         now = time.monotonic()
         while self._inbox:
             self._absorb(self._inbox.popleft(), now)
@@ -288,7 +302,7 @@ class Publisher:
         elif len(self._normal) >= self.max_pending and not item.final:
             self.stats.dropped += 1
         else:
-            self._normal[slot] = _Entry(item, now)
+            self._normal[slot] = _Entry(item, now + self.linger)
 
     def _next_due(self, now: float) -> list[_Entry]:
         for slot, entry in self._urgent.items():
@@ -296,7 +310,12 @@ class Publisher:
                 del self._urgent[slot]
                 return [entry]
         chunk: list[_Entry] = []
-        while self._normal and len(chunk) < SEND_CHUNK:  # FIFO, always due
+        if not self._normal:
+            return chunk
+        oldest = next(iter(self._normal.values()))
+        if oldest.due > now and len(self._normal) < SEND_CHUNK and not self._hurry:
+            return chunk  # lingering: more may come to share the send
+        while self._normal and len(chunk) < SEND_CHUNK:  # FIFO
             chunk.append(self._normal.popitem(last=False)[1])
         return chunk
 
