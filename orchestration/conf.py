@@ -21,7 +21,7 @@ DEFAULTS: dict[str, float] = {
     "TENANT_TURN_SECONDS": 2.0,  # a tenant's turn inside a drain (fairness bound)
     "DRAIN_SLOTS": 0,  # concurrent drains; 0 = the q2 worker count
     "WAKE_AHEAD_SECONDS": 60.0,  # a drain keeps waiting for retries due this soon
-    "CLAIM_BATCH": 8,  # jobs claimed per claim transaction (within each resource's room)
+    "CLAIM_BATCH": 32,  # at most this many jobs per claim (within each resource's room)
     "SYNCHRONOUS_COMMIT": 0,  # 0: workers don't wait for WAL flushes (see dispatch)
 }
 

@@ -233,21 +233,51 @@ def seconds_until_next_wake() -> float | None:
     return None if row is None or row[0] is None else max(0.0, float(row[0]))
 
 
-def serve_tenant(schema_name: str, seen_seq: int, *, until: float, executor) -> int:
-    """Run the tenant's claimable jobs until ``until`` (monotonic). Marks it idle when empty."""
+def claim_size(seconds_per_job: float | None, remaining: float) -> int:
+    """How many jobs to claim at once: as many as fit in the rest of the turn at the pace seen
+    so far (one while the pace is unknown), at most ``CLAIM_BATCH``.
+
+    Claimed jobs run to the end even past the turn, so a turn of slow jobs claims one at a
+    time (the next tenant waits for at most one job), while quick jobs share a claim's fixed
+    cost (rooms, locks, the runs' insert) among up to ``CLAIM_BATCH``.
+    """
+    if not seconds_per_job or seconds_per_job <= 0:
+        return 1
+    fits = int(max(remaining, 0.0) / seconds_per_job)
+    return max(1, min(int(conf.get("CLAIM_BATCH")), fits))
+
+
+def serve_tenant(
+    schema_name: str,
+    seen_seq: int,
+    *,
+    until: float,
+    executor,
+    pace: dict[str, float] | None = None,
+) -> int:
+    """Run the tenant's claimable jobs until ``until`` (monotonic). Marks it idle when empty.
+
+    ``pace`` (seconds per job, per tenant) is kept by the caller across turns; see
+    ``claim_size``.
+    """
     from orchestration.services.claims import next_wake_time
     from orchestration.services.runner import claim_jobs, execute_claim
 
+    pace = {} if pace is None else pace
     ran = 0
     with schema_context(schema_name):
-        while time.monotonic() < until:
-            claimed = claim_jobs(limit=int(conf.get("CLAIM_BATCH")))
+        while (now := time.monotonic()) < until:
+            claimed = claim_jobs(limit=claim_size(pace.get(schema_name), until - now))
             if not claimed:
                 mark_idle(schema_name, seen_seq, next_wake_time(timezone.now()))
                 break
+            started = time.monotonic()
             for claim in claimed:
                 execute_claim(claim, executor=executor)
                 ran += 1
+            per_job = (time.monotonic() - started) / len(claimed)
+            previous = pace.get(schema_name)
+            pace[schema_name] = per_job if previous is None else (previous + per_job) / 2
     return ran
 
 
@@ -261,6 +291,7 @@ def drain(slot_id: int | None = None) -> dict:
     executor = StepExecutor()
     jobs = 0
     tenants: set[str] = set()
+    pace: dict[str, float] = {}  # seconds per job seen in this drain, per tenant
     if slot_id is not None:
         _hold_slot(slot_id, _worker_id())
     _tune_worker_session()
@@ -282,7 +313,7 @@ def drain(slot_id: int | None = None) -> dict:
                 # so a newly ready tenant waits for the earliest turn end, not the last.
                 turn *= random.uniform(0.5, 1.0)
             turn_end = min(deadline, time.monotonic() + turn)
-            jobs += serve_tenant(schema, seq, until=turn_end, executor=executor)
+            jobs += serve_tenant(schema, seq, until=turn_end, executor=executor, pace=pace)
             tenants.add(schema)
             if slot_id is not None:
                 _hold_slot(slot_id, _worker_id())

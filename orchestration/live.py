@@ -176,8 +176,8 @@ class Publisher:
         self._last_activity = time.monotonic()
         self._loop = asyncio.new_event_loop()
         self._wake: asyncio.Event | None = None
-        # Set when the loop has been poked and has not looked at the inbox since: later
-        # publishers need not poke again (one self-pipe write per wake-up, not per event).
+        # True while the loop is awake or will wake within ``linger`` anyway: publishers
+        # need not poke it (a poke is a self-pipe write and a loop wake-up per event).
         self._poked = False
         ready = threading.Event()
         self._thread = threading.Thread(
@@ -251,6 +251,10 @@ class Publisher:
 
     async def _wait(self, seconds: float) -> None:
         assert self._wake is not None
+        # A long sleep must be interruptible by the next publish; a short one (lingering) need
+        # not be. The flag is written before the inbox is read, and publishers write the inbox
+        # before reading the flag, so an item is either seen here or pokes.
+        self._poked = seconds <= self.linger
         if not self._inbox:
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=seconds)
@@ -272,7 +276,6 @@ class Publisher:
         return IDLE_CLOSE_SECONDS / 4
 
     def _absorb_inbox(self) -> None:
-        self._poked = False  # before reading: an item added from here on pokes again
         now = time.monotonic()
         while self._inbox:
             self._absorb(self._inbox.popleft(), now)

@@ -30,7 +30,9 @@ def test_exclusive_resource_never_runs_twice_while_others_run_concurrently(
     set_faults(faults, {"only": {"mode": "sleep", "seconds": 0.3, "times": 1000}})
     params = {"faults": str(faults)}
     jobs = [JobSpec(marketplace=BRIDGE, action="one", params=params) for _ in range(4)]
-    jobs += [JobSpec(marketplace=MARKETPLACE, action="one", params=params) for _ in range(6)]
+    # More of the other resource than one worker does while the other works through the
+    # bridge's line, so both workers end up running it at the same time.
+    jobs += [JobSpec(marketplace=MARKETPLACE, action="one", params=params) for _ in range(12)]
     start_cluster(workers=2, **FAST)
     batch = batch_create(name="mixed", jobs=jobs)
     wait_for(
