@@ -242,6 +242,9 @@ class JobRun(models.Model):
     traceback = models.TextField(blank=True)
     failed_step = models.CharField(max_length=64, blank=True)
     steps_completed = models.PositiveSmallIntegerField(default=0)
+    # The job's resource, copied at claim: a resource's start rate is counted from its runs
+    # alone (runs_resource_started_idx) instead of joining every recent run to its job.
+    resource_key = models.CharField(max_length=64, blank=True, default="")
 
     class Meta:
         ordering = ["job_id", "attempt"]
@@ -255,6 +258,7 @@ class JobRun(models.Model):
                 condition=Q(status=RunStatus.RUNNING),
             ),
             models.Index(fields=["-started_at"], name="run_started_idx"),
+            models.Index(fields=["resource_key", "-started_at"], name="run_resource_started_idx"),
         ]
 
     def __str__(self) -> str:

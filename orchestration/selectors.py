@@ -125,6 +125,12 @@ def job_timeline(job_id: int) -> dict[str, Any]:
         "runs": [
             {
                 "run": r,
+                # Kept on the run when it ends; counted from the tasks while it runs.
+                "steps_done": r.steps_completed
+                if r.status != RunStatus.RUNNING
+                else sum(
+                    1 for t in tasks if t.last_run_id == r.pk and t.status == TaskStatus.COMPLETED
+                ),
                 "retry_of_attempt": attempt_of.get(r.retry_of_id) if r.retry_of_id else None,
                 "duration": (r.finished_at - r.started_at).total_seconds()
                 if r.finished_at

@@ -61,8 +61,8 @@ SELECT p.key, p.concurrency, p.rate_per_minute, p.paused,
        EXISTS (SELECT 1 FROM {job} j
                 WHERE j.direct AND j.status = ANY(%s) AND j.resource_key = p.key),
        CASE WHEN p.rate_per_minute IS NULL THEN 0 ELSE
-            (SELECT count(*) FROM {run} r JOIN {job} j ON j.id = r.job_id
-              WHERE j.resource_key = p.key AND r.started_at >= %s) END
+            (SELECT count(*) FROM {run} r
+              WHERE r.resource_key = p.key AND r.started_at >= %s) END
   FROM {policy} p
  WHERE p.key = ANY(%s) OR %s
 """
@@ -164,7 +164,7 @@ def next_wake_time(now: datetime) -> datetime | None:
         if not claimable_jobs(now).filter(resource_key=policy.key).exists():
             continue
         oldest = (
-            JobRun.objects.filter(job__resource_key=policy.key, started_at__gte=now - RATE_WINDOW)
+            JobRun.objects.filter(resource_key=policy.key, started_at__gte=now - RATE_WINDOW)
             .order_by("started_at")
             .values_list("started_at", flat=True)
         )

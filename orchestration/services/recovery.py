@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from orchestration.models import JobRun, MarketplaceTask
 from orchestration.services import transitions
-from orchestration.services.runner import apply_failure_policy
+from orchestration.services.runner import apply_failure_policy, steps_completed_by
 from orchestration.states import RunStatus, TaskStatus
 from tenants.db import current_schema
 
@@ -54,6 +54,7 @@ def recover_lost_runs(*, now=None) -> int:
                 )  # fmt: skip
             transitions.transition(
                 JobRun, run.pk, RunStatus.FAILED, finished_at=now,
+                steps_completed=steps_completed_by(run.pk),
                 error_kind=JobRun.ErrorKind.WORKER_LOST, error_message=message,
                 failed_step=running_task[1] if running_task else "",
             )  # fmt: skip

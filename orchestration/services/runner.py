@@ -106,7 +106,8 @@ def _start_runs(jobs: list[MarketplaceJob], *, worker: str, now) -> list[Claim]:
     lease = now + timedelta(seconds=conf.get("LEASE_SECONDS"))
     runs = JobRun.objects.bulk_create(
         JobRun(job_id=job.pk, attempt=last.get(job.pk, 0) + 1, retry_of_id=job.current_run_id,
-               worker=worker, started_at=now, heartbeat_at=now, lease_expires_at=lease)
+               worker=worker, started_at=now, heartbeat_at=now, lease_expires_at=lease,
+               resource_key=job.resource_key)
         for job in jobs
     )  # fmt: skip
     for job in jobs:  # the rows are locked by the claim; the table must allow the move
@@ -216,7 +217,10 @@ def execute_claim(claim: Claim, *, executor: StepExecutor | None = None) -> str:
                 return _finish_failed(claim, task, err, tb=traceback.format_exc(), internal=True)
             outputs[task.step_type] = dict(output)
             nxt = pending[index + 1] if index + 1 < len(pending) else None
-            cancel = _task_advance(claim, task, dict(output), reused, nxt, outputs)
+            renew = time.monotonic() - last_beat[0] >= conf.get("HEARTBEAT_SECONDS")
+            if renew:
+                last_beat[0] = time.monotonic()
+            cancel = _task_advance(claim, task, dict(output), reused, nxt, outputs, renew=renew)
         return _finish_completed(claim, outputs)
     except RunFenced:
         logger.warning(
@@ -225,22 +229,27 @@ def execute_claim(claim: Claim, *, executor: StepExecutor | None = None) -> str:
         return "fenced"
 
 
-# Every write of a running job is one statement. Its first CTE renews the run's lease,
-# which locks the run row: that is the fence (recovery takes the same lock to declare a
-# run lost, and PostgreSQL re-checks ``status = 'running'`` after waiting for it). Then
-# the tasks' guarded transitions; the result hands back the job's cancel flag, so the
-# step boundary needs no extra query.
-_RUN_CTE = """
+# Every write of a running job is one statement. Its first CTE locks the run row: that is
+# the fence (recovery takes the same lock to declare a run lost, and PostgreSQL re-checks
+# ``status = 'running'`` after waiting for it). When the lease is due for renewal (and at
+# the run's first write) the lock is an update that renews it; otherwise a row lock alone,
+# which writes no new row version (the run's indexes are left alone). Then the tasks'
+# guarded transitions; the result hands back the job's cancel flag, so the step boundary
+# needs no extra query.
+_RUN_RENEW_CTE = """
 run AS (
     UPDATE {run} SET heartbeat_at = %(now)s, lease_expires_at = %(lease)s,
-           steps_completed = steps_completed + %(completed)s,
            started_at = CASE WHEN %(first_write)s THEN %(now)s ELSE started_at END
      WHERE id = %(run_id)s AND status = 'running'
  RETURNING job_id)"""
 
+_RUN_LOCK_CTE = """
+run AS (
+    SELECT job_id FROM {run} WHERE id = %(run_id)s AND status = 'running' FOR NO KEY UPDATE)"""
+
 _START_SQL = (
     "WITH"
-    + _RUN_CTE
+    + _RUN_RENEW_CTE
     + """,
 started AS (
     UPDATE {task} AS t SET status = 'running', input = %(input)s, started_at = %(now)s,
@@ -252,10 +261,7 @@ SELECT (SELECT count(*) FROM run), (SELECT count(*) FROM started),
 """
 )
 
-_ADVANCE_SQL = (
-    "WITH"
-    + _RUN_CTE
-    + """,
+_ADVANCE_BODY = """,
 done AS (
     UPDATE {task} AS t SET status = 'completed', output = %(output)s, reused_existing = %(reused)s,
            completed_at = %(now)s
@@ -271,7 +277,8 @@ started AS (
 SELECT (SELECT count(*) FROM run), (SELECT count(*) FROM done),
        COALESCE((SELECT cancel_requested FROM flag), false), (SELECT count(*) FROM started)
 """
-)
+_ADVANCE_RENEW_SQL = "WITH" + _RUN_RENEW_CTE + _ADVANCE_BODY
+_ADVANCE_SQL = "WITH" + _RUN_LOCK_CTE + _ADVANCE_BODY
 
 
 _EXPLICIT_PREPARE_ONLY = 2**31 - 1
@@ -307,11 +314,11 @@ def _sql(template: str) -> str:
     )
 
 
-def _run_cte_params(claim: Claim, *, completed: int, first_write: bool) -> dict[str, Any]:
+def _run_cte_params(claim: Claim, *, first_write: bool) -> dict[str, Any]:
     # Timestamps come from the application's clock, like every other timestamp of the engine.
     now = timezone.now()
     lease = now + timedelta(seconds=conf.get("LEASE_SECONDS"))
-    return {"now": now, "lease": lease, "completed": completed, "first_write": first_write,
+    return {"now": now, "lease": lease, "first_write": first_write,
             "run_id": claim.run_id, "sources": sorted(states.sources("task", TaskStatus.RUNNING))}  # fmt: skip
 
 
@@ -324,7 +331,7 @@ def _fenced_or_forbidden(claim: Claim, run_alive: int, task: MarketplaceTask, ta
 
 def _task_start(claim: Claim, task: MarketplaceTask, outputs: dict, *, first_write: bool) -> bool:
     """PENDING/FAILED → RUNNING, recording the input the step receives. Returns the cancel flag."""
-    params = _run_cte_params(claim, completed=0, first_write=first_write)
+    params = _run_cte_params(claim, first_write=first_write)
     params.update(input=Jsonb(outputs), next_id=task.pk)
     run_alive, started, cancel = _execute_prepared(_sql(_START_SQL), params)
     if not started:
@@ -340,14 +347,18 @@ def _task_advance(
     reused: bool,
     nxt: MarketplaceTask | None,
     outputs: dict,
+    *,
+    renew: bool,
 ) -> bool:
     """RUNNING → COMPLETED with the step's output and, unless the job is being cancelled, the
-    next task → RUNNING with its input, in one commit. Returns the cancel flag."""
+    next task → RUNNING with its input, in one commit (renewing the lease if ``renew``).
+    Returns the cancel flag."""
     states.check("task", task.pk, TaskStatus.RUNNING, TaskStatus.COMPLETED)
-    params = _run_cte_params(claim, completed=1, first_write=False)
+    params = _run_cte_params(claim, first_write=False)
     params.update(output=Jsonb(output), reused=reused, task_id=task.pk, input=Jsonb(outputs),
                   next_id=nxt.pk if nxt else None)  # fmt: skip
-    run_alive, done, cancel, started = _execute_prepared(_sql(_ADVANCE_SQL), params)
+    sql = _ADVANCE_RENEW_SQL if renew else _ADVANCE_SQL
+    run_alive, done, cancel, started = _execute_prepared(_sql(sql), params)
     if not done:
         _fenced_or_forbidden(claim, run_alive, task, TaskStatus.COMPLETED)
     _emit_task(claim, task, TaskStatus.COMPLETED, reused=reused)
@@ -364,16 +375,24 @@ def _emit_task(claim: Claim, task: MarketplaceTask, status: str, **data) -> None
                 data={"step": task.step_type, "order": task.step_order, **data})  # fmt: skip
 
 
+def steps_completed_by(run_id: int) -> int:
+    """Steps a run completed (kept on the run when it ends; tasks remember their last run)."""
+    return MarketplaceTask.objects.filter(last_run_id=run_id, status=TaskStatus.COMPLETED).count()
+
+
 def _end_run(claim: Claim, status: str, **fields) -> None:
     from orchestration import dispatch
 
-    transitions.transition(JobRun, claim.run_id, status, finished_at=timezone.now(), **fields)
+    transitions.transition(JobRun, claim.run_id, status, finished_at=timezone.now(),
+                           steps_completed=steps_completed_by(claim.run_id), **fields)  # fmt: skip
     dispatch.runs_finished(current_schema(), 1)
 
 
 _FINISH_SQL = """
 WITH run AS (
-    UPDATE {run} SET status = 'completed', finished_at = %(now)s
+    UPDATE {run} SET status = 'completed', finished_at = %(now)s,
+           steps_completed = (SELECT count(*) FROM {task}
+                               WHERE last_run_id = %(run_id)s AND status = 'completed')
      WHERE id = %(run_id)s AND status = 'running'
  RETURNING job_id),
 job AS (
@@ -396,6 +415,7 @@ def _finish_completed(claim: Claim, outputs: dict) -> str:
 
     sql = _FINISH_SQL.format(
         run=JobRun._meta.db_table, job=MarketplaceJob._meta.db_table,
+        task=MarketplaceTask._meta.db_table,
         queue=f"public.{TenantQueue._meta.db_table}",
     )  # fmt: skip
     params: dict[str, Any] = {"now": timezone.now(), "run_id": claim.run_id, "result": Jsonb(outputs),

@@ -177,8 +177,11 @@ def test_lost_run_is_recovered_and_a_stale_worker_cannot_write(engine):
     assert job.status == "retrying" and job.retry_count == 1
 
     task = job.tasks.get(step_order=1)
-    with pytest.raises(RunFenced), transaction.atomic():
-        _task_advance(claim, task, {"remote_id": "from the stale worker"}, False, None, {})
+    for renew in (False, True):  # both fences: the row lock alone, and the lease renewal
+        with pytest.raises(RunFenced), transaction.atomic():
+            _task_advance(
+                claim, task, {"remote_id": "from the stale worker"}, False, None, {}, renew=renew
+            )
     task.refresh_from_db()
     assert task.status == "pending" and task.output is None
     assert execute_claim(claim) == "fenced"
@@ -189,3 +192,19 @@ def test_lost_run_is_recovered_and_a_stale_worker_cannot_write(engine):
     assert job.status == "completed"
     assert job.runs.get(attempt=2).retry_of_id == claim.run_id
     assert len(ledger_entries(engine.ledger)) == 3
+
+
+@pytest.mark.parametrize(("heartbeat", "renewed"), [(0.2, True), (60.0, False)])
+def test_step_boundaries_renew_the_lease_only_when_the_heartbeat_is_due(
+    engine, settings, heartbeat, renewed
+):
+    settings.ORCHESTRATION = {"HEARTBEAT_SECONDS": heartbeat, "CANCEL_POLL_SECONDS": 5}
+    set_faults(engine.faults, {"step2": {"mode": "sleep", "seconds": 0.3, "times": 1}})
+    job = job_create(marketplace=MARKETPLACE, action="three", params=engine.params())
+    assert job_execute_now(job_id=job.pk) == "completed"
+    run = job.runs.get()
+    # The first write renews (and stamps started_at); after the 0.3-s step, the next
+    # boundary renews again only if the heartbeat interval has passed.
+    since_start = (run.heartbeat_at - run.started_at).total_seconds()
+    assert (since_start >= 0.3) is renewed, since_start
+    assert run.steps_completed == 3
