@@ -74,7 +74,7 @@ def batch_create(
 def _add_to_counters(batch_id: int, delta: dict[str, int]) -> Batch:
     """``UPDATE … SET counter = counter + n … RETURNING *``: lock, add and read in one statement."""
     table = Batch._meta.db_table
-    columns = [str(f.column) for f in Batch._meta.concrete_fields]
+    columns = batch_row_columns()
     assignments = ", ".join(f'"{name}" = "{name}" + %s' for name in delta)
     with connection.cursor() as cursor:
         cursor.execute(
@@ -119,9 +119,20 @@ def batch_apply_job_moves(batch_id: int, moves: Iterable[tuple[str, str]]) -> Ba
         batch = _add_to_counters(batch_id, {k: v for k, v in delta.items() if v})
     else:
         batch = Batch.objects.select_for_update().get(pk=batch_id)
+    return batch_counters_moved(batch, started=started)
+
+
+def batch_counters_moved(batch: Batch, *, started: bool = False) -> Batch:
+    """After the batch's counters moved (row locked, values fresh): derive its status and
+    announce its progress. For callers that moved the counters in their own statement."""
     _derive_status(batch, started=started)
     emit_batch_progress(batch)
     return batch
+
+
+def batch_row_columns() -> list[str]:
+    """The batch table's columns, in the order ``Batch.from_db`` expects them."""
+    return [str(f.column) for f in Batch._meta.concrete_fields]
 
 
 def _derive_status(batch: Batch, *, started: bool) -> None:

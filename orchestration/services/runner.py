@@ -8,6 +8,7 @@ recovered finds it FAILED and writes nothing.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -29,7 +30,9 @@ from orchestration.models import Batch, JobRun, MarketplaceJob, MarketplaceTask
 from orchestration.services import claims, transitions
 from orchestration.services.batches import (
     batch_apply_job_moves,
+    batch_counters_moved,
     batch_next_sequential,
+    batch_row_columns,
     batch_skip_rest,
 )
 from orchestration.services.executor import StepExecutor
@@ -254,7 +257,7 @@ _START_SQL = (
 started AS (
     UPDATE {task} AS t SET status = 'running', input = %(input)s, started_at = %(now)s,
            completed_at = NULL, error_message = '', attempts = t.attempts + 1, last_run_id = %(run_id)s
-      FROM run WHERE t.id = %(next_id)s AND t.job_id = run.job_id AND t.status = ANY(%(sources)s)
+      FROM run WHERE t.id = %(next_id)s AND t.job_id = run.job_id AND t.status IN ({task_sources})
  RETURNING t.job_id)
 SELECT (SELECT count(*) FROM run), (SELECT count(*) FROM started),
        (SELECT cancel_requested FROM {job} WHERE id = (SELECT job_id FROM run))
@@ -271,7 +274,7 @@ flag AS (SELECT cancel_requested FROM {job} WHERE id = (SELECT job_id FROM done)
 started AS (
     UPDATE {task} AS t SET status = 'running', input = %(input)s, started_at = %(now)s,
            completed_at = NULL, error_message = '', attempts = t.attempts + 1, last_run_id = %(run_id)s
-      FROM done WHERE t.id = %(next_id)s AND t.job_id = done.job_id AND t.status = ANY(%(sources)s)
+      FROM done WHERE t.id = %(next_id)s AND t.job_id = done.job_id AND t.status IN ({task_sources})
        AND NOT (SELECT cancel_requested FROM flag)
  RETURNING t.id)
 SELECT (SELECT count(*) FROM run), (SELECT count(*) FROM done),
@@ -306,12 +309,22 @@ def _execute_prepared(sql: str, params: dict[str, Any]) -> tuple:
     return tuple(row)
 
 
+@functools.cache
 def _sql(template: str) -> str:
     return template.format(
         run=JobRun._meta.db_table,
         task=MarketplaceTask._meta.db_table,
         job=MarketplaceJob._meta.db_table,
+        task_sources=_sql_list(states.sources("task", TaskStatus.RUNNING)),
     )
+
+
+def _sql_list(statuses) -> str:
+    """Status names as SQL literals (they come from the code's state tables, never input)."""
+    for status in statuses:
+        if not status.replace("_", "").isalpha():
+            raise ValueError(f"unexpected status name {status!r}")
+    return ", ".join(f"'{status}'" for status in sorted(statuses))
 
 
 def _run_cte_params(claim: Claim, *, first_write: bool) -> dict[str, Any]:
@@ -319,7 +332,7 @@ def _run_cte_params(claim: Claim, *, first_write: bool) -> dict[str, Any]:
     now = timezone.now()
     lease = now + timedelta(seconds=conf.get("LEASE_SECONDS"))
     return {"now": now, "lease": lease, "first_write": first_write,
-            "run_id": claim.run_id, "sources": sorted(states.sources("task", TaskStatus.RUNNING))}  # fmt: skip
+            "run_id": claim.run_id}  # fmt: skip
 
 
 def _fenced_or_forbidden(claim: Claim, run_alive: int, task: MarketplaceTask, target: str) -> None:
@@ -398,30 +411,30 @@ WITH run AS (
 job AS (
     UPDATE {job} AS j SET status = 'completed', completed_at = %(now)s, result = %(result)s,
            error_message = ''
-      FROM run WHERE j.id = run.job_id AND j.status = ANY(%(sources)s)
+      FROM run WHERE j.id = run.job_id AND j.status IN ({job_sources})
  RETURNING j.id),
 queue AS (
     UPDATE {queue} SET active_runs = GREATEST(active_runs - 1, 0),
            ready_at = COALESCE(ready_at, now()), signal_seq = signal_seq + 1
      WHERE schema_name = %(schema)s AND EXISTS (SELECT 1 FROM job)
- RETURNING 1)
-SELECT (SELECT count(*) FROM run), (SELECT count(*) FROM job), (SELECT count(*) FROM queue)
+ RETURNING 1),
+batch AS (
+    UPDATE {batch} SET completed_jobs = completed_jobs + 1
+     WHERE id = %(batch_id)s AND EXISTS (SELECT 1 FROM job)
+ RETURNING {batch_columns})
+SELECT (SELECT count(*) FROM run), (SELECT count(*) FROM job), (SELECT count(*) FROM queue),
+       batch.*
+  FROM (SELECT 1) AS one LEFT JOIN batch ON true
 """
 
 
 def _finish_completed(claim: Claim, outputs: dict) -> str:
-    """Run and job COMPLETED, the tenant's running count down, in one fenced statement."""
-    from tenants.models import TenantQueue
-
-    sql = _FINISH_SQL.format(
-        run=JobRun._meta.db_table, job=MarketplaceJob._meta.db_table,
-        task=MarketplaceTask._meta.db_table,
-        queue=f"public.{TenantQueue._meta.db_table}",
-    )  # fmt: skip
+    """Run and job COMPLETED, the tenant's running count down and the batch's counter up, in
+    one fenced statement."""
     params: dict[str, Any] = {"now": timezone.now(), "run_id": claim.run_id, "result": Jsonb(outputs),
-              "sources": sorted(states.sources("job", JobStatus.COMPLETED)), "schema": current_schema()}  # fmt: skip
+              "schema": current_schema(), "batch_id": claim.batch_id}  # fmt: skip
     with transaction.atomic():
-        run_done, job_done, _queue = _execute_prepared(sql, params)
+        run_done, job_done, _queue, *batch_row = _execute_prepared(_finish_sql(), params)
         if not run_done:
             raise RunFenced(f"run {claim.run_id} of job {claim.job_id} is no longer current")
         if not job_done:  # the atomic block rolls the run's update back
@@ -436,11 +449,25 @@ def _finish_completed(claim: Claim, outputs: dict) -> str:
                     run_id=claim.run_id, batch_id=batch_id)  # fmt: skip
         events.emit("job_status", status=JobStatus.COMPLETED, job_id=claim.job_id,
                     run_id=claim.run_id, batch_id=batch_id, data={"from": JobStatus.RUNNING})  # fmt: skip
-        if batch_id:
-            batch = batch_apply_job_moves(batch_id, [(JobStatus.RUNNING, JobStatus.COMPLETED)])
-            if batch is not None and batch.mode == Batch.Mode.SEQUENTIAL:
+        if batch_id and batch_row[0] is not None:  # (None: the batch was deleted meanwhile)
+            batch = Batch.from_db(connection.alias, batch_row_columns(), batch_row)
+            batch_counters_moved(batch)
+            if batch.mode == Batch.Mode.SEQUENTIAL:
                 batch_next_sequential(batch_id)
     return JobStatus.COMPLETED
+
+
+@functools.cache
+def _finish_sql() -> str:
+    from tenants.models import TenantQueue
+
+    return _FINISH_SQL.format(
+        run=JobRun._meta.db_table, job=MarketplaceJob._meta.db_table,
+        task=MarketplaceTask._meta.db_table, batch=Batch._meta.db_table,
+        queue=f"public.{TenantQueue._meta.db_table}",
+        batch_columns=", ".join(batch_row_columns()),
+        job_sources=_sql_list(states.sources("job", JobStatus.COMPLETED)),
+    )  # fmt: skip
 
 
 def _finish_cancelled(claim: Claim) -> str:
