@@ -58,6 +58,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tasks", type=int, default=400, help="raw django-q2 no-op tasks")
     parser.add_argument("--workers", type=int, default=2, help="qcluster workers (Q_WORKERS)")
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="alternate raw q2 and engine runs this many times; the ratio is of the medians",
+    )
+    parser.add_argument(
         "--profile-jobs",
         type=int,
         default=40,
@@ -78,7 +84,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def command_line(args: argparse.Namespace) -> str:
     return (
         f".venv/bin/python -m bench.{NAME} --jobs {args.jobs} --tasks {args.tasks} "
-        f"--workers {args.workers}"
+        f"--workers {args.workers} --rounds {args.rounds}"
     )
 
 
@@ -101,8 +107,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         harness.setup_django(env)
         import tests.engine_providers  # noqa: F401  (registers testmkt in this process too)
 
-        raw_q2 = run_raw_q2(args, env, db.url)
-        engine = run_engine(args, env, db.url)
+        # Rounds alternate the two runs, so a machine that speeds up or slows down during the
+        # benchmark (shared hosts do) weighs on both sides alike; medians resist one bad run.
+        q2_rounds, engine_rounds = [], []
+        for number in range(1, args.rounds + 1):
+            print(f"  round {number}/{args.rounds}")
+            q2_rounds.append(run_raw_q2(args, env, db.url, group=f"round{number}"))
+            engine_rounds.append(run_engine(args, env, db.url))
+        raw_q2 = _median_run(q2_rounds, "tasks_per_s_steady")
+        engine = _median_run(engine_rounds, "steps_per_s_steady")
+        raw_q2["rounds_tasks_per_s_steady"] = [r["tasks_per_s_steady"] for r in q2_rounds]
+        engine["rounds_steps_per_s_steady"] = [r["steps_per_s_steady"] for r in engine_rounds]
         profile = profile_in_process(args.profile_jobs, cprofile=args.cprofile)
         settings_used = describe_settings(args)
         database = describe_database(embedded, db.name)
@@ -113,6 +128,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     path = harness.write_result(NAME, result)
     print_summary(result, path)
     return result
+
+
+def _median_run(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """The run whose ``key`` is the median (the lower middle one for an even count)."""
+    ordered = sorted(runs, key=lambda run: run[key] or 0.0)
+    return dict(ordered[(len(ordered) - 1) // 2])
 
 
 # --- setup --------------------------------------------------------------------------------
@@ -185,7 +206,9 @@ def _seconds(start: datetime | None, end: datetime | None) -> float | None:
 # --- run 1: raw django-q2 ------------------------------------------------------------------
 
 
-def run_raw_q2(args: argparse.Namespace, env: dict[str, str], url: str) -> dict[str, Any]:
+def run_raw_q2(
+    args: argparse.Namespace, env: dict[str, str], url: str, *, group: str = "raw"
+) -> dict[str, Any]:
     from django.db.models import Count, Max, Min, Q
     from django.utils import timezone
     from django_q.models import Task
@@ -195,11 +218,13 @@ def run_raw_q2(args: argparse.Namespace, env: dict[str, str], url: str) -> dict[
     print(f"  raw django-q2: enqueueing {total} no-op tasks ...", flush=True)
     t = time.perf_counter()
     for _ in range(total):
-        async_task(NOOP_FUNC)
+        async_task(NOOP_FUNC, group=group)
     enqueue_s = time.perf_counter() - t
 
     poller = Poller(
-        url, f'SELECT count(*) FROM public."{Task._meta.db_table}" WHERE func = %s', (NOOP_FUNC,)
+        url,
+        f'SELECT count(*) FROM public."{Task._meta.db_table}" WHERE func = %s AND "group" = %s',
+        (NOOP_FUNC, group),
     )
     before = db_stats()
     cluster = harness.Cluster(env, harness.RESULTS_DIR / f"{NAME}.q2.qcluster.log.tmp")
@@ -217,7 +242,7 @@ def run_raw_q2(args: argparse.Namespace, env: dict[str, str], url: str) -> dict[
 
     # Task.started is the enqueue time (django-q2 sets it in async_task), so the q2 windows
     # are measured on completions (Task.stopped).
-    agg = Task.objects.filter(func=NOOP_FUNC).aggregate(
+    agg = Task.objects.filter(func=NOOP_FUNC, group=group).aggregate(
         n=Count("id"),
         failed=Count("id", filter=Q(success=False)),
         first=Min("stopped"),
@@ -313,7 +338,9 @@ def run_engine(args: argparse.Namespace, env: dict[str, str], url: str) -> dict[
             f"log {cluster.log_path}:\n{cluster.log_tail()}"
         )
     drains = list(
-        Task.objects.filter(func="orchestration.tasks.drain").values_list("result", flat=True)
+        Task.objects.filter(
+            func="orchestration.tasks.drain", stopped__gte=cluster_start
+        ).values_list("result", flat=True)
     )
     wall_s = _seconds(cluster_start, batch.completed_at)
     from_first_run_s = _seconds(agg["first_start"], batch.completed_at)
@@ -519,8 +546,11 @@ def assemble(args, machine, database, setup, raw_q2, engine, profile, settings_u
             "target_met": bool(ratio is not None and ratio >= TARGET_RATIO),
             "basis": (
                 "steady window for both: first result -> last result, rate = (count - 1) / "
-                "window (engine: JobRun.finished_at; q2: Task.stopped)"
+                "window (engine: JobRun.finished_at; q2: Task.stopped); median of "
+                f"{args.rounds} alternating rounds on each side"
             ),
+            "rounds_q2_tasks_per_s": raw_q2.get("rounds_tasks_per_s_steady"),
+            "rounds_engine_steps_per_s": engine.get("rounds_steps_per_s_steady"),
             "engine_steps_per_s_runs_window": engine["steps_per_s_runs_window"],
             "runs_window_basis": "engine: N*5 / (min JobRun.started_at -> max finished_at)",
             "engine_steps_per_s_wall": engine["steps_per_s_wall"],
@@ -562,6 +592,8 @@ def print_summary(result: dict[str, Any], path) -> None:
         f"                  first run started {e['first_run_s']}s after cluster start; "
         f"started->finished window {e['runs_window_s']}s -> {e['steps_per_s_runs_window']} steps/s",
         f"                  jobs per worker {e['jobs_per_worker']}, {e['drain_tasks']} drain tasks",
+        f"  rounds (steady): q2 {s['rounds_q2_tasks_per_s']} tasks/s, engine "
+        f"{s['rounds_engine_steps_per_s']} steps/s; figures above are the medians",
         f"  ratio steps/s / q2 tasks/s: {s['ratio']} (steady), {s['ratio_wall']} (wall); "
         f"target {s['target_ratio']}: {'met' if s['target_met'] else 'NOT met'}",
     ]
