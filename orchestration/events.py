@@ -67,7 +67,10 @@ def unsubscribe(subscriber: Subscriber) -> None:
 def emit(type: str, *, status: str, **fields: Any) -> Event:
     """Queue an event for delivery when the current transaction commits (at once outside one)."""
     event = Event(type=type, tenant=current_schema(), status=str(status), **fields)
-    transaction.on_commit(lambda: _deliver(event))
+    if transaction.get_connection().in_atomic_block:
+        transaction.on_commit(lambda: _deliver(event))
+    else:  # autocommit: the change is already committed (what on_commit would do, cheaper)
+        _deliver(event)
     return event
 
 

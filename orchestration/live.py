@@ -23,6 +23,7 @@ import asyncio
 import atexit
 import collections
 import contextlib
+import functools
 import logging
 import multiprocessing.util
 import os
@@ -73,10 +74,15 @@ class Outgoing:
     urgent: bool = False  # batch-level: goes before any job-level backlog
 
 
+@functools.cache
+def _public_schema() -> str:
+    return get_public_schema_name()  # a settings lookup per event showed in profiles
+
+
 def outgoing_for(event: events.Event) -> list[Outgoing]:
     """The messages one engine event becomes, with their groups."""
     schema = event.tenant
-    if not schema or schema == get_public_schema_name():
+    if not schema or schema == _public_schema():
         return []
     message = event.as_message()
     overview = group_name(schema, "overview")

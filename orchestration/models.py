@@ -76,8 +76,9 @@ class MarketplaceJob(models.Model):
 
     Status = JobStatus
 
+    # No index of its own: job_batch_sequence_idx (batch, sequence) serves lookups by batch.
     batch = models.ForeignKey(
-        Batch, null=True, blank=True, on_delete=models.CASCADE, related_name="jobs"
+        Batch, null=True, blank=True, on_delete=models.CASCADE, related_name="jobs", db_index=False
     )
     sequence = models.PositiveIntegerField(default=0, help_text="Order inside a sequential batch")
     product = models.ForeignKey(
@@ -168,7 +169,11 @@ class MarketplaceTask(models.Model):
 
     Status = TaskStatus
 
-    job = models.ForeignKey(MarketplaceJob, on_delete=models.CASCADE, related_name="tasks")
+    # No index of its own: task_unique_step_order (job, step_order) serves lookups by job, and
+    # every index is one more write per step.
+    job = models.ForeignKey(
+        MarketplaceJob, on_delete=models.CASCADE, related_name="tasks", db_index=False
+    )
     step_type = models.CharField(max_length=64)
     step_order = models.PositiveSmallIntegerField()
     status = models.CharField(
@@ -226,7 +231,10 @@ class JobRun(models.Model):
 
     Status = RunStatus
 
-    job = models.ForeignKey(MarketplaceJob, on_delete=models.CASCADE, related_name="runs")
+    # No index of its own: run_unique_attempt (job, attempt) serves lookups by job.
+    job = models.ForeignKey(
+        MarketplaceJob, on_delete=models.CASCADE, related_name="runs", db_index=False
+    )
     attempt = models.PositiveSmallIntegerField()
     retry_of = models.OneToOneField(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retried_by"
