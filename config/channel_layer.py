@@ -128,7 +128,6 @@ if pg_core is not None:
                         # for a while are checked (a check is a round trip: per send, it
                         # doubled a busy publisher's cost).
                         "check": _check_if_idle,
-                        "reset": _note_returned,
                         **self.psycopg_options,
                     }
                     params = dict(db_params)
@@ -157,11 +156,13 @@ if pg_core is not None:
 
     IDLE_CHECK_SECONDS = 2.0
 
-    async def _note_returned(conn) -> None:
-        conn._returned_at = time.monotonic()
-
     async def _check_if_idle(conn) -> None:
-        if time.monotonic() - getattr(conn, "_returned_at", 0.0) > IDLE_CHECK_SECONDS:
+        # Called at each checkout; the time since the previous checkout bounds the idle
+        # time from above (a ``reset`` callback could stamp returns, but it makes the pool
+        # return every connection through a background task).
+        now = time.monotonic()
+        last, conn._checked_out_at = getattr(conn, "_checked_out_at", 0.0), now
+        if now - last > IDLE_CHECK_SECONDS:
             await psycopg_pool.AsyncConnectionPool.check_connection(conn)
 
     class PostgresChannelLayer(pg_core.PostgresChannelLayer):

@@ -261,7 +261,7 @@ def serve_tenant(
     ``claim_size``.
     """
     from orchestration.services.claims import next_wake_time
-    from orchestration.services.runner import claim_jobs, execute_claim
+    from orchestration.services.runner import claim_jobs, execute_claims
 
     pace = {} if pace is None else pace
     ran = 0
@@ -272,9 +272,7 @@ def serve_tenant(
                 mark_idle(schema_name, seen_seq, next_wake_time(timezone.now()))
                 break
             started = time.monotonic()
-            for claim in claimed:
-                execute_claim(claim, executor=executor)
-                ran += 1
+            ran += execute_claims(claimed, executor=executor)
             per_job = (time.monotonic() - started) / len(claimed)
             previous = pace.get(schema_name)
             pace[schema_name] = per_job if previous is None else (previous + per_job) / 2

@@ -251,7 +251,7 @@ class JobRun(models.Model):
     failed_step = models.CharField(max_length=64, blank=True)
     steps_completed = models.PositiveSmallIntegerField(default=0)
     # The job's resource, copied at claim: a resource's start rate is counted from its runs
-    # alone (runs_resource_started_idx) instead of joining every recent run to its job.
+    # alone (run_resource_started_idx) instead of joining every recent run to its job.
     resource_key = models.CharField(max_length=64, blank=True, default="")
 
     class Meta:

@@ -161,12 +161,41 @@ def heartbeat(claim: Claim) -> bool:
     )
 
 
-def execute_claim(claim: Claim, *, executor: StepExecutor | None = None) -> str:
-    """Run the claimed job's remaining tasks in order; returns the job's final status here."""
+def execute_claims(claimed: list[Claim], *, executor: StepExecutor) -> int:
+    """Run claimed jobs one after the other; the later ones' leases are renewed meanwhile
+    (inside a long job by its heartbeat, between jobs every ``HEARTBEAT_SECONDS``)."""
+    renewed = time.monotonic()
+    for index, claim in enumerate(claimed):
+        waiting = [c.run_id for c in claimed[index + 1 :]]
+        if waiting and time.monotonic() - renewed >= conf.get("HEARTBEAT_SECONDS"):
+            renew_leases([claim.run_id, *waiting])
+            renewed = time.monotonic()
+        execute_claim(claim, executor=executor, waiting=waiting)
+    return len(claimed)
+
+
+def renew_leases(run_ids: list[int]) -> int:
+    """Renew the leases of runs that are still RUNNING (claimed, waiting for their turn)."""
+    if not run_ids:
+        return 0
+    now = timezone.now()
+    return JobRun.objects.filter(pk__in=run_ids, status=RunStatus.RUNNING).update(
+        heartbeat_at=now, lease_expires_at=now + timedelta(seconds=conf.get("LEASE_SECONDS"))
+    )
+
+
+def execute_claim(
+    claim: Claim, *, executor: StepExecutor | None = None, waiting: list[int] | None = None
+) -> str:
+    """Run the claimed job's remaining tasks in order; returns the job's final status here.
+
+    ``waiting``: runs claimed with this one that start after it; their leases are renewed
+    with this run's (a long job must not get them declared lost before they start).
+    """
     if executor is None:
         executor = StepExecutor()
         try:
-            return execute_claim(claim, executor=executor)
+            return execute_claim(claim, executor=executor, waiting=waiting)
         finally:
             executor.close()
     schema = current_schema()
@@ -183,6 +212,7 @@ def execute_claim(claim: Claim, *, executor: StepExecutor | None = None) -> str:
     def on_tick() -> None:
         if time.monotonic() - last_beat[0] >= conf.get("HEARTBEAT_SECONDS"):
             last_beat[0] = time.monotonic()
+            renew_leases(waiting or [])
             if not heartbeat(claim):
                 cancelled.set()  # fenced: make a cooperative step stop early
         if MarketplaceJob.objects.filter(pk=claim.job_id, cancel_requested=True).exists():
@@ -223,6 +253,7 @@ def execute_claim(claim: Claim, *, executor: StepExecutor | None = None) -> str:
             renew = time.monotonic() - last_beat[0] >= conf.get("HEARTBEAT_SECONDS")
             if renew:
                 last_beat[0] = time.monotonic()
+                renew_leases(waiting or [])
             cancel = _task_advance(claim, task, dict(output), reused, nxt, outputs, renew=renew)
         return _finish_completed(claim, outputs)
     except RunFenced:
@@ -419,8 +450,12 @@ queue AS (
      WHERE schema_name = %(schema)s AND EXISTS (SELECT 1 FROM job)
  RETURNING 1),
 batch AS (
+    -- Reading ``queue`` here makes it run (and lock the tenant's queue row) before this
+    -- locks the batch row: every path takes the queue row before the batch row (deadlocks
+    -- otherwise, with a job of the batch failing in another worker). Always true.
     UPDATE {batch} SET completed_jobs = completed_jobs + 1
      WHERE id = %(batch_id)s AND EXISTS (SELECT 1 FROM job)
+       AND (SELECT count(*) FROM queue) >= 0
  RETURNING {batch_columns})
 SELECT (SELECT count(*) FROM run), (SELECT count(*) FROM job), (SELECT count(*) FROM queue),
        batch.*
@@ -611,9 +646,7 @@ def run_available_jobs(
             claimed = claim_jobs(limit=batch if limit is None else min(batch, limit - ran))
             if not claimed:
                 break
-            for claim in claimed:
-                execute_claim(claim, executor=executor)
-                ran += 1
+            ran += execute_claims(claimed, executor=executor)
     finally:
         if own:
             executor.close()

@@ -16,7 +16,7 @@ from orchestration.services import (
     job_retry_from_step,
     recover_lost_runs,
 )
-from orchestration.services.runner import RunFenced, _task_advance, execute_claim
+from orchestration.services.runner import RunFenced, _task_advance, claim_jobs, execute_claim
 from tests.engine_providers import MARKETPLACE, ledger_entries, set_faults
 from tests.integration.engine.test_lifecycle import run_to_rest
 
@@ -208,3 +208,25 @@ def test_step_boundaries_renew_the_lease_only_when_the_heartbeat_is_due(
     since_start = (run.heartbeat_at - run.started_at).total_seconds()
     assert (since_start >= 0.3) is renewed, since_start
     assert run.steps_completed == 3
+
+
+@pytest.mark.parametrize("renewed", [True, False])
+def test_jobs_claimed_together_keep_their_leases_while_an_earlier_one_runs_long(
+    engine, settings, renewed
+):
+    settings.ORCHESTRATION = {
+        "LEASE_SECONDS": 1, "HEARTBEAT_SECONDS": 0.2, "CANCEL_POLL_SECONDS": 0.05,
+    }  # fmt: skip
+    set_faults(engine.faults, {"step1": {"mode": "sleep", "seconds": 1.5, "times": 1}})
+    for _ in range(2):
+        job_create(marketplace=MARKETPLACE, action="three", params=engine.params())
+    first, second = claim_jobs(limit=2)
+    # The first job takes 1.5 s, longer than the second's 1-s lease from the claim.
+    waiting = [second.run_id] if renewed else None
+    assert execute_claim(first, waiting=waiting) == "completed"
+    if renewed:
+        assert recover_lost_runs() == 0
+        assert execute_claim(second) == "completed"
+    else:  # what the renewal prevents: a job that never started declared lost
+        assert recover_lost_runs() == 1
+        assert JobRun.objects.get(pk=second.run_id).error_kind == "worker_lost"
