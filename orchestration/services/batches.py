@@ -21,7 +21,7 @@ from orchestration import events
 from orchestration.models import Batch, MarketplaceJob
 from orchestration.selectors import batch_progress
 from orchestration.services import transitions
-from orchestration.states import BATCH_TERMINAL, BatchStatus, JobStatus
+from orchestration.states import BATCH_TERMINAL, JOB_TERMINAL, BatchStatus, JobStatus
 
 _COUNTER = {
     JobStatus.COMPLETED: "completed_jobs",
@@ -207,6 +207,15 @@ def batch_cancel(*, batch_id: int) -> Batch:
     from orchestration.services.jobs import jobs_cancel
 
     with transaction.atomic():
+        # Job rows before the batch row, the order a finishing worker takes them in (its job,
+        # then the batch's counters): the other way round, the two could deadlock.
+        list(
+            MarketplaceJob.objects.select_for_update()
+            .filter(batch_id=batch_id)
+            .exclude(status__in=JOB_TERMINAL)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
         batch = Batch.objects.select_for_update().get(pk=batch_id)
         if batch.status not in BATCH_TERMINAL:
             transitions.transition(Batch, batch_id, BatchStatus.CANCELLED)

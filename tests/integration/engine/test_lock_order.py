@@ -1,22 +1,24 @@
-"""Lock order of a job's finish: the tenant's queue row before the batch row.
+"""Lock order: job rows, then the tenant's queue row, then the batch row.
 
-The failure, cancel and recovery paths lock the queue row (running count) before the
-batch row (counters). If finishing a completed job took them the other way round, a
-job of a batch completing in one worker while another job of the same batch fails in
-another would deadlock. The finish is one statement, so the order is checked from
-outside: while another session holds the queue row, the blocked finish must not hold
-the batch row yet.
+A worker finishing a job locks its run, its job, the tenant's queue row (running count)
+and the batch row (counters); the failure, cancel and recovery paths take them in the
+same order. Two paths taking two of them the other way round deadlock under load (a job
+of a batch completing while another fails, or while staff cancel the batch). The order
+is checked from outside: while another session holds the first lock, the blocked call
+must not hold the second yet.
 """
 
+import contextlib
 import threading
 import time
+from collections.abc import Callable, Iterator
 
 import psycopg
 from django.db import connection
 from django_tenants.utils import schema_context
 
-from orchestration.models import Batch
-from orchestration.services import JobSpec, batch_create
+from orchestration.models import Batch, MarketplaceJob
+from orchestration.services import JobSpec, batch_cancel, batch_create
 from orchestration.services.runner import _finish_completed, claim_jobs
 from tests.engine_providers import MARKETPLACE
 
@@ -32,53 +34,84 @@ def _session() -> psycopg.Connection:
     return psycopg.connect(psycopg.conninfo.make_conninfo(**params))
 
 
-def test_finishing_a_job_locks_the_queue_row_before_the_batch_row(tx_tenant_a):
-    schema = tx_tenant_a.schema_name
-    batch = batch_create(name="order", jobs=[JobSpec(marketplace=MARKETPLACE, action="one")] * 2)
-    (claim,) = claim_jobs(limit=1)
-
+@contextlib.contextmanager
+def _blocked(
+    schema: str, hold: tuple[str, list], call: Callable[[], object], waiting_query: str
+) -> Iterator[tuple[psycopg.Connection, dict]]:
+    """Hold a row lock in another session, start ``call`` in a thread and wait until it
+    waits for that lock; yield (a probing session, the call's outcome); then release."""
     holder, prober = _session(), _session()
     outcome: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            with schema_context(schema):
+                outcome["result"] = call()
+        except Exception as exc:  # reported by the test
+            outcome["error"] = exc
+        finally:
+            connection.close()
+
+    worker = threading.Thread(target=run)
     try:
-        holder.execute(
-            "SELECT 1 FROM public.tenants_tenantqueue WHERE schema_name = %s FOR UPDATE", [schema]
-        )
-
-        def finish() -> None:
-            try:
-                with schema_context(schema):
-                    outcome["status"] = _finish_completed(claim, {})
-            except Exception as exc:  # reported below
-                outcome["error"] = exc
-            finally:
-                connection.close()
-
-        worker = threading.Thread(target=finish)
+        holder.execute(f'SET search_path TO "{schema}", public')
+        holder.execute(*hold)
         worker.start()
-        deadline = time.monotonic() + 10
-        waiting = False
+        deadline, waiting = time.monotonic() + 10, False
         while time.monotonic() < deadline and not waiting:
             time.sleep(0.05)
             (count,) = prober.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
                 " AND query LIKE %s",
-                ["%SET status = 'completed', finished_at%"],  # (the text is cut at 1 kB)
+                [waiting_query],
             ).fetchone() or (0,)
             prober.rollback()
             waiting = count > 0
-        assert waiting, f"the finish never waited for the queue row: {outcome}"
-        # It waits on the queue row: the batch row must still be free.
+        assert waiting, f"the call never waited for the held lock: {outcome}"
+        yield prober, outcome
+    finally:
+        holder.rollback()  # the call goes on
+        holder.close()
+        worker.join(10)
+        prober.close()
+    assert not worker.is_alive()
+
+
+def _lock_now(prober: psycopg.Connection, schema: str, table: str, pk: int) -> bool:
+    """Whether the row can be locked right now (nobody holds it)."""
+    try:
         with prober.transaction():
             prober.execute(f'SET LOCAL search_path TO "{schema}", public')
-            locked = prober.execute(
-                "SELECT id FROM orchestration_batch WHERE id = %s FOR UPDATE NOWAIT", [batch.pk]
-            ).fetchone()
-        assert locked == (batch.pk,)
-    finally:
-        holder.rollback()  # releases the queue row; the finish goes on
-        holder.close()
-        prober.close()
-    worker.join(10)
-    assert not worker.is_alive()
-    assert outcome.get("status") == "completed", outcome
+            prober.execute(f"SELECT id FROM {table} WHERE id = %s FOR UPDATE NOWAIT", [pk])
+        return True
+    except psycopg.errors.LockNotAvailable:
+        return False
+
+
+def test_finishing_a_job_locks_the_queue_row_before_the_batch_row(tx_tenant_a):
+    schema = tx_tenant_a.schema_name
+    batch = batch_create(name="order", jobs=[JobSpec(marketplace=MARKETPLACE, action="one")] * 2)
+    (claim,) = claim_jobs(limit=1)
+    hold = ("SELECT 1 FROM public.tenants_tenantqueue WHERE schema_name = %s FOR UPDATE", [schema])
+    finish = lambda: _finish_completed(claim, {})  # noqa: E731
+    # (the statement's text is cut at 1 kB in pg_stat_activity: match its start)
+    with _blocked(schema, hold, finish, "%SET status = 'completed', finished_at%") as (probe, out):
+        assert _lock_now(probe, schema, "orchestration_batch", batch.pk), "batch locked first"
+    assert out.get("result") == "completed", out
     assert Batch.objects.get(pk=batch.pk).completed_jobs == 1
+
+
+def test_cancelling_a_batch_locks_its_running_jobs_before_the_batch_row(tx_tenant_a):
+    schema = tx_tenant_a.schema_name
+    batch = batch_create(name="order", jobs=[JobSpec(marketplace=MARKETPLACE, action="one")] * 2)
+    (claim,) = claim_jobs(limit=1)  # running: a worker finishing it holds its row
+    hold = ("SELECT 1 FROM orchestration_marketplacejob WHERE id = %s FOR UPDATE", [claim.job_id])
+    cancel = lambda: batch_cancel(batch_id=batch.pk)  # noqa: E731
+    with _blocked(schema, hold, cancel, "%orchestration_marketplacejob%") as (
+        probe,
+        out,
+    ):
+        assert _lock_now(probe, schema, "orchestration_batch", batch.pk), "batch locked first"
+    assert "error" not in out, out
+    assert Batch.objects.get(pk=batch.pk).status == "cancelled"
+    assert MarketplaceJob.objects.get(pk=claim.job_id).cancel_requested
