@@ -141,6 +141,11 @@ def jobs_cancel(*, queryset: QuerySet[MarketplaceJob]) -> int:
     """Bulk cancel (a filter, a batch): returns how many jobs were cancelled or asked to stop."""
     now = timezone.now()
     with transaction.atomic():
+        # Every job row before any batch row (``_after_moves`` moves the batches' counters):
+        # a worker finishing a job holds its row and then takes its batch's.
+        running = queryset.filter(status=JobStatus.RUNNING, cancel_requested=False).update(
+            cancel_requested=True
+        )
         moved = transitions.transition_many(
             queryset, JobStatus.CANCELLED, expect=JOB_CANCELLABLE_AT_ONCE, completed_at=now,
             error_message="cancelled by staff",
@@ -151,9 +156,6 @@ def jobs_cancel(*, queryset: QuerySet[MarketplaceJob]) -> int:
                 status__in=[TaskStatus.PENDING, TaskStatus.FAILED],
             ).update(status=TaskStatus.CANCELLED)
         _after_moves(moved, JobStatus.CANCELLED)
-        running = queryset.filter(status=JobStatus.RUNNING, cancel_requested=False).update(
-            cancel_requested=True
-        )
     return len(moved) + running
 
 

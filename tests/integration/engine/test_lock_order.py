@@ -18,7 +18,7 @@ from django.db import connection
 from django_tenants.utils import schema_context
 
 from orchestration.models import Batch, MarketplaceJob
-from orchestration.services import JobSpec, batch_cancel, batch_create
+from orchestration.services import JobSpec, batch_cancel, batch_create, jobs_cancel
 from orchestration.services.runner import _finish_completed, claim_jobs
 from tests.engine_providers import MARKETPLACE
 
@@ -115,3 +115,15 @@ def test_cancelling_a_batch_locks_its_running_jobs_before_the_batch_row(tx_tenan
     assert "error" not in out, out
     assert Batch.objects.get(pk=batch.pk).status == "cancelled"
     assert MarketplaceJob.objects.get(pk=claim.job_id).cancel_requested
+
+
+def test_bulk_cancel_flags_running_jobs_before_moving_batch_counters(tx_tenant_a):
+    schema = tx_tenant_a.schema_name
+    batch = batch_create(name="order", jobs=[JobSpec(marketplace=MARKETPLACE, action="one")] * 2)
+    (claim,) = claim_jobs(limit=1)  # running; the other job is queued (cancelled at once)
+    hold = ("SELECT 1 FROM orchestration_marketplacejob WHERE id = %s FOR UPDATE", [claim.job_id])
+    cancel = lambda: jobs_cancel(queryset=MarketplaceJob.objects.all())  # noqa: E731
+    with _blocked(schema, hold, cancel, "%orchestration_marketplacejob%") as (probe, out):
+        assert _lock_now(probe, schema, "orchestration_batch", batch.pk), "batch locked first"
+    assert out.get("result") == 2, out
+    assert Batch.objects.get(pk=batch.pk).cancelled_jobs == 1
