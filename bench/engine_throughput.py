@@ -23,7 +23,7 @@ Windows (all from database timestamps, same clock):
 Then a small in-process run (``run_available_jobs()`` under ``CaptureQueriesContext``)
 counts the SQL statements per job and per step. Nothing here asserts on timings.
 
-    .venv/bin/python -m bench.engine_throughput --jobs 400
+    .venv/bin/python -m bench.engine_throughput --jobs 1000 --tasks 1000
 """
 
 from __future__ import annotations
@@ -54,8 +54,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m bench.engine_throughput",
         description="Engine steps/s vs raw django-q2 tasks/s on a fresh database.",
     )
-    parser.add_argument("--jobs", type=int, default=400, help="engine jobs, 5 no-op steps each")
-    parser.add_argument("--tasks", type=int, default=400, help="raw django-q2 no-op tasks")
+    parser.add_argument("--jobs", type=int, default=1000, help="engine jobs, 5 no-op steps each")
+    parser.add_argument("--tasks", type=int, default=1000, help="raw django-q2 no-op tasks")
     parser.add_argument("--workers", type=int, default=2, help="qcluster workers (Q_WORKERS)")
     parser.add_argument(
         "--rounds",
