@@ -11,16 +11,25 @@ Client → server: ``{"subscribe": "overview"}``, ``{"subscribe": "batch", "id":
 with ``"unsubscribe"``, and ``{"ping": 1}``. Server → client: ``hello``, ``snapshot``,
 the live messages (docs/live.md), ``error``, ``pong``. Close codes: 4403 (not a staff
 user of this tenant with view permission), 4404 (unknown host, from the middleware).
+
+Who is behind the socket is checked again from its session at every subscription and at
+least every ``RECHECK_SECONDS`` while messages flow: after a logout, a deactivation or a
+lost permission the socket closes with 4403 (a page that may still watch something
+reconnects and subscribes again to what it may).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime
+from importlib import import_module
+from types import SimpleNamespace
 from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
 from django.utils import timezone
 from django_tenants.utils import get_public_schema_name, tenant_context
 
@@ -33,6 +42,7 @@ CLOSE_FORBIDDEN = 4403
 MAX_GROUPS = 300  # per connection: a list page subscribes to its rows' jobs
 MAX_IDS = 200  # per "jobs" subscription
 _TRACKED_ENTITIES = 20_000  # last-seen timestamps kept per connection
+RECHECK_SECONDS = 30.0  # while messages flow, the session is checked again this often
 
 _NEEDS = {
     "overview": ("orchestration.view_batch", "orchestration.view_marketplacejob"),
@@ -50,6 +60,19 @@ def permitted_kinds(tenant, user) -> frozenset[str]:
         if not (user is not None and user.is_authenticated and user.is_active and user.is_staff):
             return frozenset()
         return frozenset(kind for kind, perms in _NEEDS.items() if user.has_perms(perms))
+
+
+def permitted_kinds_now(tenant, session_key: str | None) -> frozenset[str]:
+    """``permitted_kinds`` for whoever the session names now (nobody after a logout; the
+    session-hash check of ``get_user`` also drops sessions of a changed password)."""
+    from django.contrib.auth import get_user
+
+    if tenant is None or not session_key:
+        return frozenset()
+    with tenant_context(tenant):
+        store = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+        user = get_user(SimpleNamespace(session=store))  # type: ignore[arg-type]
+    return permitted_kinds(tenant, user)
 
 
 def _read_snapshot(tenant, kind: str, ids: list[int]) -> dict[str, Any] | None:
@@ -99,9 +122,13 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         # Accept, then close with a code the page can read (a refusal before accept
         # reaches browsers as a bare 1006, which they would retry for ever).
         await self.accept()
+        self.closing = not self.kinds
         if not self.kinds:
             await self.close(code=CLOSE_FORBIDDEN)
             return
+        session = self.scope.get("session")
+        self.session_key = getattr(session, "session_key", None)
+        self.checked_at = time.monotonic()
         self.schema = self.tenant.schema_name
         self.joined: set[str] = set()
         self.subscriptions: dict[tuple[str, int | None], set[str]] = {}
@@ -119,7 +146,28 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
                 logger.exception("could not leave %s", group)
         self.joined = set()
 
+    async def _allowed_now(self, *, force: bool = False) -> bool:
+        """Re-read the session's permissions (at most every ``RECHECK_SECONDS`` unless
+        ``force``); close with 4403 if any was lost."""
+        if self.closing:
+            return False
+        if not force and time.monotonic() - self.checked_at < RECHECK_SECONDS:
+            return True
+        kinds = await database_sync_to_async(permitted_kinds_now)(self.tenant, self.session_key)
+        self.checked_at = time.monotonic()
+        lost = not kinds or not kinds >= self.kinds
+        self.kinds = kinds
+        if lost:
+            self.closing = True
+            await self.close(code=CLOSE_FORBIDDEN)
+            return False
+        return True
+
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        if not await self._allowed_now(
+            force="subscribe" in content if isinstance(content, dict) else False
+        ):
+            return
         if not isinstance(content, dict):
             await self._error("expected a JSON object")
         elif "subscribe" in content:
@@ -199,6 +247,8 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         message = envelope["message"]
         if message.get("tenant") != self.schema:
             return  # cannot happen (groups carry the schema); never forward another tenant's data
+        if not await self._allowed_now():
+            return
         entity = _entity(message)
         if entity is not None:
             try:

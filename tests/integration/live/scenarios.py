@@ -80,3 +80,18 @@ def closing_connection(func):
             connection.close()
 
     return run
+
+
+def end_session(tenant, cookie: str) -> None:
+    """Log the cookie's session out (what the admin's logout does to it)."""
+    from django.contrib.sessions.backends.db import SessionStore
+
+    with tenant_context(tenant):
+        SessionStore(cookie.removeprefix("sessionid=")).delete()
+
+
+def deactivate(tenant, username: str) -> None:
+    from django.contrib.auth import get_user_model
+
+    with tenant_context(tenant):
+        get_user_model().objects.filter(username=username).update(is_active=False)

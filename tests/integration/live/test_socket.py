@@ -7,10 +7,13 @@ import asyncio
 import pytest
 from asgiref.sync import sync_to_async
 
+from orchestration import consumers
 from tests.conftest import _ensure_tenant
 from tests.integration.live.scenarios import (
     closing_connection,
     create_batch,
+    deactivate,
+    end_session,
     login_cookie,
     start_batch,
 )
@@ -118,7 +121,8 @@ async def test_a_job_subscription_follows_its_steps(layer_kind, clean_tenants):
     )
     steps_done = [m["data"]["step"] for m in messages
                   if m["type"] == "task_progress" and m["status"] == "completed"]  # fmt: skip
-    assert steps_done == ["step1", "step2", "step3"]
+    seen = [(m["type"], m.get("status"), m.get("data", {}).get("step")) for m in messages]
+    assert steps_done == ["step1", "step2", "step3"], seen
     assert {m["job_id"] for m in messages} == {job_id}
     await socket.disconnect()
 
@@ -232,3 +236,30 @@ async def test_a_page_that_reconnects_resynchronises_from_the_snapshot(layer_kin
     await sync_to_async(start_batch)(alpha, await sync_to_async(create_batch)(alpha, 1))
     assert await drain(socket, 0.5) == []  # nothing once unsubscribed
     await socket.disconnect()
+
+
+async def test_a_logout_closes_the_socket_at_the_next_subscription(
+    clean_tenants, release_channel_layer
+):
+    alpha, _beta = await _tenants()
+    cookie = await sync_to_async(login_cookie)(alpha, "leaving-staff")
+    socket = await open_live(ALPHA, cookie)
+    assert (await subscribe(socket, subscribe="overview"))["type"] == "snapshot"
+    await sync_to_async(end_session)(alpha, cookie)
+    await socket.send_json_to({"subscribe": "overview"})
+    assert await socket.receive_output(timeout=10) == {"type": "websocket.close", "code": 4403}
+
+
+async def test_a_deactivated_user_stops_receiving_live_messages(
+    clean_tenants, release_channel_layer, monkeypatch
+):
+    monkeypatch.setattr(consumers, "RECHECK_SECONDS", 0.0)  # check at every message
+    alpha, _beta = await _tenants()
+    cookie = await sync_to_async(login_cookie)(alpha, "soon-inactive")
+    batch_id = await sync_to_async(create_batch)(alpha, 2)
+    socket = await open_live(ALPHA, cookie)
+    assert (await subscribe(socket, subscribe="batch", id=batch_id))["type"] == "snapshot"
+    await sync_to_async(deactivate)(alpha, "soon-inactive")
+    await sync_to_async(start_batch)(alpha, batch_id)
+    # The batch's messages flow; instead of forwarding the first, the socket closes.
+    assert await socket.receive_output(timeout=15) == {"type": "websocket.close", "code": 4403}
