@@ -46,7 +46,9 @@ def truncate_tenant_data(schema: str) -> None:
         )
         tables = [f'"{schema}"."{row[0]}"' for row in cursor.fetchall()]
         if tables:
-            cursor.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
+            # Ids keep counting (no RESTART IDENTITY): a late live message about an earlier
+            # test's job 1 (a worker flushing at exit) must not match this test's job 1.
+            cursor.execute(f"TRUNCATE {', '.join(tables)} CASCADE")
 
 
 @pytest.fixture(scope="session")
@@ -82,12 +84,30 @@ def tenant_b(db):
     yield from _activate("beta")
 
 
+def reset_dispatch_state(schemas: list[str]) -> None:
+    """Forget the public dispatch state tests that commit leave behind: drain slots held by
+    workers stopped mid-drain (in production they expire after a grace period, during which
+    fewer drains run: the next test would see fewer workers), queued q2 messages, and the
+    tenants' queue rows."""
+    from django_q.models import OrmQ
+
+    from tenants.models import DrainSlot, TenantQueue
+
+    connection.set_schema_to_public()
+    DrainSlot.objects.update(held_until=None, holder="")
+    TenantQueue.objects.filter(schema_name__in=schemas).delete()
+    OrmQ.objects.all().delete()
+
+
 @pytest.fixture
 def clean_tenants(transactional_db):
-    """For tests that commit (real workers, sockets): truncate tenant data afterwards."""
+    """For tests that commit (real workers, sockets): truncate tenant data and reset the
+    dispatch state afterwards (fixtures that start workers stop them before this runs)."""
     yield
-    for _name, schema, _domain in TEST_TENANTS.values():
+    schemas = [schema for _name, schema, _domain in TEST_TENANTS.values()]
+    for schema in schemas:
         truncate_tenant_data(schema)
+    reset_dispatch_state(schemas)
     connection.set_schema_to_public()
 
 
