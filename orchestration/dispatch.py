@@ -164,6 +164,45 @@ def _hold_slot(slot_id: int, holder: str) -> None:
     )
 
 
+def free_slots_of_dead_workers() -> int:
+    """Free the drain slots held by workers of this host whose process is gone (a worker
+    killed mid-drain), instead of waiting for their expiry; returns how many.
+
+    Run by the sweep, which each new worker process enqueues: a restarted cluster gets its
+    full number of drains at once.
+    """
+    import socket
+
+    from tenants.models import DrainSlot
+
+    prefix = f"{socket.gethostname()}:"
+    freed = 0
+    for slot_id, holder in DrainSlot.objects.filter(
+        held_until__gt=timezone.now(), holder__startswith=prefix
+    ).values_list("pk", "holder"):
+        pid = holder.removeprefix(prefix)
+        if not pid.isdigit() or _process_alive(int(pid)):
+            continue
+        freed += DrainSlot.objects.filter(pk=slot_id, holder=holder).update(
+            held_until=None, holder=""
+        )
+    if freed:
+        logger.warning("freed %s drain slot(s) held by workers that are gone", freed)
+    return freed
+
+
+def _process_alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
 def _free_slot(slot_id: int) -> None:
     from tenants.models import DrainSlot
 

@@ -22,7 +22,8 @@ def drain(slot_id: int | None = None) -> dict:
 
 
 def sweep() -> dict:
-    """Recover lost runs in tenants that have running jobs, then wake drains for due work."""
+    """Recover lost runs in tenants that have running jobs, free drain slots of workers that
+    are gone, then wake drains for due work."""
     from orchestration.services.recovery import recover_lost_runs
 
     use_public_schema()
@@ -33,10 +34,11 @@ def sweep() -> dict:
         if count:
             recovered[schema] = count
     use_public_schema()
+    freed = dispatch.free_slots_of_dead_workers()
     wait = dispatch.seconds_until_next_wake()
     if wait is not None and wait <= conf.get("WAKE_AHEAD_SECONDS"):
         dispatch.ensure_drains()  # ready work, or retries (e.g. just recovered) due soon
-    return {"recovered": recovered}
+    return {"recovered": recovered, "freed_slots": freed}
 
 
 def run_tenant_jobs(schema_name: str, limit: int | None = None) -> int:
