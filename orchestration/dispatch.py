@@ -171,11 +171,10 @@ def free_slots_of_dead_workers() -> int:
     Run by the sweep, which each new worker process enqueues: a restarted cluster gets its
     full number of drains at once.
     """
-    import socket
-
+    from orchestration.services.runner import _worker_id
     from tenants.models import DrainSlot
 
-    prefix = f"{socket.gethostname()}:"
+    prefix = _worker_id().rsplit(":", 1)[0] + ":"  # this host's holders ("<host>:<pid>")
     freed = 0
     for slot_id, holder in DrainSlot.objects.filter(
         held_until__gt=timezone.now(), holder__startswith=prefix

@@ -152,13 +152,7 @@ def _fence(claim: Claim) -> None:
 
 def heartbeat(claim: Claim) -> bool:
     """Renew the lease; False (and nothing written) if the run was fenced."""
-    now = timezone.now()
-    lease = now + timedelta(seconds=conf.get("LEASE_SECONDS"))
-    return bool(
-        JobRun.objects.filter(pk=claim.run_id, status=RunStatus.RUNNING).update(
-            heartbeat_at=now, lease_expires_at=lease
-        )
-    )
+    return bool(renew_leases([claim.run_id]))
 
 
 def execute_claims(claimed: list[Claim], *, executor: StepExecutor) -> int:
