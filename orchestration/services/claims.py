@@ -105,44 +105,66 @@ def select_jobs_to_claim(*, now: datetime, limit: int) -> list[MarketplaceJob]:
     3. The candidates' policy rows are locked (in key order) and the room re-counted with
        what other workers committed meanwhile; candidates are accepted in order while
        their resource has room. A "run now" job reserves its resource for the rest.
+    4. A resource that turned out full (another worker took its last place meanwhile) is
+       left out and the search goes on, so a claim never comes back empty while another
+       resource's jobs may start (the tenant would be marked idle with work waiting).
     """
     rooms = _rooms(now)
     if not _declared_keys() <= rooms.keys():
         resource_policies()  # first claim since a provider appeared: create its policy row
         rooms = _rooms(now)
-    closed = [key for key, r in rooms.items() if r.room <= 0]
-    reserved = [key for key, r in rooms.items() if r.reserved]
-    candidates = list(
-        claimable_jobs(now)
-        .exclude(resource_key__in=closed)
-        .filter(Q(direct=True) | ~Q(resource_key__in=reserved))
-        .select_for_update(skip_locked=True, of=("self",))
-        .order_by("-direct", "-priority", "id")
-        .only(*CLAIM_FIELDS)[:limit]
-    )
-    keys = sorted({job.resource_key for job in candidates if job.resource_key in rooms})
-    if keys:
-        # Serialise claims per resource, then re-count with what others committed.
-        list(
-            ResourcePolicy.objects.select_for_update()
-            .filter(key__in=keys)
-            .order_by("key")
-            .values_list("pk")
+    locked: set[str] = set()
+    full: set[str] = set()  # closed for the rest of this claim
+    share: dict[str, int] = {}
+    accepted: list[MarketplaceJob] = []
+    while len(accepted) < limit:
+        closed = full | {key for key, r in rooms.items() if r.room <= 0}
+        reserved = [key for key, r in rooms.items() if r.reserved]
+        wanted = limit - len(accepted)
+        candidates = list(
+            claimable_jobs(now)
+            .exclude(resource_key__in=closed)
+            .filter(Q(direct=True) | ~Q(resource_key__in=reserved))
+            .exclude(pk__in=[job.pk for job in accepted])
+            .select_for_update(skip_locked=True, of=("self",))
+            .order_by("-direct", "-priority", "id")
+            .only(*CLAIM_FIELDS)[:wanted]
         )
-        rooms.update(_rooms(now, keys))
-    # One worker takes at most its share of a resource's room, so jobs that could run in
-    # parallel (eBay: 4 at once) are not queued up behind each other in a single worker.
-    share = {key: max(1, r.room // conf.drain_slots()) for key, r in rooms.items()}
-    accepted = []
-    for job in candidates:
-        room = rooms.get(job.resource_key)
-        if room is not None:
-            if room.room <= 0 or share[job.resource_key] <= 0 or (room.reserved and not job.direct):
-                continue
-            room.room -= 1
-            share[job.resource_key] -= 1
-            room.reserved = room.reserved or job.direct
-        accepted.append(job)
+        keys = sorted(
+            {job.resource_key for job in candidates if job.resource_key in rooms} - locked
+        )
+        if keys:
+            # Serialise claims per resource, then re-count with what others committed.
+            list(
+                ResourcePolicy.objects.select_for_update()
+                .filter(key__in=keys)
+                .order_by("key")
+                .values_list("pk")
+            )
+            rooms.update(_rooms(now, keys))
+            locked.update(keys)
+            # One worker takes at most its share of a resource's room, so jobs that could run
+            # in parallel (eBay: 4 at once) are not queued up behind each other in one worker.
+            for key in keys:
+                share[key] = max(1, rooms[key].room // conf.drain_slots())
+        rejected = False
+        for job in candidates:
+            room = rooms.get(job.resource_key)
+            if room is not None:
+                if (
+                    room.room <= 0
+                    or share[job.resource_key] <= 0
+                    or (room.reserved and not job.direct)
+                ):
+                    full.add(job.resource_key)
+                    rejected = True
+                    continue
+                room.room -= 1
+                share[job.resource_key] -= 1
+                room.reserved = room.reserved or job.direct
+            accepted.append(job)
+        if not rejected and len(candidates) < wanted:
+            break  # nothing more to find
     return accepted
 
 
