@@ -85,6 +85,8 @@ BATCH_TRANSITIONS: Mapping[BatchStatus, frozenset[BatchStatus]] = {
 
 JOB_TERMINAL = frozenset({J.COMPLETED, J.FAILED, J.CANCELLED, J.SKIPPED})
 JOB_CLAIMABLE = frozenset({J.QUEUED, J.RETRYING})
+# In line to run or running: a sequential group has at most one such job at a time.
+JOB_ACTIVE = frozenset({J.QUEUED, J.RETRYING, J.RUNNING})
 JOB_CANCELLABLE_AT_ONCE = frozenset({J.PENDING, J.QUEUED, J.RETRYING, J.SKIPPED})
 JOB_RETRYABLE_BY_STAFF = frozenset({J.FAILED, J.CANCELLED})
 BATCH_TERMINAL = frozenset({B.COMPLETED, B.PARTIAL, B.FAILED, B.CANCELLED})

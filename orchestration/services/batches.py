@@ -18,10 +18,17 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from orchestration import events
-from orchestration.models import Batch, MarketplaceJob
+from orchestration.models import Batch, MarketplaceJob, MarketplaceTask
 from orchestration.selectors import batch_progress
 from orchestration.services import transitions
-from orchestration.states import BATCH_TERMINAL, JOB_TERMINAL, BatchStatus, JobStatus
+from orchestration.states import (
+    BATCH_TERMINAL,
+    JOB_ACTIVE,
+    JOB_TERMINAL,
+    BatchStatus,
+    JobStatus,
+    TaskStatus,
+)
 
 _COUNTER = {
     JobStatus.COMPLETED: "completed_jobs",
@@ -173,11 +180,18 @@ def emit_batch_progress(batch: Batch) -> None:
 
 
 def batch_next_sequential(batch_id: int) -> None:
-    """Enqueue the next PENDING job of a sequential group (after one completed)."""
+    """Enqueue the next PENDING job of a sequential group (after one completed).
+
+    Nothing is enqueued while another job of the group is queued or running: a group runs
+    one job at a time (staff controls refuse to start a second; this keeps it so).
+    """
     from orchestration.services.jobs import jobs_enqueue
 
+    waiting = MarketplaceJob.objects.filter(batch_id=batch_id)
+    if waiting.filter(status__in=JOB_ACTIVE).exists():
+        return
     nxt = (
-        MarketplaceJob.objects.filter(batch_id=batch_id, status=JobStatus.PENDING)
+        waiting.filter(status=JobStatus.PENDING)
         .order_by("sequence", "pk")
         .values_list("pk", flat=True)
         .first()
@@ -186,20 +200,46 @@ def batch_next_sequential(batch_id: int) -> None:
         jobs_enqueue(job_ids=[nxt])
 
 
-def batch_skip_rest(batch_id: int) -> int:
-    """A job of a sequential group failed for good: the jobs after it become SKIPPED."""
+def batch_skip_later(
+    batch_id: int, *, after_sequence: int | None = None, reason: str = "failed"
+) -> list[tuple[int, str]]:
+    """A job of a sequential group ended without completing (it failed for good or was
+    cancelled): the PENDING jobs after it become SKIPPED. Returns (pk, old status).
+
+    Only the job rows: the caller accounts for them in the batch's counters, with the job
+    that stopped the group, in one batch update (job rows before the batch row).
+    """
+    later = MarketplaceJob.objects.filter(batch_id=batch_id, status=JobStatus.PENDING)
+    if after_sequence is not None:
+        later = later.filter(sequence__gt=after_sequence)
     moved = transitions.transition_many(
-        MarketplaceJob.objects.filter(batch_id=batch_id, status=JobStatus.PENDING),
-        JobStatus.SKIPPED,
-        error_message="skipped: an earlier job of the group failed",
+        later, JobStatus.SKIPPED, error_message=f"skipped: an earlier job of the group {reason}"
     )
     for pk, old in moved:
         events.emit(
             "job_status", status=JobStatus.SKIPPED, job_id=pk, batch_id=batch_id, data={"from": old}
         )
+    return moved
+
+
+def batch_skip_rest(batch_id: int) -> int:
+    """A job of a sequential group failed for good: the jobs after it become SKIPPED."""
+    moved = batch_skip_later(batch_id)
     if moved:
         batch_apply_job_moves(batch_id, [(old, JobStatus.SKIPPED) for _, old in moved])
     return len(moved)
+
+
+def group_stops(batch_id: int | None) -> bool:
+    """Whether a job of this batch ending without completing stops the rest: a sequential
+    group, unless the whole batch is being cancelled (its jobs are cancelled instead)."""
+    if not batch_id:
+        return False
+    return (
+        Batch.objects.filter(pk=batch_id, mode=Batch.Mode.SEQUENTIAL)
+        .exclude(status=BatchStatus.CANCELLED)
+        .exists()
+    )
 
 
 def batch_cancel(*, batch_id: int) -> Batch:
@@ -228,21 +268,34 @@ def batch_cancel(*, batch_id: int) -> Batch:
 def batch_resume(*, batch_id: int) -> Batch:
     """Re-run a group's failed/cancelled jobs and continue it.
 
-    Sequential: the first failed job is retried and the skipped ones wait (PENDING)
-    to run after it in order. Parallel: every failed or cancelled job is retried.
+    Sequential: the first failed job is retried and the skipped or cancelled ones wait
+    (PENDING, their unfinished tasks PENDING again) to run after it in order; refused
+    (``JobError``) while a job of the group is still queued or running, so that a group
+    never runs two jobs at once. Parallel: every failed or cancelled job is retried.
     """
-    from orchestration.services.jobs import job_retry
+    from orchestration.services.jobs import JobError, job_retry
 
     with transaction.atomic():
-        batch = Batch.objects.select_for_update().get(pk=batch_id)
-        failed = list(
-            MarketplaceJob.objects.filter(
-                batch_id=batch_id, status__in=[JobStatus.FAILED, JobStatus.CANCELLED]
-            )
-            .order_by("sequence", "pk")
-            .values_list("pk", flat=True)
+        # The batch's unfinished job rows, then the batch row (the documented lock order).
+        jobs = list(
+            MarketplaceJob.objects.select_for_update()
+            .filter(batch_id=batch_id)
+            .exclude(status=JobStatus.COMPLETED)
+            .order_by("pk")
+            .values_list("pk", "sequence", "status")
         )
+        batch = Batch.objects.select_for_update().get(pk=batch_id)
+        in_order = sorted(jobs, key=lambda row: (row[1], row[0]))
+        failed = [pk for pk, _, status in in_order
+                  if status in (JobStatus.FAILED, JobStatus.CANCELLED)]  # fmt: skip
         if batch.mode == Batch.Mode.SEQUENTIAL:
+            active = [(pk, status) for pk, _, status in in_order if status in JOB_ACTIVE]
+            if active:
+                pk, status = active[0]
+                raise JobError(
+                    f"batch {batch_id}: job {pk} of this sequential group is still {status};"
+                    " resume the group once it has stopped"
+                )
             moved = transitions.transition_many(
                 MarketplaceJob.objects.filter(
                     batch_id=batch_id, status__in=[JobStatus.SKIPPED, JobStatus.CANCELLED]
@@ -251,6 +304,14 @@ def batch_resume(*, batch_id: int) -> Batch:
                 error_message="",
             )
             if moved:
+                # Back in line with the tasks they did not complete: a cancelled job's
+                # CANCELLED tasks could not be started by the claim (forbidden transition).
+                transitions.transition_many(
+                    MarketplaceTask.objects.filter(job_id__in=[pk for pk, _ in moved]),
+                    TaskStatus.PENDING,
+                    expect=[TaskStatus.FAILED, TaskStatus.CANCELLED],
+                    error_message="",
+                )
                 batch_apply_job_moves(batch_id, [(old, JobStatus.PENDING) for _, old in moved])
             to_retry = failed[:1]
             if not to_retry:

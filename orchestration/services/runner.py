@@ -33,7 +33,8 @@ from orchestration.services.batches import (
     batch_counters_moved,
     batch_next_sequential,
     batch_row_columns,
-    batch_skip_rest,
+    batch_skip_later,
+    group_stops,
 )
 from orchestration.services.executor import StepExecutor
 from orchestration.services.retry import backoff_seconds
@@ -435,7 +436,7 @@ WITH run AS (
  RETURNING job_id),
 job AS (
     UPDATE {job} AS j SET status = 'completed', completed_at = %(now)s, result = %(result)s,
-           error_message = ''
+           error_message = '', direct = false
       FROM run WHERE j.id = run.job_id AND j.status IN ({job_sources})
  RETURNING j.id),
 queue AS (
@@ -500,28 +501,36 @@ def _finish_sql() -> str:
 
 
 def _finish_cancelled(claim: Claim) -> str:
+    """The job stopped at a step boundary on a cancel request: run and job CANCELLED, the
+    tasks it did not complete CANCELLED; in a sequential group the jobs after it SKIPPED."""
     now = timezone.now()
     with transaction.atomic():
         _fence(claim)
         _end_run(claim, RunStatus.CANCELLED, error_kind=JobRun.ErrorKind.CANCELLED,
                  error_message="cancelled by staff")  # fmt: skip
-        MarketplaceTask.objects.filter(
-            job_id=claim.job_id,
-            status__in=[TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.FAILED],
-        ).update(status=TaskStatus.CANCELLED, completed_at=now)
+        transitions.transition_many(
+            MarketplaceTask.objects.filter(job_id=claim.job_id),
+            TaskStatus.CANCELLED,
+            expect=[TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.FAILED],
+            completed_at=now,
+        )
         old = transitions.transition(
-            MarketplaceJob, claim.job_id, JobStatus.CANCELLED,
-            completed_at=now, cancel_requested=False, error_message="cancelled by staff",
+            MarketplaceJob, claim.job_id, JobStatus.CANCELLED, completed_at=now,
+            cancel_requested=False, error_message="cancelled by staff", direct=False,
         )  # fmt: skip
-        batch_id = (
-            MarketplaceJob.objects.filter(pk=claim.job_id)
-            .values_list("batch_id", flat=True)
-            .first()
+        batch_id, sequence = (
+            MarketplaceJob.objects.filter(pk=claim.job_id).values_list("batch_id", "sequence").get()
         )
         events.emit("job_status", status=JobStatus.CANCELLED, job_id=claim.job_id, run_id=claim.run_id,
                     batch_id=batch_id, data={"from": old})  # fmt: skip
         if batch_id:
-            batch_apply_job_moves(batch_id, [(old, JobStatus.CANCELLED)])
+            moves = [(old, JobStatus.CANCELLED)]
+            if group_stops(batch_id):  # nothing would ever enqueue the jobs after it
+                skipped = batch_skip_later(
+                    batch_id, after_sequence=sequence, reason="was cancelled"
+                )
+                moves += [(was, JobStatus.SKIPPED) for _, was in skipped]
+            batch_apply_job_moves(batch_id, moves)  # later job rows before the batch row
     return JobStatus.CANCELLED
 
 
@@ -574,11 +583,20 @@ def apply_failure_policy(
     """
     from orchestration import dispatch
 
-    job = MarketplaceJob.objects.select_related("batch").get(pk=job_id)
+    # Under the job's row lock: a cancel request committed before it is seen here, and one
+    # made after waits for this transaction and finds the job RETRYING (cancelled at once).
+    # Read without the lock, a job could end RETRYING with ``cancel_requested`` set, which
+    # no claim ever takes again.
+    job = (
+        MarketplaceJob.objects.select_for_update(of=("self",))
+        .select_related("batch")
+        .get(pk=job_id)
+    )
     now = timezone.now()
     events.emit("run_failed", status=RunStatus.FAILED, job_id=job_id, run_id=run_id,
                 batch_id=job.batch_id, error=message, data=event_data)  # fmt: skip
     if retryable and job.retry_count < job.max_retries and not job.cancel_requested:
+        # A "run now" job keeps its reservation (``direct``) while it waits for its retry.
         delay = backoff_seconds(job.retry_count + 1, retry_after=retry_after)
         run_after = now + timedelta(seconds=delay)
         old = transitions.transition(
@@ -592,17 +610,25 @@ def apply_failure_policy(
         return JobStatus.RETRYING
     target = JobStatus.CANCELLED if job.cancel_requested else JobStatus.FAILED
     old = transitions.transition(
-        MarketplaceJob, job_id, target, completed_at=now, error_message=message, cancel_requested=False,
+        MarketplaceJob, job_id, target, completed_at=now, error_message=message,
+        cancel_requested=False, direct=False,
     )  # fmt: skip
-    MarketplaceTask.objects.filter(job_id=job_id, status=TaskStatus.RUNNING).update(
-        status=TaskStatus.FAILED, error_message=message, completed_at=now
+    transitions.transition_many(
+        MarketplaceTask.objects.filter(job_id=job_id),
+        TaskStatus.FAILED,
+        expect=[TaskStatus.RUNNING],
+        error_message=message,
+        completed_at=now,
     )
     events.emit("job_status", status=target, job_id=job_id, run_id=run_id, batch_id=job.batch_id,
                 error=message, data={"from": old})  # fmt: skip
     if job.batch_id:
-        batch_apply_job_moves(job.batch_id, [(old, target)])
+        moves = [(old, target)]
         if job.batch is not None and job.batch.mode == Batch.Mode.SEQUENTIAL:
-            batch_skip_rest(job.batch_id)
+            reason = "was cancelled" if target == JobStatus.CANCELLED else "failed"
+            skipped = batch_skip_later(job.batch_id, after_sequence=job.sequence, reason=reason)
+            moves += [(was, JobStatus.SKIPPED) for _, was in skipped]
+        batch_apply_job_moves(job.batch_id, moves)  # later job rows before the batch row
     return target
 
 
