@@ -109,12 +109,15 @@ def batch_apply_job_moves(batch_id: int, moves: Iterable[tuple[str, str]]) -> Ba
     changes = {k: F(k) + v for k, v in delta.items() if v}
     if not changes and started:
         # A job started and no counter moved (the common claim): only a PENDING batch (or a
-        # cancelled one being resumed) changes, in one guarded UPDATE; nothing to announce else.
+        # cancelled one being resumed) changes (a locking read of a running batch matches no
+        # row and writes nothing); nothing to announce else.
         now = timezone.now()
-        moved = Batch.objects.filter(
-            pk=batch_id, status__in=[BatchStatus.PENDING, BatchStatus.CANCELLED]
-        ).update(
-            status=BatchStatus.RUNNING, started_at=Coalesce(F("started_at"), now), completed_at=None
+        moved = transitions.transition_many(
+            Batch.objects.filter(pk=batch_id),
+            BatchStatus.RUNNING,
+            expect=[BatchStatus.PENDING, BatchStatus.CANCELLED],
+            started_at=Coalesce(F("started_at"), now),
+            completed_at=None,
         )
         if not moved:
             return None
