@@ -42,6 +42,34 @@ async def healthz(request):
             checks[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
         checks[name]["ms"] = round((time.perf_counter() - started) * 1000, 1)
     ok = all(c["ok"] for c in checks.values())
+    # The workers' liveness is reported, not judged here: a dead cluster is not a reason to
+    # restart this server. /healthz/workers answers 503 for it.
+    workers = await sync_to_async(_workers, thread_sensitive=True)()
     return JsonResponse(
-        {"status": "ok" if ok else "error", "checks": checks}, status=200 if ok else 503
+        {"status": "ok" if ok else "error", "checks": checks, "workers": workers},
+        status=200 if ok else 503,
     )
+
+
+def _workers() -> dict:
+    from orchestration.selectors import cluster_health
+
+    try:
+        health = cluster_health()
+    except Exception as exc:
+        return {"ok": False, "problems": [f"{type(exc).__name__}: {exc}"], "clusters": []}
+    return {
+        "ok": health["ok"],
+        "problems": health["problems"],
+        "clusters": [
+            {key: c[key] for key in ("name", "verdict", "reason", "alive", "workers",
+                                     "progress_seconds", "ready_waiting", "restarts_last_hour")}
+            for c in health["clusters"]
+        ],
+    }  # fmt: skip
+
+
+async def healthz_workers(request):
+    """Liveness of the worker clusters: 200 when every one is alive and working, else 503."""
+    workers = await sync_to_async(_workers, thread_sensitive=True)()
+    return JsonResponse(workers, status=200 if workers["ok"] else 503)

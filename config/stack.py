@@ -49,7 +49,7 @@ def children() -> list[Child]:
                 "--no-access-log",
             ],
         ),
-        Child("workers", [py, "manage.py", "qcluster"]),
+        Child("workers", [py, "manage.py", "run_workers"]),
     ]
     if (BASE_DIR / "marketplaces" / "sandbox").is_dir():
         procs.append(
@@ -114,7 +114,7 @@ def main() -> int:
     return exit_code
 
 
-def shutdown(running: list[Child], grace: float = 15.0) -> None:
+def shutdown(running: list[Child], grace: float = 20.0) -> None:
     print("» stopping", flush=True)
     for child in running:
         if child.proc and child.proc.poll() is None:

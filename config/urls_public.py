@@ -4,11 +4,12 @@ from django.contrib import admin
 from django.contrib.staticfiles.urls import staticfiles_urlpatterns
 from django.urls import path
 
-from config.health import healthz
+from config.health import healthz, healthz_workers
 from orchestration import views
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
+    path("healthz/workers", healthz_workers, name="healthz-workers"),
     path("admin/", admin.site.urls),
     path("platform/", views.platform, name="platform"),
     *staticfiles_urlpatterns(),

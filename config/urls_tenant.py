@@ -5,12 +5,13 @@ from django.urls import path
 from django.views.generic import RedirectView
 
 from config.admin_sites import tenant_admin_site
-from config.health import healthz
+from config.health import healthz, healthz_workers
 from orchestration import views
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("healthz", healthz, name="healthz"),
+    path("healthz/workers", healthz_workers, name="healthz-workers"),
     path("admin/", tenant_admin_site.urls),
     path("dashboard/", views.dashboard, name="dashboard"),
     path("dashboard/panels/<str:panel>/", views.dashboard_panel, name="dashboard_panel"),

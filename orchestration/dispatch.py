@@ -11,13 +11,16 @@ its slot expires and the work is still in the tables.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import random
 import time
+import uuid
 from datetime import datetime, timedelta
 from functools import partial
 
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
@@ -25,6 +28,9 @@ from orchestration import conf
 from tenants.db import use_public_schema
 
 logger = logging.getLogger(__name__)
+
+# What a lost database connection raises (a restart, a failover, a network cut).
+DATABASE_LOST = (OperationalError, InterfaceError)
 
 
 def _tq_table() -> str:
@@ -35,6 +41,23 @@ def _tq_table() -> str:
 
 def signal_work(schema_name: str) -> None:
     """The tenant has runnable jobs: mark it ready and make sure a drain is coming."""
+    _mark_ready(schema_name)
+    ensure_drains()
+
+
+def signal_work_on_commit(schema_name: str) -> None:
+    """In the caller's transaction: mark the tenant ready now (the mark commits or rolls
+    back with the jobs that made it ready, so a process dying right after the commit loses
+    no wake-up), and make sure a drain is coming once it commits.
+
+    Lock order: callers mark the tenant before they move a batch's counters (the queue
+    row before the batch row, as a finishing worker takes them).
+    """
+    _mark_ready(schema_name)
+    transaction.on_commit(ensure_drains)
+
+
+def _mark_ready(schema_name: str) -> None:
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
@@ -45,11 +68,6 @@ def signal_work(schema_name: str) -> None:
             """,
             [schema_name],
         )
-    ensure_drains()
-
-
-def signal_work_on_commit(schema_name: str) -> None:
-    transaction.on_commit(lambda: signal_work(schema_name))
 
 
 def wake_at(schema_name: str, when: datetime) -> None:
@@ -92,6 +110,31 @@ def runs_finished(schema_name: str, count: int) -> None:
         )
 
 
+def reconcile_marks(schema_name: str, *, due: bool, wake: datetime | None) -> bool:
+    """The sweep's repair of a tenant's marks from what its job tables say: ``due`` (it
+    has claimable jobs now) sets a missing ready mark; ``wake`` (its earliest backoff)
+    pulls a missing or later wake-up forward. Returns whether it set the ready mark."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO {_tq_table()} AS q (schema_name, ready_at, next_wake_at, signal_seq, active_runs, paused)
+            VALUES (%(schema)s, CASE WHEN %(due)s THEN now() END, %(wake)s, 1, 0, false)
+            ON CONFLICT (schema_name) DO UPDATE
+               SET ready_at = CASE WHEN %(due)s THEN COALESCE(q.ready_at, now()) ELSE q.ready_at END,
+                   signal_seq = q.signal_seq + CASE WHEN %(due)s AND q.ready_at IS NULL THEN 1 ELSE 0 END,
+                   next_wake_at = CASE WHEN %(wake)s::timestamptz IS NULL THEN q.next_wake_at
+                                       ELSE LEAST(COALESCE(q.next_wake_at, %(wake)s), %(wake)s) END
+            RETURNING ready_at IS NOT NULL AND ready_at = now()  -- set by this statement
+            """,
+            {"schema": schema_name, "due": due, "wake": wake},
+        )
+        row = cursor.fetchone()
+    marked = bool(row and row[0]) and due
+    if marked:
+        logger.info("tenant %s had claimable jobs without a ready mark; marked", schema_name)
+    return marked
+
+
 def tenant_paused(schema_name: str) -> bool:
     from tenants.models import TenantQueue
 
@@ -129,8 +172,6 @@ def ensure_drains() -> int:
 
 
 def _start_one_drain() -> bool:
-    from django_q.tasks import async_task
-
     from tenants.models import DrainSlot
 
     now = timezone.now()
@@ -143,10 +184,7 @@ def _start_one_drain() -> bool:
                 .first()
             )
             if slot is not None:
-                DrainSlot.objects.filter(pk=slot.pk).update(
-                    held_until=now + _slot_grace(), holder="queued"
-                )
-                transaction.on_commit(partial(async_task, "orchestration.tasks.drain", slot.pk))
+                _queue_drain(slot.pk, now)
                 return True
             existing = DrainSlot.objects.count()
             wanted = conf.drain_slots()
@@ -156,12 +194,90 @@ def _start_one_drain() -> bool:
     return False
 
 
+def _queue_drain(slot_id: int, now: datetime) -> None:
+    """Mark the slot queued with a new token and enqueue its drain message (in the caller's
+    transaction). With the ORM broker the message is part of the transaction (it commits
+    with the slot or not at all); with Redis it is sent after commit."""
+    from django.conf import settings
+    from django_q.tasks import async_task
+
+    from tenants.models import DrainSlot
+
+    token = uuid.uuid4().hex
+    DrainSlot.objects.filter(pk=slot_id).update(
+        held_until=now + _slot_grace(), holder="queued", token=token, queued_at=now
+    )
+    send = partial(async_task, "orchestration.tasks.drain", slot_id, token)
+    if settings.Q_CLUSTER.get("orm"):
+        send()
+    else:
+        transaction.on_commit(send)
+
+
+def requeue_stale_slots(*, queued_before: datetime) -> int:
+    """Slots whose drain message was queued before ``queued_before`` and never taken (a
+    cluster restarted with it in its local queue): new token, new message. The old
+    message, if the broker redelivers it, finds another token and does nothing."""
+    from tenants.models import DrainSlot
+
+    now = timezone.now()
+    requeued = 0
+    with transaction.atomic():
+        for slot_id in (
+            DrainSlot.objects.select_for_update(skip_locked=True)
+            .filter(holder="queued", queued_at__lt=queued_before)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        ):
+            _queue_drain(slot_id, now)
+            requeued += 1
+    if requeued:
+        logger.warning("re-queued %s drain message(s) that no worker took", requeued)
+    return requeued
+
+
+def _take_slot(slot_id: int, token: str | None, holder: str) -> bool:
+    """The drain of this message starts: hold its slot. False if the message is stale (the
+    slot was re-queued with another token, or is held by a drain already)."""
+    from tenants.models import DrainSlot
+
+    slots = DrainSlot.objects.filter(pk=slot_id, holder="queued")
+    if token is not None:
+        slots = slots.filter(token=token)
+    return bool(
+        slots.update(held_until=timezone.now() + _slot_grace(), holder=holder, queued_at=None)
+    )
+
+
 def _hold_slot(slot_id: int, holder: str) -> None:
     from tenants.models import DrainSlot
 
-    DrainSlot.objects.filter(pk=slot_id).update(
-        held_until=timezone.now() + _slot_grace(), holder=holder
+    DrainSlot.objects.filter(pk=slot_id, holder=holder).update(
+        held_until=timezone.now() + _slot_grace()
     )
+    cluster_progress()
+
+
+CLUSTER_ENV = "ORCHESTRATION_CLUSTER"  # set by the watchdog on the cluster it runs
+
+
+def cluster_progress() -> None:
+    """This worker's cluster is doing work (a drain started or moved on): tell its watchdog."""
+    from tenants.models import WorkerCluster
+
+    name = os.environ.get(CLUSTER_ENV)
+    if name:
+        WorkerCluster.objects.filter(name=name).update(last_progress_at=timezone.now())
+
+
+# The slot of the drain running in this process, renewed by the runner's heartbeat during
+# long jobs (a drain only renews it between tenant turns otherwise).
+_current_slot: tuple[int, str] | None = None
+
+
+def drain_heartbeat() -> None:
+    if _current_slot is not None:
+        _hold_slot(*_current_slot)
 
 
 def free_slots_of_dead_workers() -> int:
@@ -180,7 +296,7 @@ def free_slots_of_dead_workers() -> int:
         held_until__gt=timezone.now(), holder__startswith=prefix
     ).values_list("pk", "holder"):
         pid = holder.removeprefix(prefix)
-        if not pid.isdigit() or _process_alive(int(pid)):
+        if not pid.isdigit() or process_alive(int(pid)):
             continue
         freed += DrainSlot.objects.filter(pk=slot_id, holder=holder).update(
             held_until=None, holder=""
@@ -190,9 +306,7 @@ def free_slots_of_dead_workers() -> int:
     return freed
 
 
-def _process_alive(pid: int) -> bool:
-    import os
-
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -202,10 +316,10 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def _free_slot(slot_id: int) -> None:
+def _free_slot(slot_id: int, holder: str) -> None:
     from tenants.models import DrainSlot
 
-    DrainSlot.objects.filter(pk=slot_id).update(held_until=None, holder="")
+    DrainSlot.objects.filter(pk=slot_id, holder=holder).update(held_until=None, holder="")
 
 
 # --- picking tenants -----------------------------------------------------------------
@@ -292,80 +406,174 @@ def serve_tenant(
     until: float,
     executor,
     pace: dict[str, float] | None = None,
+    deadline: float | None = None,
 ) -> int:
     """Run the tenant's claimable jobs until ``until`` (monotonic). Marks it idle when empty.
 
     ``pace`` (seconds per job, per tenant) is kept by the caller across turns; see
-    ``claim_size``.
+    ``claim_size``. No claimed job starts after ``deadline`` (the drain's): those are
+    handed back unclaimed. A claim that raises ends the tenant's turn (logged); the drain
+    goes on with the next tenant.
     """
     from orchestration.services.claims import next_wake_time
+    from orchestration.services.recovery import runs_hand_back
     from orchestration.services.runner import claim_jobs, execute_claims
 
     pace = {} if pace is None else pace
     ran = 0
     with schema_context(schema_name):
         while (now := time.monotonic()) < until:
-            claimed = claim_jobs(limit=claim_size(pace.get(schema_name), until - now))
+            try:
+                claimed = claim_jobs(limit=claim_size(pace.get(schema_name), until - now))
+            except DATABASE_LOST:
+                raise
+            except Exception:
+                logger.exception("claiming jobs of tenant %s failed; next tenant", schema_name)
+                break
             if not claimed:
                 mark_idle(schema_name, seen_seq, next_wake_time(timezone.now()))
                 break
             started = time.monotonic()
-            ran += execute_claims(claimed, executor=executor)
+            done, left = execute_claims(claimed, executor=executor, deadline=deadline)
+            ran += done
+            if left:
+                runs_hand_back(left, message="handed back unstarted: the drain's time was up")
+                break
             per_job = (time.monotonic() - started) / len(claimed)
             previous = pace.get(schema_name)
             pace[schema_name] = per_job if previous is None else (previous + per_job) / 2
     return ran
 
 
-def drain(slot_id: int | None = None) -> dict:
-    """One q2 task's worth of work across tenants; see the module docstring."""
+RECONNECT_SECONDS = 60.0  # how long a drain waits for a lost database before giving up
+
+
+def drain(slot_id: int | None = None, token: str | None = None) -> dict:
+    """One q2 task's worth of work across tenants; see the module docstring.
+
+    A stale message (its slot re-queued since, see ``requeue_stale_slots``) does nothing.
+    A lost database connection does not end the drain: it waits for the database (up to
+    ``RECONNECT_SECONDS``), hands back the claims it had not finished, and goes on.
+    """
+    global _current_slot
     from orchestration.services.executor import StepExecutor
-    from orchestration.services.runner import _worker_id
+    from orchestration.services.runner import DatabaseLost, _worker_id
 
     started = time.monotonic()
     deadline = started + conf.get("DRAIN_SECONDS")
+    worker = _worker_id()
+    if slot_id is not None:
+        if not _take_slot(slot_id, token, worker):
+            logger.info("stale drain message for slot %s: nothing to do", slot_id)
+            return {"jobs": 0, "tenants": [], "stale": True}
+        _current_slot = (slot_id, worker)
+        cluster_progress()
     executor = StepExecutor()
     jobs = 0
     tenants: set[str] = set()
     pace: dict[str, float] = {}  # seconds per job seen in this drain, per tenant
-    if slot_id is not None:
-        _hold_slot(slot_id, _worker_id())
-    _tune_worker_session()
+    reconnects = 0
     try:
+        _tune_worker_session()
         while time.monotonic() < deadline:
-            picked = pick_tenant()
-            if picked is None:
-                wait = seconds_until_next_wake()
-                if wait is None or wait > min(
-                    conf.get("WAKE_AHEAD_SECONDS"), deadline - time.monotonic()
-                ):
+            try:
+                picked = pick_tenant()
+                if picked is None:
+                    wait = seconds_until_next_wake()
+                    if wait is None or wait > min(
+                        conf.get("WAKE_AHEAD_SECONDS"), deadline - time.monotonic()
+                    ):
+                        break
+                    time.sleep(min(max(wait, 0.05), 0.5))
+                    continue
+                schema, seq = picked
+                turn = conf.get("TENANT_TURN_SECONDS")
+                if not tenants:
+                    # Drains start together; a random first turn puts their turns out of
+                    # phase, so a newly ready tenant waits for the earliest turn end.
+                    turn *= random.uniform(0.5, 1.0)
+                turn_end = min(deadline, time.monotonic() + turn)
+                tenants.add(schema)
+                jobs += serve_tenant(
+                    schema, seq, until=turn_end, executor=executor, pace=pace, deadline=deadline
+                )
+                if slot_id is not None:
+                    _hold_slot(slot_id, worker)
+            except (DatabaseLost, *DATABASE_LOST) as exc:
+                reconnects += 1
+                logger.warning("drain lost its database connection: %s", exc)
+                executor.close()
+                if not wait_for_database(timeout=RECONNECT_SECONDS):
+                    logger.error("database still unreachable after %ss", RECONNECT_SECONDS)
                     break
-                time.sleep(min(max(wait, 0.05), 0.5))
-                continue
-            schema, seq = picked
-            turn = conf.get("TENANT_TURN_SECONDS")
-            if not tenants:
-                # Drains start together; a random first turn puts their turns out of phase,
-                # so a newly ready tenant waits for the earliest turn end, not the last.
-                turn *= random.uniform(0.5, 1.0)
-            turn_end = min(deadline, time.monotonic() + turn)
-            jobs += serve_tenant(schema, seq, until=turn_end, executor=executor, pace=pace)
-            tenants.add(schema)
-            if slot_id is not None:
-                _hold_slot(slot_id, _worker_id())
+                _tune_worker_session()
+                if isinstance(exc, DatabaseLost):
+                    _hand_back_after_reconnect(schema, exc.left)
     finally:
         executor.close()
-        use_public_schema()
-        if slot_id is not None:
-            _free_slot(slot_id)
-    wait = seconds_until_next_wake()
-    if wait is not None and wait <= conf.get("WAKE_AHEAD_SECONDS"):
-        ensure_drains()  # chain: work remains (or a retry is due soon)
+        _current_slot = None
+        _release_slot_when_possible(slot_id, worker)
+    try:
+        wait = seconds_until_next_wake()
+        if wait is not None and wait <= conf.get("WAKE_AHEAD_SECONDS"):
+            ensure_drains()  # chain: work remains (or a retry is due soon)
+    except DATABASE_LOST:
+        logger.warning("could not chain a drain (database unreachable); the sweep will")
     return {
         "jobs": jobs,
         "tenants": sorted(tenants),
         "seconds": round(time.monotonic() - started, 3),
+        "reconnects": reconnects,
     }
+
+
+def _hand_back_after_reconnect(schema: str, left: list) -> None:
+    from orchestration.services.recovery import runs_hand_back
+
+    try:
+        with schema_context(schema):
+            counts = runs_hand_back(
+                left, message="interrupted: the database connection was lost mid-job"
+            )
+        logger.warning("after reconnecting, handed back %s", counts)
+    except Exception:
+        # Left RUNNING: their leases expire and the sweep recovers them.
+        logger.exception("could not hand back %s claim(s) after reconnecting", len(left))
+    finally:
+        use_public_schema()
+
+
+def wait_for_database(*, timeout: float) -> bool:
+    """Close the broken connection and poll until a new one answers (True) or ``timeout``."""
+    end = time.monotonic() + timeout
+    delay = 0.1
+    while True:
+        with contextlib.suppress(Exception):
+            connection.close()
+        try:
+            use_public_schema()
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+            return True
+        except DATABASE_LOST:
+            if time.monotonic() >= end:
+                return False
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+
+def _release_slot_when_possible(slot_id: int | None, worker: str) -> None:
+    if slot_id is None:
+        return
+    for _ in range(2):
+        try:
+            use_public_schema()
+            _free_slot(slot_id, worker)
+            return
+        except DATABASE_LOST:
+            if not wait_for_database(timeout=30):
+                break
+    logger.warning("could not free drain slot %s; it expires by itself", slot_id)
 
 
 def _tune_worker_session() -> None:

@@ -51,7 +51,8 @@ J, T, R, B = JobStatus, TaskStatus, RunStatus, BatchStatus
 JOB_TRANSITIONS: Mapping[JobStatus, frozenset[JobStatus]] = {
     J.PENDING: frozenset({J.QUEUED, J.CANCELLED, J.SKIPPED}),
     J.QUEUED: frozenset({J.RUNNING, J.CANCELLED, J.SKIPPED, J.PENDING}),
-    J.RUNNING: frozenset({J.COMPLETED, J.FAILED, J.RETRYING, J.CANCELLED}),
+    # QUEUED: a claim handed back before its first step (released, no attempt counted).
+    J.RUNNING: frozenset({J.COMPLETED, J.FAILED, J.RETRYING, J.CANCELLED, J.QUEUED}),
     J.RETRYING: frozenset({J.RUNNING, J.CANCELLED, J.QUEUED}),
     J.COMPLETED: frozenset({J.QUEUED}),  # only "retry from step N"
     J.FAILED: frozenset({J.QUEUED, J.SKIPPED}),

@@ -10,35 +10,23 @@ import logging
 
 from django_tenants.utils import schema_context
 
-from orchestration import conf, dispatch
+from orchestration import dispatch
 from tenants.db import use_public_schema
 
 logger = logging.getLogger(__name__)
 
 
-def drain(slot_id: int | None = None) -> dict:
+def drain(slot_id: int | None = None, token: str | None = None) -> dict:
     use_public_schema()
-    return dispatch.drain(slot_id)
+    return dispatch.drain(slot_id, token)
 
 
 def sweep() -> dict:
-    """Recover lost runs in tenants that have running jobs, free drain slots of workers that
-    are gone, then wake drains for due work."""
-    from orchestration.services.recovery import recover_lost_runs
+    """The recovery sweep (see ``services.recovery.sweep_all_tenants``). The watchdog runs
+    it in its own process every few seconds; this q2 schedule is a second line."""
+    from orchestration.services.recovery import sweep_all_tenants
 
-    use_public_schema()
-    recovered: dict[str, int] = {}
-    for schema in dispatch.tenants_with_active_runs():
-        with schema_context(schema):
-            count = recover_lost_runs()
-        if count:
-            recovered[schema] = count
-    use_public_schema()
-    freed = dispatch.free_slots_of_dead_workers()
-    wait = dispatch.seconds_until_next_wake()
-    if wait is not None and wait <= conf.get("WAKE_AHEAD_SECONDS"):
-        dispatch.ensure_drains()  # ready work, or retries (e.g. just recovered) due soon
-    return {"recovered": recovered, "freed_slots": freed}
+    return sweep_all_tenants()
 
 
 def run_tenant_jobs(schema_name: str, limit: int | None = None) -> int:

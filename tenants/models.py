@@ -1,4 +1,5 @@
 from django.db import models
+from django.utils import timezone
 from django_tenants.models import DomainMixin, TenantMixin
 
 
@@ -76,6 +77,50 @@ class DrainSlot(models.Model):
 
     held_until = models.DateTimeField(null=True, blank=True)
     holder = models.CharField(max_length=120, blank=True)
+    # Each enqueued drain message carries the slot's token; a message that comes back
+    # after its slot was re-queued (a cluster restarted with it in its local queue, then
+    # redelivered by the broker) finds another token and does nothing.
+    token = models.CharField(max_length=32, blank=True)
+    queued_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"drain slot {self.pk}"
+
+
+class WorkerCluster(models.Model):
+    """A django-q2 cluster run under a watchdog (``manage.py run_workers``), one row each.
+
+    Written by the watchdog (``orchestration.watchdog``) every tick, and by the cluster's
+    drains (``last_progress_at``) when they start and at each tenant turn. The dashboard's
+    worker panel, ``/platform/``, ``/healthz`` and ``manage.py workers_health`` read it.
+    """
+
+    class State(models.TextChoices):
+        STARTING = "starting", "Starting"
+        RUNNING = "running", "Running"
+        STALLED = "stalled", "Stalled"
+        RESTARTING = "restarting", "Restarting"
+        STOPPED = "stopped", "Stopped"
+
+    name = models.CharField(max_length=120, unique=True, help_text="<host>:<watchdog pid>")
+    host = models.CharField(max_length=100)
+    watchdog_pid = models.IntegerField()
+    cluster_pid = models.IntegerField(null=True, blank=True)
+    workers = models.PositiveSmallIntegerField(default=0)
+    state = models.CharField(max_length=12, choices=State.choices, default=State.STARTING)
+    reason = models.TextField(blank=True, help_text="Why it is stalled or was last restarted")
+    started_at = models.DateTimeField(default=timezone.now)
+    cluster_started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(default=timezone.now, help_text="The watchdog's tick")
+    last_progress_at = models.DateTimeField(null=True, blank=True)
+    last_sweep_at = models.DateTimeField(null=True, blank=True)
+    ready_waiting = models.IntegerField(default=0, help_text="Tenants with work ready")
+    restart_times = models.JSONField(default=list, blank=True)
+    restarts_total = models.IntegerField(default=0)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"cluster {self.name}"

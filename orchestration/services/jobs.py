@@ -105,9 +105,9 @@ def jobs_enqueue(*, job_ids: Sequence[int]) -> int:
             expect=[JobStatus.PENDING],
             run_after=timezone.now(),
         )
-        _after_moves(moved, JobStatus.QUEUED)
-        if moved:
+        if moved:  # the tenant's queue row before the batch row (docs/engine.md, lock order)
             dispatch.signal_work_on_commit(current_schema())
+        _after_moves(moved, JobStatus.QUEUED)
     return len(moved)
 
 

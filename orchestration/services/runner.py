@@ -8,6 +8,7 @@ recovered finds it FAILED and writes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -25,7 +26,8 @@ from django.db.models import F, Max
 from django.utils import timezone
 from psycopg.types.json import Jsonb
 
-from orchestration import conf, events, states, steps
+from orchestration import conf, dispatch, events, states, steps
+from orchestration.dispatch import DATABASE_LOST
 from orchestration.models import Batch, JobRun, MarketplaceJob, MarketplaceTask
 from orchestration.services import claims, transitions
 from orchestration.services.batches import (
@@ -46,6 +48,15 @@ logger = logging.getLogger(__name__)
 
 class RunFenced(Exception):
     """This worker's run is no longer current (recovered or cancelled elsewhere)."""
+
+
+class DatabaseLost(Exception):
+    """The connection went away while claimed jobs were running; ``left`` are the claims
+    not finished (the one interrupted first): the caller hands them back once it can."""
+
+    def __init__(self, left: list[Claim], cause: BaseException):
+        super().__init__(f"database connection lost with {len(left)} claimed job(s) left: {cause}")
+        self.left = left
 
 
 @dataclass(frozen=True)
@@ -77,8 +88,6 @@ def claim_jobs(*, limit: int, worker: str | None = None) -> list[Claim]:
     count against their resource's limit from now on, and each run's ``started_at`` is reset
     when its first step really starts.
     """
-    from orchestration import dispatch
-
     now = timezone.now()
     if dispatch.tenant_paused(current_schema()):
         return []
@@ -98,8 +107,6 @@ UPDATE {job} AS j SET status = 'running', current_run_id = v.run_id,
 
 
 def _start_runs(jobs: list[MarketplaceJob], *, worker: str, now) -> list[Claim]:
-    from orchestration import dispatch
-
     ids = [job.pk for job in jobs]
     last = dict(
         JobRun.objects.filter(job_id__in=ids)
@@ -156,17 +163,49 @@ def heartbeat(claim: Claim) -> bool:
     return bool(renew_leases([claim.run_id]))
 
 
-def execute_claims(claimed: list[Claim], *, executor: StepExecutor) -> int:
-    """Run claimed jobs one after the other; the later ones' leases are renewed meanwhile
-    (inside a long job by its heartbeat, between jobs every ``HEARTBEAT_SECONDS``)."""
+def execute_claims(
+    claimed: list[Claim], *, executor: StepExecutor, deadline: float | None = None
+) -> tuple[int, list[Claim]]:
+    """Run claimed jobs one after the other; returns (how many ran, the claims not started).
+
+    The later ones' leases are renewed meanwhile (inside a long job by its heartbeat,
+    between jobs every ``HEARTBEAT_SECONDS``). None starts after ``deadline`` (monotonic):
+    those are returned for the caller to hand back unclaimed, so a drain never overruns
+    django-q2's timeout because its marketplace got slow. An unexpected exception in one
+    job fails that run as an internal error and the others go on; a lost database
+    connection raises ``DatabaseLost`` with the claims left.
+    """
     renewed = time.monotonic()
     for index, claim in enumerate(claimed):
+        if deadline is not None and time.monotonic() >= deadline:
+            return index, claimed[index:]
         waiting = [c.run_id for c in claimed[index + 1 :]]
-        if waiting and time.monotonic() - renewed >= conf.get("HEARTBEAT_SECONDS"):
-            renew_leases([claim.run_id, *waiting])
-            renewed = time.monotonic()
-        execute_claim(claim, executor=executor, waiting=waiting)
-    return len(claimed)
+        try:
+            if waiting and time.monotonic() - renewed >= conf.get("HEARTBEAT_SECONDS"):
+                renew_leases([claim.run_id, *waiting])
+                renewed = time.monotonic()
+            execute_claim(claim, executor=executor, waiting=waiting)
+        except DATABASE_LOST as exc:
+            raise DatabaseLost(claimed[index:], exc) from exc
+        except Exception as exc:
+            logger.exception("job %s (run %s) raised in the engine", claim.job_id, claim.run_id)
+            _fail_internal(claim, exc)
+    return len(claimed), []
+
+
+def _fail_internal(claim: Claim, exc: Exception) -> None:
+    """The engine itself raised while running a claim: fail that run for good with the
+    traceback (staff can retry it), rather than lose the drain and every claim after it."""
+    err = steps.PermanentStepError(f"internal error: {type(exc).__name__}: {exc}")
+    try:
+        _finish_failed(claim, None, err, tb=traceback.format_exc(), internal=True)
+    except DATABASE_LOST:
+        raise
+    except (RunFenced, states.ForbiddenTransition):
+        pass  # already ended elsewhere
+    except Exception:
+        # Left RUNNING: its lease expires and the recovery sweep applies the retry policy.
+        logger.exception("could not record the internal error of run %s", claim.run_id)
 
 
 def renew_leases(run_ids: list[int]) -> int:
@@ -205,13 +244,21 @@ def execute_claim(
     last_beat = [time.monotonic()]
 
     def on_tick() -> None:
-        if time.monotonic() - last_beat[0] >= conf.get("HEARTBEAT_SECONDS"):
-            last_beat[0] = time.monotonic()
-            renew_leases(waiting or [])
-            if not heartbeat(claim):
-                cancelled.set()  # fenced: make a cooperative step stop early
-        if MarketplaceJob.objects.filter(pk=claim.job_id, cancel_requested=True).exists():
-            cancelled.set()
+        try:
+            if time.monotonic() - last_beat[0] >= conf.get("HEARTBEAT_SECONDS"):
+                last_beat[0] = time.monotonic()
+                renew_leases(waiting or [])
+                if not heartbeat(claim):
+                    cancelled.set()  # fenced: make a cooperative step stop early
+                dispatch.drain_heartbeat()
+            if MarketplaceJob.objects.filter(pk=claim.job_id, cancel_requested=True).exists():
+                cancelled.set()
+        except DATABASE_LOST as exc:
+            # Let the step finish rather than abandon it mid-call: the loss surfaces at the
+            # step boundary's commit, when no step of this worker is in flight.
+            logger.warning("lease renewal of run %s failed: %s", claim.run_id, exc)
+            with contextlib.suppress(Exception):
+                connection.close()
 
     pending = [t for t in tasks if t.status != TaskStatus.COMPLETED]
     try:
@@ -666,7 +713,7 @@ def run_available_jobs(
             claimed = claim_jobs(limit=batch if limit is None else min(batch, limit - ran))
             if not claimed:
                 break
-            ran += execute_claims(claimed, executor=executor)
+            ran += execute_claims(claimed, executor=executor)[0]
     finally:
         if own:
             executor.close()

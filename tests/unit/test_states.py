@@ -14,6 +14,7 @@ EXPECTED_ALLOWED = {
         ("pending", "queued"), ("pending", "cancelled"), ("pending", "skipped"),
         ("queued", "running"), ("queued", "cancelled"), ("queued", "skipped"), ("queued", "pending"),
         ("running", "completed"), ("running", "failed"), ("running", "retrying"), ("running", "cancelled"),
+        ("running", "queued"),
         ("retrying", "running"), ("retrying", "cancelled"), ("retrying", "queued"),
         ("completed", "queued"),
         ("failed", "queued"), ("failed", "skipped"),
