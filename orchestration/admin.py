@@ -16,8 +16,9 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.options import ActionLocation, IncorrectLookupParameters
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import (
     HttpRequest,
@@ -175,6 +176,30 @@ def _run_service(modeladmin, request, job_ids, service, verb: str) -> int:
     return done
 
 
+class EngineRowAdminMixin:
+    """Engine-owned rows (jobs, batches): the admin shows them and never writes them.
+
+    A change form saves the row it loaded (``obj.save()``), overwriting the status, run,
+    cancel flag or batch counters a worker wrote meanwhile; so nothing engine-owned is
+    editable, ``save_model`` writes through a service, and running work cannot be deleted
+    (its worker would write into rows that are gone). Finished work may be deleted one row
+    at a time; there is no bulk delete.
+    """
+
+    def get_actions(self, request, action_location=ActionLocation.CHANGE_LIST):
+        actions = super().get_actions(request, action_location)  # type: ignore[misc]
+        actions.pop("delete_selected", None)
+        return actions
+
+    def has_delete_permission(self, request, obj=None):
+        if obj is not None and not self.finished(obj):
+            return False
+        return super().has_delete_permission(request, obj)  # type: ignore[misc]
+
+    def finished(self, obj) -> bool:
+        raise NotImplementedError
+
+
 class LiveAdminMixin:
     """Adds the live assets and whether the user may act to every admin page of the model."""
 
@@ -183,7 +208,7 @@ class LiveAdminMixin:
 
 
 @admin.register(MarketplaceJob, site=tenant_admin_site)
-class MarketplaceJobAdmin(LiveAdminMixin, admin.ModelAdmin):
+class MarketplaceJobAdmin(EngineRowAdminMixin, LiveAdminMixin, admin.ModelAdmin):
     list_display = ("id", "sku", "marketplace", "action", "status_badge", "priority",
                     "retry_count", "batch_link", "created_at", "completed_at")  # fmt: skip
     list_display_links = ("id", "sku")
@@ -204,6 +229,32 @@ class MarketplaceJobAdmin(LiveAdminMixin, admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+    def finished(self, obj: MarketplaceJob) -> bool:
+        return obj.status in JOB_TERMINAL
+
+    def save_model(self, request, obj, form, change):
+        """Only the options staff may change, through the service that writes those columns
+        alone (never ``obj.save()``: the loaded copy of the engine's fields may be stale)."""
+        changed = set(form.changed_data)
+        services.job_set_options(
+            job_id=obj.pk,
+            priority=obj.priority if "priority" in changed else None,
+            max_retries=obj.max_retries if "max_retries" in changed else None,
+        )
+
+    def delete_model(self, request, obj):
+        # The job may have been retried since the page was loaded: decide under its row lock.
+        with transaction.atomic():
+            status = (
+                MarketplaceJob.objects.select_for_update()
+                .filter(pk=obj.pk)
+                .values_list("status", flat=True)
+                .first()
+            )
+            if status is not None and status not in JOB_TERMINAL:
+                raise PermissionDenied(f"job {obj.pk} is {status}: cancel it first")
+            super().delete_model(request, obj)
 
     @admin.display(description="Status", ordering="status")
     def status_badge(self, obj: MarketplaceJob) -> str:
@@ -454,7 +505,7 @@ class StartBatchForm(forms.Form):
 
 
 @admin.register(Batch, site=tenant_admin_site)
-class BatchAdmin(LiveAdminMixin, admin.ModelAdmin):
+class BatchAdmin(EngineRowAdminMixin, LiveAdminMixin, admin.ModelAdmin):
     list_display = ("id", "name", "mode", "status_badge", "progress", "counts", "total_jobs",
                     "created_by", "created_at")  # fmt: skip
     list_display_links = ("id", "name")
@@ -471,6 +522,37 @@ class BatchAdmin(LiveAdminMixin, admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return request.user.has_perm("orchestration.add_batch")
+
+    def finished(self, obj: Batch) -> bool:
+        return obj.status in BATCH_TERMINAL
+
+    def save_model(self, request, obj, form, change):
+        """Nothing of a batch is edited here (its counters move with its jobs; a save of the
+        loaded copy would overwrite what workers counted meanwhile)."""
+
+    def save_related(self, request, form, formsets, change):
+        pass
+
+    def delete_model(self, request, obj):
+        # Job rows before the batch row (docs/engine.md, lock order); a job may have been
+        # retried since the page was loaded.
+        with transaction.atomic():
+            unfinished = list(
+                MarketplaceJob.objects.select_for_update()
+                .filter(batch_id=obj.pk)
+                .exclude(status__in=JOB_TERMINAL)
+                .order_by("pk")
+                .values_list("pk", flat=True)[:1]
+            )
+            status = (
+                Batch.objects.select_for_update()
+                .filter(pk=obj.pk)
+                .values_list("status", flat=True)
+                .first()
+            )
+            if unfinished or (status is not None and status not in BATCH_TERMINAL):
+                raise PermissionDenied(f"batch {obj.pk} has unfinished jobs: cancel it first")
+            super().delete_model(request, obj)
 
     @admin.display(description="Status", ordering="status")
     def status_badge(self, obj: Batch) -> str:
@@ -499,9 +581,15 @@ class BatchAdmin(LiveAdminMixin, admin.ModelAdmin):
 
     @admin.action(description="Resume the selected groups", permissions=["change"])
     def resume(self, request, queryset):
+        resumed = 0
         for batch_id in queryset.values_list("pk", flat=True):
-            services.batch_resume(batch_id=batch_id)
-        self.message_user(request, "Resumed.", messages.SUCCESS)
+            try:
+                services.batch_resume(batch_id=batch_id)
+                resumed += 1
+            except services.JobError as exc:  # a group with a job still queued or running
+                self.message_user(request, str(exc), messages.WARNING)
+        if resumed:
+            self.message_user(request, f"Resumed {resumed} batch(es).", messages.SUCCESS)
 
     def get_urls(self):
         wrap = self.admin_site.admin_view
@@ -521,6 +609,9 @@ class BatchAdmin(LiveAdminMixin, admin.ModelAdmin):
     def change_view(self, request, object_id, form_url="", extra_context=None):
         context = self.live_context(request, **(extra_context or {}))
         context["terminal_statuses"] = [str(s) for s in BATCH_TERMINAL]
+        # A details page: nothing to save (the controls above act through the services).
+        context.update(show_save=False, show_save_and_continue=False,
+                       show_save_and_add_another=False)  # fmt: skip
         return super().change_view(request, object_id, form_url, context)
 
     def control_view(self, request: HttpRequest, object_id: int, verb: str) -> HttpResponse:
@@ -528,8 +619,11 @@ class BatchAdmin(LiveAdminMixin, admin.ModelAdmin):
         if not self.has_change_permission(request, batch):
             raise PermissionDenied
         if verb == "resume":
-            services.batch_resume(batch_id=batch.pk)
-            self.message_user(request, f"Resumed batch {batch.pk}.", messages.SUCCESS)
+            try:
+                services.batch_resume(batch_id=batch.pk)
+                self.message_user(request, f"Resumed batch {batch.pk}.", messages.SUCCESS)
+            except services.JobError as exc:
+                self.message_user(request, str(exc), messages.WARNING)
         elif verb == "cancel":
             services.batch_cancel(batch_id=batch.pk)
             self.message_user(request, f"Cancelled batch {batch.pk}.", messages.SUCCESS)

@@ -10,6 +10,7 @@ from orchestration.services.jobs import (
     job_create,
     job_retry,
     job_retry_from_step,
+    job_set_options,
     jobs_cancel,
     jobs_enqueue,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "job_retry",
     "job_retry_from_step",
     "job_run_now",
+    "job_set_options",
     "jobs_cancel",
     "jobs_enqueue",
     "recover_lost_runs",

@@ -289,8 +289,8 @@ def job_set_options(
             raise JobError("priority must be between -32768 and 32767")
         fields["priority"] = priority
     if max_retries is not None:
-        if not 0 <= max_retries <= 100:
-            raise JobError("max retries must be between 0 and 100")
+        if not 0 <= max_retries <= 32767:
+            raise JobError("max retries must be between 0 and 32767")
         fields["max_retries"] = max_retries
     with transaction.atomic():
         if not MarketplaceJob.objects.filter(pk=job_id).exists():
