@@ -11,6 +11,7 @@ from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 from django_tenants.utils import get_public_schema_name
 
@@ -69,8 +70,50 @@ def _panel(request: HttpRequest, panel: str) -> dict[str, Any]:
             "can_act": request.user.has_perm("orchestration.change_marketplacejob"),
         }
     if panel == "workers":
-        return {"health": selectors.worker_health()}
+        return {"health": selectors.worker_health(), "clusters": _clusters()}
     raise Http404
+
+
+# Verdicts of ``selectors.cluster_health()`` shown red: the cluster does not work.
+BAD_VERDICTS = ("stalled", "restarting", "down")
+_VERDICT_ORDER = {"stalled": 0, "restarting": 1, "down": 2, "ok": 3}
+
+
+def _ago(seconds: float | None) -> str:
+    """A short, readable age: "4 s", "2 min 5 s", "1 h 3 min"."""
+    if seconds is None:
+        return ""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, secs = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s" if secs else f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+
+
+def _clusters() -> dict[str, Any]:
+    """The worker clusters (``selectors.cluster_health()``) as the workers panel and
+    ``/platform/`` show them: the ones that do not work first, each with its ages spelled out."""
+    health = selectors.cluster_health()
+    rows = []
+    for cluster in health["clusters"]:
+        rows.append({
+            **cluster, "bad": cluster["verdict"] in BAD_VERDICTS,
+            "progress_ago": _ago(cluster["progress_seconds"]),
+            "heartbeat_ago": _ago(cluster["heartbeat_seconds"]),
+        })  # fmt: skip
+    rows.sort(key=lambda r: (_VERDICT_ORDER.get(r["verdict"], 9), r["name"]))
+    alive = [r for r in rows if r["alive"]]
+    bad = [r for r in rows if r["bad"]]
+    return {
+        "ok": health["ok"],
+        "rows": rows,
+        "alive": len(alive),
+        "bad": len(bad),
+        "problems": health["problems"],
+    }
 
 
 PANELS = ("batches", "queues", "throughput", "failures", "workers")
@@ -120,15 +163,22 @@ def _platform(request: HttpRequest) -> HttpResponse:
         raise Http404  # only ever routed on the public URLconf; belt and braces
     if not request.user.is_superuser:
         raise PermissionDenied
+    if request.GET.get("panel") == "clusters":  # re-fetched by the page every few seconds
+        return TemplateResponse(request, "orchestration/_clusters.html", {"clusters": _clusters()})
+    now = timezone.now()
     tenants = Tenant.objects.exclude(schema_name=get_public_schema_name()).order_by("schema_name")
     page = Paginator(tenants, 50).get_page(request.GET.get("page"))
     schemas = [t.schema_name for t in page]
     queues = {q.schema_name: q for q in TenantQueue.objects.filter(schema_name__in=schemas)}
     counts = selectors.tenant_rollup(schemas)
-    rows = [
-        {"tenant": t, "queue": queues.get(t.schema_name), "counts": counts.get(t.schema_name)}
-        for t in page
-    ]
+    rows = []
+    for t in page:
+        queue = queues.get(t.schema_name)
+        ready_at = queue.ready_at if queue else None
+        rows.append({
+            "tenant": t, "queue": queue, "counts": counts.get(t.schema_name),
+            "ready_ago": _ago((now - ready_at).total_seconds()) if ready_at else "",
+        })  # fmt: skip
     context = {
         **admin.site.each_context(request),
         "title": "All tenants",
@@ -138,6 +188,8 @@ def _platform(request: HttpRequest) -> HttpResponse:
             key: sum((c or {}).get(key, 0) for c in counts.values())
             for key in ("waiting", "running", "failed_24h")
         },
+        "ready_tenants": TenantQueue.objects.filter(ready_at__isnull=False, paused=False).count(),
+        "clusters": _clusters(),
         "drains": list(DrainSlot.objects.order_by("pk")),
         "broker_queue": _broker_queue_size(),
     }
