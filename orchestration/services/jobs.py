@@ -116,7 +116,7 @@ def _after_moves(moved: list[tuple[int, str]], target: str) -> None:
     _account([(pk, old, target) for pk, old in moved])
 
 
-def _account(moves: list[tuple[int, str, str]]) -> None:
+def _account(moves: Sequence[tuple[int, str, str]]) -> None:
     """Events and batch counters for jobs that moved (pk, old, new): one counter update per
     batch, whatever the moves."""
     if not moves:
