@@ -183,7 +183,8 @@ def sweep_all_tenants(*, reconcile: bool = True) -> dict:
     def each(schemas: Iterable[str], action: Callable[[str], object]) -> None:
         for schema in schemas:
             try:
-                action(schema)
+                with transaction.atomic():  # a failing tenant's writes roll back alone
+                    action(schema)
             except DATABASE_LOST:
                 raise  # nothing else will work either; the caller reconnects
             except Exception as exc:

@@ -16,7 +16,13 @@ from orchestration.services import (
     job_retry_from_step,
     recover_lost_runs,
 )
-from orchestration.services.runner import RunFenced, _task_advance, claim_jobs, execute_claim
+from orchestration.services.runner import (
+    RunFenced,
+    _task_advance,
+    _task_start,
+    claim_jobs,
+    execute_claim,
+)
 from tests.engine_providers import MARKETPLACE, ledger_entries, set_faults
 from tests.integration.engine.test_lifecycle import run_to_rest
 
@@ -165,6 +171,8 @@ def test_lost_run_is_recovered_and_a_stale_worker_cannot_write(engine):
     job = job_create(marketplace=MARKETPLACE, action="three", params=engine.params())
     claim = claim_next_job(worker="stale-worker:1")
     assert claim is not None and claim.job_id == job.pk
+    task = job.tasks.get(step_order=1)
+    _task_start(claim, task, {}, first_write=True)  # it started a step, then went silent
     JobRun.objects.filter(pk=claim.run_id).update(
         lease_expires_at=timezone.now() - timedelta(seconds=1)
     )
@@ -176,14 +184,13 @@ def test_lost_run_is_recovered_and_a_stale_worker_cannot_write(engine):
     job.refresh_from_db()
     assert job.status == "retrying" and job.retry_count == 1
 
-    task = job.tasks.get(step_order=1)
     for renew in (False, True):  # both fences: the row lock alone, and the lease renewal
         with pytest.raises(RunFenced), transaction.atomic():
             _task_advance(
                 claim, task, {"remote_id": "from the stale worker"}, False, None, {}, renew=renew
             )
     task.refresh_from_db()
-    assert task.status == "pending" and task.output is None
+    assert task.status == "failed" and task.output is None  # "worker lost", not the stale write
     assert execute_claim(claim) == "fenced"
     assert MarketplaceJob.objects.get(pk=job.pk).status == "retrying"
 
@@ -227,6 +234,10 @@ def test_jobs_claimed_together_keep_their_leases_while_an_earlier_one_runs_long(
     if renewed:
         assert recover_lost_runs() == 0
         assert execute_claim(second) == "completed"
-    else:  # what the renewal prevents: a job that never started declared lost
+    else:  # what the renewal prevents: a job that never started handed back as if lost
         assert recover_lost_runs() == 1
-        assert JobRun.objects.get(pk=second.run_id).error_kind == "worker_lost"
+        # It never started a step: released, no attempt counted, and its worker is fenced.
+        assert not JobRun.objects.filter(pk=second.run_id).exists()
+        job = MarketplaceJob.objects.get(pk=second.job_id)
+        assert (job.status, job.retry_count, job.current_run_id) == ("queued", 0, None)
+        assert execute_claim(second) == "fenced"

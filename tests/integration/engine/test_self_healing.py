@@ -1,0 +1,212 @@
+"""Self-healing inside the engine (issue: self-healing workers): wake-ups that cannot be
+lost, a sweep no tenant can stop, runs of dead workers recovered without waiting for their
+lease (and without counting an attempt when no step started), a drain that keeps its time
+bound and survives one bad job, stale drain messages, and the watchdog's stall verdict."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from datetime import timedelta
+
+import pytest
+from django.db import connection, transaction
+from django.utils import timezone
+from django_tenants.utils import schema_context
+
+from orchestration import dispatch
+from orchestration.models import JobRun, MarketplaceJob, MarketplaceTask
+from orchestration.services import job_create
+from orchestration.services.executor import StepExecutor
+from orchestration.services.recovery import recover_lost_runs, sweep_all_tenants
+from orchestration.services.runner import _task_start, claim_jobs, execute_claims
+from orchestration.watchdog import Watchdog, WatchdogConfig
+from tenants.models import DrainSlot, TenantQueue, WorkerCluster
+from tests.engine_providers import MARKETPLACE, ledger_entries, set_faults
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
+def _queue(schema: str = "test_alpha") -> TenantQueue | None:
+    return TenantQueue.objects.filter(schema_name=schema).first()
+
+
+def test_the_ready_mark_commits_with_the_jobs_that_made_it(engine):
+    TenantQueue.objects.filter(schema_name="test_alpha").delete()
+    with transaction.atomic():
+        job_create(marketplace=MARKETPLACE, action="three", params=engine.params())
+        # Written in the enqueuing transaction, not by an on-commit callback that a process
+        # dying right after the commit would never run.
+        assert _queue() is not None and _queue().ready_at is not None
+
+    TenantQueue.objects.filter(schema_name="test_alpha").delete()
+    with pytest.raises(RuntimeError), transaction.atomic():
+        job_create(marketplace=MARKETPLACE, action="three", params=engine.params())
+        raise RuntimeError("rolled back")
+    assert _queue() is None  # nothing announced for jobs that do not exist
+
+
+def test_the_sweep_marks_a_tenant_whose_wake_up_was_lost(engine):
+    job = job_create(marketplace=MARKETPLACE, action="three", params=engine.params())
+    TenantQueue.objects.filter(schema_name="test_alpha").update(ready_at=None)
+
+    result = sweep_all_tenants()
+
+    assert "test_alpha" in result["reconciled"]
+    assert _queue().ready_at is not None
+    assert dispatch.pick_tenant()[0] == "test_alpha"
+    # A job waiting for its backoff gets the wake-up it is owed, no earlier.
+    later = timezone.now() + timedelta(minutes=5)
+    with schema_context("test_alpha"):
+        MarketplaceJob.objects.filter(pk=job.pk).update(status="retrying", run_after=later)
+    TenantQueue.objects.filter(schema_name="test_alpha").update(ready_at=None, next_wake_at=None)
+    assert "test_alpha" not in sweep_all_tenants()["reconciled"]
+    queue = _queue()
+    assert queue.ready_at is None and queue.next_wake_at == later
+
+
+def test_one_failing_tenant_does_not_stop_the_sweep_for_the_others(engine):
+    job = job_create(marketplace=MARKETPLACE, action="three", params=engine.params())
+    (claim,) = claim_jobs(limit=1, worker="gone-host:1")
+    _task_start(claim, job.tasks.get(step_order=1), {}, first_write=True)
+    JobRun.objects.filter(pk=claim.run_id).update(lease_expires_at=timezone.now())
+    # A tenant row whose schema is missing: its recovery raises. Sorted first on purpose.
+    TenantQueue.objects.create(schema_name="aaa_missing_schema", active_runs=1)
+
+    result = sweep_all_tenants(reconcile=False)
+
+    assert result["recovered"] == {"test_alpha": 1}
+    assert "aaa_missing_schema" in result["errors"]
+    connection.set_schema_to_public()
+
+
+def test_runs_of_a_dead_local_worker_are_recovered_without_waiting_for_their_lease(engine):
+    started, unstarted = (
+        job_create(marketplace=MARKETPLACE, action="three", params=engine.params())
+        for _ in range(2)
+    )
+    gone = f"{socket.gethostname()}:{_dead_pid()}"
+    first, second = claim_jobs(limit=2, worker=gone)
+    assert (first.job_id, second.job_id) == (started.pk, unstarted.pk)
+    _task_start(first, started.tasks.get(step_order=1), {}, first_write=True)
+    # Leases still valid for a minute: only the dead process tells the sweep.
+    alive = claim_jobs(limit=1, worker=f"{socket.gethostname()}:1")  # nothing left to claim
+    assert alive == []
+
+    assert recover_lost_runs() == 2
+
+    started.refresh_from_db()
+    run = JobRun.objects.get(pk=first.run_id)
+    assert (run.status, run.error_kind) == ("failed", "worker_lost")
+    assert "exited" in run.error_message
+    assert (started.status, started.retry_count) == ("retrying", 1)
+    # The one that never started a step was handed back: no attempt counted, no run kept.
+    unstarted.refresh_from_db()
+    assert (unstarted.status, unstarted.retry_count, unstarted.current_run_id) == (
+        "queued",
+        0,
+        None,
+    )
+    assert not JobRun.objects.filter(pk=second.run_id).exists()
+    assert set(MarketplaceTask.objects.filter(job=unstarted).values_list("status", flat=True)) == {
+        "pending"
+    }
+
+
+def test_a_live_workers_runs_are_left_alone(engine):
+    job_create(marketplace=MARKETPLACE, action="three", params=engine.params())
+    claim_jobs(limit=1)  # this process: alive, lease valid
+    assert recover_lost_runs() == 0
+
+
+def test_a_drain_starts_no_claimed_job_after_its_deadline(engine):
+    set_faults(engine.faults, {"step1": {"mode": "sleep", "seconds": 0.4, "times": 1}})
+    jobs = [
+        job_create(marketplace=MARKETPLACE, action="three", params=engine.params())
+        for _ in range(3)
+    ]
+    # Unknown pace: one job first (0.4 s, past the deadline), then the rest in one claim.
+    now = time.monotonic()
+    executor = StepExecutor()
+    try:
+        served = dispatch.serve_tenant(
+            "test_alpha", 0, until=now + 5, executor=executor, deadline=now + 0.2
+        )
+    finally:
+        executor.close()
+    assert served == 1
+    for job in jobs[1:]:  # handed back unclaimed: QUEUED, no attempt counted, no run left
+        job.refresh_from_db()
+        assert (job.status, job.retry_count, job.runs.count()) == ("queued", 0, 0)
+    assert MarketplaceJob.objects.get(pk=jobs[0].pk).status == "completed"
+
+
+def test_an_engine_error_in_one_claim_fails_that_run_and_the_others_run(engine):
+    broken, fine = (
+        job_create(marketplace=MARKETPLACE, action="three", params=engine.params())
+        for _ in range(2)
+    )
+    # A task the engine cannot start (the state a bad resume once left behind).
+    MarketplaceTask.objects.filter(job=broken, step_order=1).update(status="cancelled")
+    claimed = claim_jobs(limit=2)
+    executor = StepExecutor()
+    try:
+        assert execute_claims(claimed, executor=executor) == (2, [])
+    finally:
+        executor.close()
+
+    broken.refresh_from_db()
+    run = broken.runs.get()
+    assert broken.status == "failed" and run.error_kind == "internal"
+    assert "internal error" in broken.error_message and "ForbiddenTransition" in run.traceback
+    assert MarketplaceJob.objects.get(pk=fine.pk).status == "completed"
+    assert len(ledger_entries(engine.ledger)) == 3  # the fine job's three effects
+
+
+def test_a_stale_drain_message_does_nothing(tenant_a):
+    connection.set_schema_to_public()
+    slot = DrainSlot.objects.create()
+    with transaction.atomic():
+        dispatch._queue_drain(slot.pk, timezone.now() - timedelta(seconds=30))
+    old_token = DrainSlot.objects.get(pk=slot.pk).token
+    assert dispatch.requeue_stale_slots(queued_before=timezone.now()) == 1
+    slot.refresh_from_db()
+    assert slot.holder == "queued" and slot.token not in ("", old_token)
+
+    assert dispatch.drain(slot.pk, old_token)["stale"] is True
+    slot.refresh_from_db()
+    assert slot.holder == "queued"  # still waiting for the message with the new token
+
+
+def _watchdog(started_ago: float) -> Watchdog:
+    watchdog = Watchdog(WatchdogConfig(stall=5))
+    watchdog.cluster_started = timezone.now() - timedelta(seconds=started_ago)
+    WorkerCluster.objects.create(name=watchdog.name, host=socket.gethostname(), watchdog_pid=1)
+    return watchdog
+
+
+def test_the_watchdog_calls_a_cluster_stalled_when_a_drain_waits_without_progress(tenant_a):
+    connection.set_schema_to_public()
+    watchdog = _watchdog(started_ago=60)
+    now = timezone.now()
+    slot = DrainSlot.objects.create(holder="queued", queued_at=now - timedelta(seconds=2))
+    assert watchdog.stall_reason() is None  # waiting 2 s: not yet
+
+    DrainSlot.objects.filter(pk=slot.pk).update(queued_at=now - timedelta(seconds=8))
+    assert "waited 8s" in watchdog.stall_reason()
+
+    # Progress since the message was queued: the cluster works (another drain ran).
+    WorkerCluster.objects.filter(name=watchdog.name).update(last_progress_at=now)
+    assert watchdog.stall_reason() is None
+
+
+def test_the_watchdog_gives_a_new_cluster_time_to_start(tenant_a):
+    connection.set_schema_to_public()
+    watchdog = _watchdog(started_ago=1)
+    DrainSlot.objects.create(holder="queued", queued_at=timezone.now() - timedelta(seconds=60))
+    assert watchdog.stall_reason() is None
