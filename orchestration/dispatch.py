@@ -20,6 +20,7 @@ import uuid
 from datetime import datetime, timedelta
 from functools import partial
 
+import psycopg
 from django.db import InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 from django_tenants.utils import schema_context
@@ -29,8 +30,14 @@ from tenants.db import use_public_schema
 
 logger = logging.getLogger(__name__)
 
-# What a lost database connection raises (a restart, a failover, a network cut).
-DATABASE_LOST = (OperationalError, InterfaceError)
+# What a lost database connection raises (a restart, a failover, a network cut): Django's
+# wrappers, and psycopg's own errors from the runner's raw prepared statements.
+DATABASE_LOST = (
+    OperationalError,
+    InterfaceError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+)
 
 
 def _tq_table() -> str:

@@ -125,9 +125,11 @@ class Watchdog:
                 self._sweep(reconcile=now - self.last_reconcile >= self.config.reconcile)
             reason = self.stall_reason()
             ready = self._ready_tenants()
+            # ``reason`` keeps the last problem (the panel shows why it last restarted).
+            fields = {"reason": reason} if reason else {}
             self._write(
-                state="stalled" if reason else "running", reason=reason or "",
-                ready_waiting=ready, heartbeat_at=timezone.now(),
+                state="stalled" if reason else "running", ready_waiting=ready,
+                heartbeat_at=timezone.now(), **fields,
             )  # fmt: skip
         except DATABASE_LOST as exc:
             self._database_lost(exc)

@@ -189,7 +189,10 @@ def execute_claims(
             raise DatabaseLost(claimed[index:], exc) from exc
         except Exception as exc:
             logger.exception("job %s (run %s) raised in the engine", claim.job_id, claim.run_id)
-            _fail_internal(claim, exc)
+            try:
+                _fail_internal(claim, exc)
+            except DATABASE_LOST as lost:
+                raise DatabaseLost(claimed[index:], lost) from lost
     return len(claimed), []
 
 

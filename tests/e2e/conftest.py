@@ -19,15 +19,18 @@ BASE_DIR = Path(__file__).resolve().parents[2]
 
 
 class Cluster:
-    def __init__(self, env: dict[str, str], log_path: Path):
+    def __init__(
+        self, env: dict[str, str], log_path: Path, command: tuple[str, ...] = ("qcluster",)
+    ):
         self.env = env
         self.log_path = log_path
+        self.command = command
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> Cluster:
         self._log = open(self.log_path, "ab")  # noqa: SIM115  (closed in stop())
         self.proc = subprocess.Popen(
-            [sys.executable, "manage.py", "qcluster"],
+            [sys.executable, "manage.py", *self.command],
             cwd=BASE_DIR, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
@@ -55,7 +58,9 @@ def start_cluster(tmp_path, clean_tenants) -> Callable[..., Cluster]:
     """Start a real qcluster; ``ORCHESTRATION_*`` overrides go in as environment variables."""
     clusters: list[Cluster] = []
 
-    def start(workers: int = 2, **overrides: float) -> Cluster:
+    def start(
+        workers: int = 2, command: tuple[str, ...] = ("qcluster",), **overrides: float
+    ) -> Cluster:
         env = dict(
             os.environ,
             DATABASE_URL=database_url(connection.settings_dict),
@@ -64,7 +69,7 @@ def start_cluster(tmp_path, clean_tenants) -> Callable[..., Cluster]:
             PYTHONUNBUFFERED="1",
         )
         env.update({f"ORCHESTRATION_{k}": str(v) for k, v in overrides.items()})
-        cluster = Cluster(env, tmp_path / f"qcluster-{len(clusters)}.log").start()
+        cluster = Cluster(env, tmp_path / f"qcluster-{len(clusters)}.log", command).start()
         clusters.append(cluster)
         return cluster
 
