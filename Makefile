@@ -7,7 +7,7 @@ UV := $(TOOLS)/bin/uv
 PY := .venv/bin/python
 export UV_PROJECT_ENVIRONMENT := .venv
 
-.PHONY: run test lint typecheck migrations-check check bench venv browsers clean
+.PHONY: run test lint typecheck migrations-check check bench chaos venv browsers clean
 
 $(UV):
 	python3 -m venv $(TOOLS)
@@ -48,6 +48,10 @@ browsers:
 ## Benchmarks: write JSON figures under bench/results/.
 bench: venv
 	$(PY) -m bench.run_all
+
+## Chaos: kill -9 storm, PostgreSQL restart, ASGI restart (~5 min; bench/results/chaos.json).
+chaos: venv browsers
+	$(PY) -m bench.chaos $(CHAOS_ARGS)
 
 clean:
 	rm -rf .venv $(TOOLS) .pytest_cache .mypy_cache .ruff_cache
