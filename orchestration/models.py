@@ -96,6 +96,9 @@ class MarketplaceJob(models.Model):
         help_text="What the job holds while it runs (its provider's resource)",
     )
     action = models.CharField(max_length=16, choices=Action.choices)
+    # At most one RUNNING job per key (enforced at claim): by default the product on the
+    # marketplace, so two jobs never race on one listing. Empty: no such limit.
+    concurrency_key = models.CharField(max_length=128, blank=True, default="")
     params = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=12, choices=_choices(JobStatus), default=JobStatus.PENDING)
     priority = models.SmallIntegerField(default=0, help_text="Higher runs first")
@@ -129,6 +132,11 @@ class MarketplaceJob(models.Model):
                 fields=["resource_key"],
                 name="job_running_resource_idx",
                 condition=Q(status=JobStatus.RUNNING),
+            ),
+            models.Index(
+                fields=["concurrency_key"],
+                name="job_running_key_idx",
+                condition=Q(status=JobStatus.RUNNING) & ~Q(concurrency_key=""),
             ),
             models.Index(
                 fields=["resource_key"],

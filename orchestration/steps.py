@@ -132,6 +132,10 @@ class ResourceLimit:
 
 
 class StepProvider(Protocol):
+    """A marketplace's steps. It may also define ``concurrency_key(*, product_id, sku,
+    params) -> str`` to choose which of its jobs must never run at the same time (default:
+    ``default_concurrency_key``, the product on the marketplace; "" = no such limit)."""
+
     marketplace: str
     resource: ResourceLimit
 
@@ -195,3 +199,20 @@ def steps_for(marketplace: str, action: str) -> list[Step]:
             f"marketplace {marketplace!r} has no action {action!r} "
             f"(actions: {', '.join(provider.actions())})"
         ) from None
+
+
+def default_concurrency_key(marketplace: str, *, product_id: int | None, sku: str) -> str:
+    """One job at a time per product and marketplace (two would race on one listing)."""
+    if product_id:
+        return f"{marketplace}:product:{product_id}"
+    return f"{marketplace}:sku:{sku}" if sku else ""
+
+
+def concurrency_key(
+    marketplace: str, *, product_id: int | None, sku: str, params: dict | None
+) -> str:
+    """The key a job of ``marketplace`` holds while it runs (see ``StepProvider``)."""
+    custom = getattr(get_provider(marketplace), "concurrency_key", None)
+    if custom is not None:
+        return str(custom(product_id=product_id, sku=sku, params=params or {}))[:128]
+    return default_concurrency_key(marketplace, product_id=product_id, sku=sku)

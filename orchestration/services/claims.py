@@ -23,7 +23,7 @@ from orchestration.states import JOB_CLAIMABLE, JobStatus
 RATE_WINDOW = timedelta(seconds=60)
 # What a claim loads of each job: enough to run it without reading it again.
 CLAIM_FIELDS = ("id", "status", "current_run_id", "batch_id", "started_at", "resource_key", "direct",
-                "marketplace", "action", "params", "product_id")  # fmt: skip
+                "marketplace", "action", "params", "product_id", "concurrency_key")  # fmt: skip
 _RESERVING = [JobStatus.QUEUED, JobStatus.RETRYING, JobStatus.RUNNING]
 
 
@@ -108,6 +108,11 @@ def select_jobs_to_claim(*, now: datetime, limit: int) -> list[MarketplaceJob]:
     4. A resource that turned out full (another worker took its last place meanwhile) is
        left out and the search goes on, so a claim never comes back empty while another
        resource's jobs may start (the tenant would be marked idle with work waiting).
+    5. Per-key limit: at most one RUNNING job per ``concurrency_key`` (by default the
+       product on the marketplace). A job whose key is held — by a running job, or by a job
+       accepted earlier in this claim — waits; claims serialise per key on a transaction
+       advisory lock (taken in key order, after the policy rows) and re-check what other
+       workers committed, so two workers never start two jobs of one key.
     """
     rooms = _rooms(now)
     if not _declared_keys() <= rooms.keys():
@@ -117,6 +122,8 @@ def select_jobs_to_claim(*, now: datetime, limit: int) -> list[MarketplaceJob]:
     full: set[str] = set()  # closed for the rest of this claim
     share: dict[str, int] = {}
     accepted: list[MarketplaceJob] = []
+    held_keys: set[str] = set()  # concurrency keys accepted in this claim
+    waiting_ids: list[int] = []  # candidates left waiting for their key
     while len(accepted) < limit:
         closed = full | {key for key, r in rooms.items() if r.room <= 0}
         reserved = [key for key, r in rooms.items() if r.reserved]
@@ -125,11 +132,13 @@ def select_jobs_to_claim(*, now: datetime, limit: int) -> list[MarketplaceJob]:
             claimable_jobs(now)
             .exclude(resource_key__in=closed)
             .filter(Q(direct=True) | ~Q(resource_key__in=reserved))
-            .exclude(pk__in=[job.pk for job in accepted])
+            .exclude(pk__in=[job.pk for job in accepted] + waiting_ids)
             .select_for_update(skip_locked=True, of=("self",))
             .order_by("-direct", "-priority", "id")
             .only(*CLAIM_FIELDS)[:wanted]
         )
+        candidates, waiting = _free_keys(candidates, held_keys)
+        waiting_ids.extend(job.pk for job in waiting)
         keys = sorted(
             {job.resource_key for job in candidates if job.resource_key in rooms} - locked
         )
@@ -163,9 +172,48 @@ def select_jobs_to_claim(*, now: datetime, limit: int) -> list[MarketplaceJob]:
                 share[job.resource_key] -= 1
                 room.reserved = room.reserved or job.direct
             accepted.append(job)
-        if not rejected and len(candidates) < wanted:
+            if job.concurrency_key:
+                held_keys.add(job.concurrency_key)
+        if not rejected and not waiting and len(candidates) < wanted:
             break  # nothing more to find
     return accepted
+
+
+def _free_keys(
+    candidates: list[MarketplaceJob], held: set[str]
+) -> tuple[list[MarketplaceJob], list[MarketplaceJob]]:
+    """Split candidates into those whose concurrency key is free and those that must wait.
+
+    Locks each new key (``pg_advisory_xact_lock``, in key order) before reading which keys
+    are running, so a concurrent claim of the same key waits for this one's commit and then
+    sees its job RUNNING. Jobs rejected here stay locked by this claim until it commits;
+    they are excluded from its later searches.
+    """
+    from django.db import connection
+
+    keys = sorted({job.concurrency_key for job in candidates if job.concurrency_key} - held)
+    busy: set[str] = set()
+    if keys:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest(%s::text[]) AS k",
+                [keys],
+            )
+        busy = set(
+            MarketplaceJob.objects.filter(status=JobStatus.RUNNING, concurrency_key__in=keys)
+            .values_list("concurrency_key", flat=True)
+            .distinct()
+        )
+    free, waiting = [], []
+    taken = set(held) | busy
+    for job in candidates:
+        if job.concurrency_key and job.concurrency_key in taken:
+            waiting.append(job)
+            continue
+        if job.concurrency_key:
+            taken.add(job.concurrency_key)
+        free.append(job)
+    return free, waiting
 
 
 def select_job_to_claim(*, now: datetime) -> MarketplaceJob | None:

@@ -77,6 +77,12 @@ def job_create_many(
                 sku=spec.sku or (skus.get(spec.product_id, "") if spec.product_id else ""),
                 marketplace=spec.marketplace,
                 resource_key=steps.get_provider(spec.marketplace).resource.key,
+                concurrency_key=steps.concurrency_key(
+                    spec.marketplace,
+                    product_id=spec.product_id,
+                    params=spec.params,
+                    sku=spec.sku or (skus.get(spec.product_id, "") if spec.product_id else ""),
+                ),
                 action=spec.action,
                 params=spec.params or {},
                 priority=spec.priority,
