@@ -225,6 +225,65 @@ if pg_core is not None:
         async def close_pools(self) -> None:
             await self.django_db.close()
 
+        # --- a LISTEN that survives the database --------------------------------------
+        # The stock listener dies with its connection (a PostgreSQL restart) and leaves
+        # its "running" flag set: every consumer of the process then waits forever. This
+        # one reconnects with backoff, picks up the messages stored meanwhile, and skips
+        # what it already delivered (the stored backlog holds those too until they expire).
+
+        LISTEN_RETRY_MAX = 5.0
+        DELIVERED_MEMORY = 50_000  # channels whose last delivered id is remembered
+
+        async def listen_to_all_channels(self) -> None:
+            delay = 0.2
+            while True:
+                try:
+                    if await self._listen_once():
+                        return
+                except asyncio.CancelledError:
+                    raise
+                except (psycopg.Error, OSError) as exc:
+                    logger.warning("channel layer lost its LISTEN connection (%s); retrying", exc)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self.LISTEN_RETRY_MAX)
+                    continue
+                delay = 0.2
+
+        async def _listen_once(self) -> bool:
+            """One LISTEN session; True when told to shut down."""
+            import base64
+
+            stored = await self.django_db.retrieve_non_expired_queued_messages()
+            for message_id, channel, message, timestamp in sorted(stored, key=lambda r: int(r[0])):
+                payload = f"{message_id}:{channel}:{base64.b64encode(message).decode()}:{timestamp}"
+                self._deliver(channel, payload)
+            conninfo = psycopg.conninfo.make_conninfo(conninfo="", **self.db_params)
+            async with await psycopg.AsyncConnection.connect(
+                conninfo=conninfo, autocommit=True
+            ) as connection:
+                await connection.execute("LISTEN channels_postgres_messages;")
+                assert self.listener_task_is_running is not None
+                self.listener_task_is_running.set()
+                async for event in connection.notifies():
+                    if event.payload == "1:shutdown":
+                        self.listener_task_is_running.clear()
+                        return True
+                    channel = event.payload.split(":")[1]
+                    if self._channel_advisory_locks.get(channel, False):
+                        self._deliver(channel, event.payload)
+            return False
+
+        def _deliver(self, channel: str, payload: str) -> None:
+            delivered = self.__dict__.setdefault("_delivered", {})
+            message_id = int(payload.split(":", 1)[0])
+            if message_id <= delivered.get(channel, 0):
+                return  # delivered before a reconnect; the stored copy is a duplicate
+            if len(delivered) >= self.DELIVERED_MEMORY:
+                for stale in list(delivered)[: self.DELIVERED_MEMORY // 2]:
+                    del delivered[stale]
+            delivered[channel] = message_id
+            self._get_or_create_queue(channel).put_nowait(payload)
+
 else:  # pragma: no cover
 
     class PostgresChannelLayer:  # type: ignore[no-redef]

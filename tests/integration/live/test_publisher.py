@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import threading
 import time
@@ -226,3 +227,44 @@ async def test_postgres_layer_sends_many_in_one_round_trip_only_to_listened_grou
     finally:
         await close_private_layer(private)
         await group_discard(layer, "t.x.job.1", channel)
+
+
+def _kill_listen_connections() -> int:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND query LIKE 'LISTEN channels_postgres%%'"
+        )
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_receivers_keep_receiving_after_the_listen_connection_is_killed(
+    clean_tenants, release_channel_layer
+):
+    """A PostgreSQL restart kills every connection, the LISTEN one too: a consumer must go on
+    receiving (the stock listener died and left every consumer of the process deaf)."""
+    layer, channel = await listening_channel()
+    await layer.send(channel, {"type": "before", "n": 1})
+    assert (await asyncio.wait_for(layer.receive(channel), timeout=10))["n"] == 1
+    assert await sync_to_async(_kill_listen_connections)() == 1
+
+    deadline = time.monotonic() + 20
+    received: list[int] = []
+    n = 1
+    while time.monotonic() < deadline and not received:
+        n += 1  # sent again until the listener is back: nothing sent after it is lost
+        await layer.send(channel, {"type": "after", "n": n})
+        with contextlib.suppress(TimeoutError):
+            received.append((await asyncio.wait_for(layer.receive(channel), timeout=1))["n"])
+    assert received, "no message reached the receiver after its LISTEN connection died"
+    # Whatever was stored during the gap arrives once, in order, and nothing twice.
+    while True:
+        try:
+            received.append((await asyncio.wait_for(layer.receive(channel), timeout=1))["n"])
+        except TimeoutError:
+            break
+    assert received == sorted(set(received)) and 1 not in received
