@@ -199,15 +199,21 @@ def sweep_all_tenants(*, reconcile: bool = True) -> dict:
         if count:
             recovered[schema] = count
 
-    each(dispatch.tenants_with_active_runs(), recover)
+    active = set(dispatch.tenants_with_active_runs())
+    each(sorted(active), recover)
 
     def reconcile_one(schema: str) -> None:
         if reconcile_tenant(schema):
             reconciled.append(schema)
 
     if reconcile:
-        schemas = Tenant.objects.exclude(schema_name="public").values_list("schema_name", flat=True)
-        each(list(schemas), reconcile_one)
+        schemas = list(
+            Tenant.objects.exclude(schema_name="public").values_list("schema_name", flat=True)
+        )
+        # A drifted running count (TenantQueue.active_runs) must not hide a tenant's lost
+        # runs: this slower pass visits every tenant.
+        each([schema for schema in schemas if schema not in active], recover)
+        each(schemas, reconcile_one)
     freed = dispatch.free_slots_of_dead_workers()
     wait = dispatch.seconds_until_next_wake()
     drains = 0

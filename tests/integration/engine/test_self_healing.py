@@ -210,3 +210,14 @@ def test_the_watchdog_gives_a_new_cluster_time_to_start(tenant_a):
     watchdog = _watchdog(started_ago=1)
     DrainSlot.objects.create(holder="queued", queued_at=timezone.now() - timedelta(seconds=60))
     assert watchdog.stall_reason() is None
+
+
+def test_a_drifted_running_count_does_not_hide_a_tenants_lost_runs(engine):
+    job = job_create(marketplace=MARKETPLACE, action="three", params=engine.params())
+    (claim,) = claim_jobs(limit=1, worker="gone-host:1")
+    _task_start(claim, job.tasks.get(step_order=1), {}, first_write=True)
+    JobRun.objects.filter(pk=claim.run_id).update(lease_expires_at=timezone.now())
+    TenantQueue.objects.filter(schema_name="test_alpha").update(active_runs=0)  # drifted
+
+    assert sweep_all_tenants(reconcile=False)["recovered"] == {}  # the quick pass misses it
+    assert sweep_all_tenants(reconcile=True)["recovered"] == {"test_alpha": 1}
