@@ -105,6 +105,20 @@ class PrivatePostgres:
         self.restarts.append(record)
         return record
 
+    def outage(self, seconds: float) -> dict[str, float]:
+        """``pg_ctl stop -m fast``, ``seconds`` with no server, ``pg_ctl start``."""
+        began = time.time()
+        self._pg_ctl("stop", "-m", "fast")
+        stopped = time.time()
+        time.sleep(seconds)
+        self._pg_ctl("start")
+        ready = time.time()
+        self.wait_ready()
+        record = {"began": began, "stopped": stopped, "ready": ready,
+                  "seconds": round(ready - began, 2)}  # fmt: skip
+        self.restarts.append(record)
+        return record
+
     def stop(self) -> None:
         if self.started:
             with contextlib.suppress(Exception):

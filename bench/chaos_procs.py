@@ -246,6 +246,27 @@ class Workers:
         except OSError:
             return ""
 
+    def restart_log(self) -> list[dict[str, Any]]:
+        """The watchdog's restarts from its log: when it decided to restart (and why), when
+        the next cluster started, and the time in between (epoch seconds, local clock)."""
+        import datetime as dt
+
+        out: list[dict[str, Any]] = []
+        for line in self.log_text().splitlines():
+            if "orchestration.watchdog" not in line:
+                continue
+            try:
+                at = dt.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            except ValueError:
+                continue
+            if "restarting the cluster: " in line:
+                reason = line.split("restarting the cluster: ", 1)[1].strip()
+                out.append({"restart_at": at, "reason": reason, "started_at": None})
+            elif "started cluster pid" in line and out and out[-1]["started_at"] is None:
+                out[-1]["started_at"] = at
+                out[-1]["down_s"] = round(at - out[-1]["restart_at"], 2)
+        return out
+
     def restart_reasons(self) -> list[str]:
         marker = "restarting the cluster: "
         return [
