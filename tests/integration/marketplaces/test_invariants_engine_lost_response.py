@@ -67,7 +67,7 @@ def test_a_lost_create_response_completes_on_retry_with_one_effect(
     first, second = job.runs.order_by("attempt")
     assert (first.status, first.error_kind, first.failed_step) == ("failed", "retryable", step)
     assert (second.status, second.retry_of_id) == ("completed", first.pk)
-    assert job.tasks.get(step_type=step).reused_existing is True  # found, not repeated
     assert len(sandbox.ledger(marketplace=marketplace, operation=effect, sku=SKU)) == 1
     assert sandbox.operations(marketplace=marketplace) == effects
+    assert job.tasks.get(step_type=step).reused_existing is True  # found, not repeated
     assert MarketplaceJob.objects.filter(status="running").count() == 0
