@@ -23,7 +23,7 @@ run: venv
 ## The whole suite (lint, types, migrations check, tests) against real PostgreSQL.
 test: venv browsers
 	$(MAKE) --no-print-directory check
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --cov=orchestration --cov-report=term:skip-covered $(PYTEST_ARGS)
 
 check: lint typecheck migrations-check
 
