@@ -7,8 +7,9 @@
   ``ctx.raise_if_cancelled()``, then two ledger steps: cancellation at a step boundary.
   In-process only (it waits on a ``threading.Event``).
 
-Registered at import (worker processes) and by ``register()`` (tests unregister them
-afterwards with ``unregister()``, so other tests see the usual resource policies).
+Registered at import only when listed in ``ORCHESTRATION_PROVIDER_MODULES`` (worker
+processes); the test process registers them with ``register()`` for the tests that use
+them and ``unregister()``s them after, so other tests see the usual resource policies.
 """
 
 from __future__ import annotations
@@ -137,4 +138,11 @@ def unregister() -> None:
     unregister_provider(STUBBORN)
 
 
-register()
+def _loaded_as_a_plugin() -> bool:
+    from django.conf import settings
+
+    return __name__ in getattr(settings, "ORCHESTRATION_PROVIDER_MODULES", [])
+
+
+if _loaded_as_a_plugin():
+    register()
