@@ -780,7 +780,7 @@ def run_pg_restart(
     recover = rates.get("recover_s")
     outage_report: dict[str, Any] = {"skipped": "--pg-outage 0"} if args.pg_outage <= 0 else {}
     if outage and "began" in outage:
-        o_rates = rate_report(steps_at, outage)
+        o_rates = rate_report(steps_at, outage, reference=rates.get("rate_before"))
         back = o_rates.get("recover_s")
         since_ready = None if back is None else round(back - (outage["ready"] - outage["began"]), 2)
         outage_report = {
@@ -868,7 +868,9 @@ def _count_at(samples: list[tuple[float, int]], t: float) -> int:
     return best
 
 
-def rate_report(times: list[float], restart: dict[str, float] | None) -> dict[str, Any]:
+def rate_report(
+    times: list[float], restart: dict[str, float] | None, reference: float | None = None
+) -> dict[str, Any]:
     """Steps/s in 5-s windows (database timestamps) before and after the restart."""
     if not times:
         return {}
@@ -893,7 +895,9 @@ def rate_report(times: list[float], restart: dict[str, float] | None) -> dict[st
         )
         t += WINDOW_S
     before = [count(r0 - (k + 1) * WINDOW_S, r0 - k * WINDOW_S) / WINDOW_S for k in range(2)]
-    pre = sum(before) / len(before)
+    # ``reference``: the steady rate before the first event (an outage that follows a
+    # restart is compared with the rate before both, not with the restart's dip).
+    pre = reference if reference else sum(before) / len(before)
     out.update(
         windows_around_restart=windows,
         rate_before=round(pre, 1),
@@ -1348,7 +1352,7 @@ def _fmt(v: Any) -> str:
         return "-"
     if isinstance(v, bool):
         return "pass" if v else "**FAIL**"
-    return f"{v:g}" if isinstance(v, float) else str(v)
+    return f"{v + 0.0:g}" if isinstance(v, float) else str(v)
 
 
 def table(result: dict[str, Any]) -> str:
