@@ -17,6 +17,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.options import ActionLocation, IncorrectLookupParameters
+from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import QuerySet
@@ -31,6 +32,7 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
+from django.utils.text import Truncator
 from django.views.decorators.http import require_POST
 
 from config.admin_sites import tenant_admin_site
@@ -43,8 +45,10 @@ from orchestration.states import (
     JOB_CLAIMABLE,
     JOB_RETRYABLE_BY_STAFF,
     JOB_TERMINAL,
+    BatchStatus,
     JobStatus,
 )
+from orchestration.templatetags.orchestration_ui import when
 
 BULK_CHUNK = 500  # job ids per query when acting on everything a filter matches
 
@@ -96,25 +100,54 @@ def status_badge(status: str, *, job_id: int | None = None, task_id: int | None 
     )
 
 
-def progress_bar(batch: Batch) -> str:
+def progress_bar(batch: Batch, activity: dict[str, Any] | None = None) -> str:
+    """Done jobs (the live bar), then the jobs backing off (an orange segment)."""
     percent = batch.progress_percent
+    retrying = (activity or {}).get("retrying", 0)
+    retry_width = (
+        min(100 - percent, round(100 * retrying / batch.total_jobs)) if batch.total_jobs else 0
+    )
     return format_html(
         '<div class="live-progress" data-live-batch="{}" data-status="{}">'
         '<div class="live-bar" style="width: {}%"></div>'
+        '<div class="live-bar-retrying" style="left: {}%; width: {}%" title="{} backing off"></div>'
         '<span class="live-label">{}% ({}/{})</span></div>',
-        batch.pk, batch.status, percent, percent, batch.done_jobs, batch.total_jobs,
+        batch.pk, batch.status, percent, percent, retry_width, retrying,
+        percent, batch.done_jobs, batch.total_jobs,
     )  # fmt: skip
 
 
-def job_counts(batch: Batch) -> str:
+def job_counts(batch: Batch, activity: dict[str, Any] | None = None) -> str:
+    activity = activity or {}
     return format_html(
         '<span class="live-counts" data-live-batch-counts="{}">'
+        '<span class="count-running" title="running">▶ <b data-count="running">{}</b></span> '
+        '<span class="count-retrying" title="backing off, will retry">↻ <b data-count="retrying">{}</b></span> '
         '<span class="count-completed" title="completed">✓ <b data-count="completed">{}</b></span> '
         '<span class="count-failed" title="failed">✗ <b data-count="failed">{}</b></span> '
         '<span class="count-cancelled" title="cancelled">⊘ <b data-count="cancelled">{}</b></span> '
         '<span class="count-skipped" title="skipped">↷ <b data-count="skipped">{}</b></span></span>',
-        batch.pk, batch.completed_jobs, batch.failed_jobs, batch.cancelled_jobs, batch.skipped_jobs,
+        batch.pk, activity.get("running", 0), activity.get("retrying", 0), batch.completed_jobs,
+        batch.failed_jobs, batch.cancelled_jobs, batch.skipped_jobs,
     )  # fmt: skip
+
+
+def next_attempt(job: MarketplaceJob) -> str:
+    """What happens next to a job: its reservation, its next attempt, or nothing."""
+    if job.direct and job.status in (*JOB_CLAIMABLE, JobStatus.RUNNING):
+        reserved = format_html(
+            '<span class="live-badge status-direct" title="Run now: the next free place on {} is '
+            'reserved for this job; other queued work there waits">run now · reserved</span>',
+            job.resource_key,
+        )
+        if job.status == JobStatus.RETRYING:
+            return format_html("{} {}", reserved, when(job.run_after, "countdown"))
+        return reserved
+    if job.status == JobStatus.RETRYING:
+        return format_html(
+            '<span class="next-attempt">next attempt {}</span>', when(job.run_after, "countdown")
+        )
+    return ""
 
 
 # --- filters whose choices cost no query --------------------------------------------------
@@ -209,8 +242,8 @@ class LiveAdminMixin:
 
 @admin.register(MarketplaceJob, site=tenant_admin_site)
 class MarketplaceJobAdmin(EngineRowAdminMixin, LiveAdminMixin, admin.ModelAdmin):
-    list_display = ("id", "sku", "marketplace", "action", "status_badge", "priority",
-                    "retry_count", "batch_link", "created_at", "completed_at")  # fmt: skip
+    list_display = ("id", "sku", "what", "status_badge", "attempts", "next_column",
+                    "error_column", "duration", "batch_link", "updated")  # fmt: skip
     list_display_links = ("id", "sku")
     list_filter = ("status", MarketplaceFilter, "action", BatchFilter, "created_at")
     search_fields = ("sku", "error_message")
@@ -220,11 +253,18 @@ class MarketplaceJobAdmin(EngineRowAdminMixin, LiveAdminMixin, admin.ModelAdmin)
     show_full_result_count = False
     list_select_related = ("batch",)
     readonly_fields = ("batch", "sequence", "product", "sku", "marketplace", "resource_key", "action",
-                       "params", "status", "direct", "retry_count", "run_after", "cancel_requested",
-                       "error_message", "result", "current_run", "created_at", "started_at",
-                       "completed_at")  # fmt: skip
+                       "params", "direct", "run_after", "cancel_requested", "result",
+                       "current_run", "created_at", "started_at", "completed_at")  # fmt: skip
     raw_id_fields = ("batch", "product", "current_run")
-    fields = (*readonly_fields, "priority", "max_retries")
+    # The status, error, attempts and what happens next are in the live timeline above the
+    # form (once); engine internals are folded away.
+    fieldsets = (
+        (None, {"fields": ("sku", "product", "marketplace", "action", "batch", "priority",
+                           "max_retries", "created_at", "started_at", "completed_at")}),
+        ("Engine internals", {"classes": ("collapse",),
+                              "fields": ("resource_key", "sequence", "direct", "run_after",
+                                         "cancel_requested", "current_run", "params", "result")}),
+    )  # fmt: skip
     actions = ("retry", "cancel", "run_now")
 
     def has_add_permission(self, request):
@@ -265,7 +305,36 @@ class MarketplaceJobAdmin(EngineRowAdminMixin, LiveAdminMixin, admin.ModelAdmin)
         if obj.batch is None:
             return "—"
         url = reverse("tenant_admin:orchestration_batch_change", args=[obj.batch_id])
-        return format_html('<a href="{}">#{} {}</a>', url, obj.batch_id, obj.batch.name)
+        return format_html('<a href="{}" title="{}">#{}</a>', url, obj.batch.name, obj.batch_id)
+
+    @admin.display(description="What", ordering="marketplace")
+    def what(self, obj: MarketplaceJob) -> str:
+        return format_html('<span class="nowrap">{} · {}</span>', obj.marketplace, obj.action)
+
+    @admin.display(description="Retries", ordering="retry_count")
+    def attempts(self, obj: MarketplaceJob) -> str:
+        return format_html('<span class="nowrap">{}/{}</span>', obj.retry_count, obj.max_retries)
+
+    @admin.display(description="Next")
+    def next_column(self, obj: MarketplaceJob) -> str:
+        return next_attempt(obj)
+
+    @admin.display(description="Error")
+    def error_column(self, obj: MarketplaceJob) -> str:
+        if not obj.error_message:
+            return ""
+        return format_html('<span class="error-cell" title="{}">{}</span>', obj.error_message,
+                           Truncator(obj.error_message).chars(90))  # fmt: skip
+
+    @admin.display(description="Duration")
+    def duration(self, obj: MarketplaceJob) -> str:
+        if obj.started_at and obj.completed_at:
+            return f"{(obj.completed_at - obj.started_at).total_seconds():.1f} s"
+        return ""
+
+    @admin.display(description="Updated", ordering="updated_at")
+    def updated(self, obj: MarketplaceJob) -> str:
+        return when(obj.updated_at)
 
     # The list's actions (selected rows, or "select all" across pages).
 
@@ -281,8 +350,10 @@ class MarketplaceJobAdmin(EngineRowAdminMixin, LiveAdminMixin, admin.ModelAdmin)
 
     @admin.action(description="Run the selected jobs now", permissions=["change"])
     def run_now(self, request, queryset):
-        _run_service(self, request, queryset.values_list("pk", flat=True), services.job_run_now,
-                     "Started")  # fmt: skip
+        ids = list(queryset.values_list("pk", flat=True)[:BULK_CHUNK])
+        if _run_service(self, request, ids, services.job_run_now, "Reserved the next place for"):
+            for key in sorted(set(queryset.values_list("resource_key", flat=True)[:BULK_CHUNK])):
+                self.message_user(request, _run_now_outlook(key), messages.INFO)
 
     # Pages and buttons.
 
@@ -348,11 +419,29 @@ class MarketplaceJobAdmin(EngineRowAdminMixin, LiveAdminMixin, admin.ModelAdmin)
             "cancel": status not in JOB_TERMINAL or status == JobStatus.SKIPPED,
             "run_now": status in {*JOB_RETRYABLE_BY_STAFF, *JOB_CLAIMABLE, JobStatus.PENDING},
         }
+        timeline = selectors.job_timeline(job.pk)
+        tasks = [row["task"] for row in timeline["tasks"]]
+        # "Retry from step" offers the step that failed (else the first unfinished one).
+        failed = [t for t in tasks if t.status == "failed"]
+        unfinished = [t for t in tasks if t.status != "completed"]
+        default_step = (failed or unfinished or tasks[:1] or [None])[0]
+        reserved = job.direct and status in (*JOB_CLAIMABLE, JobStatus.RUNNING)
+        stopped_by = None
+        if status == JobStatus.SKIPPED and job.batch_id:
+            stopped_by = (
+                MarketplaceJob.objects.filter(
+                    batch_id=job.batch_id, sequence__lt=job.sequence,
+                    status__in=[JobStatus.FAILED, JobStatus.CANCELLED],
+                ).order_by("-sequence").only("id", "status", "sku").first()
+            )  # fmt: skip
         return {
             "job": job,
             "can_act": can_act,
             "controls": controls if can_act else {},
-            **selectors.job_timeline(job.pk),
+            "default_step": default_step.step_order if default_step else None,
+            "outlook": selectors.resource_outlook(job.resource_key) if reserved else None,
+            "stopped_by": stopped_by,
+            **timeline,
         }
 
     @staticmethod
@@ -360,7 +449,7 @@ class MarketplaceJobAdmin(EngineRowAdminMixin, LiveAdminMixin, admin.ModelAdmin)
         return {
             "retry": (services.job_retry, "Retried"),
             "cancel": (services.job_cancel, "Cancel requested for"),
-            "run_now": (services.job_run_now, "Started"),
+            "run_now": (services.job_run_now, "Run now:"),
         }
 
     def control_view(self, request: HttpRequest, object_id: int, verb: str) -> HttpResponse:
@@ -381,6 +470,11 @@ class MarketplaceJobAdmin(EngineRowAdminMixin, LiveAdminMixin, admin.ModelAdmin)
                 service, done = self._job_controls()[verb]
                 job = service(job_id=job.pk)
                 message = f"{done} job {job.pk}."
+                if verb == "run_now":
+                    message = f"Run now: job {job.pk} {_run_now_outlook(job.resource_key)}"
+                elif verb == "cancel" and job.status == JobStatus.RUNNING:
+                    message = (f"Cancel requested for job {job.pk}: it stops after the step it is "
+                               "running; if that is its last step, the job completes.")  # fmt: skip
             else:
                 return HttpResponse(status=404)
         except services.JobError as exc:
@@ -454,6 +548,20 @@ class MarketplaceJobAdmin(EngineRowAdminMixin, LiveAdminMixin, admin.ModelAdmin)
         return self.get_changelist_instance(filtered)
 
 
+def _run_now_outlook(resource_key: str) -> str:
+    """What "Run now" really does, said the way it will happen."""
+    outlook = selectors.resource_outlook(resource_key)
+    busy = f"{outlook['running']}/{outlook['concurrency']} busy"
+    if outlook["paused"]:
+        return (f"waits: {resource_key} is paused. It is first in line when {resource_key} "
+                "resumes; other queued work there waits behind it.")  # fmt: skip
+    if outlook["full"]:
+        return (f"runs next on {resource_key} ({busy}): it starts when a running job there "
+                f"finishes; other queued {resource_key} work waits behind it.")  # fmt: skip
+    return (f"starts now on {resource_key} ({busy} before it); other queued {resource_key} "
+            "work waits until it has started.")  # fmt: skip
+
+
 def _chunks(values):
     chunk: list[int] = []
     for value in values.iterator(chunk_size=BULK_CHUNK):
@@ -504,10 +612,28 @@ class StartBatchForm(forms.Form):
         return wanted
 
 
+class BatchChangeList(ChangeList):
+    """Reads the running and backing-off counts of the page's batches in one query."""
+
+    def get_results(self, request):
+        super().get_results(request)
+        activity = selectors.batch_activity(b.pk for b in self.result_list)
+        for batch in self.result_list:
+            batch.activity = activity.get(batch.pk, {})
+
+
+def _batch_controls(batch: Batch) -> dict[str, bool]:
+    """Cancel while it runs; resume (retry the failed, put the rest back in line) when
+    something did not complete; a batch that completed offers neither."""
+    unfinished = batch.status not in BATCH_TERMINAL
+    stopped = batch.failed_jobs + batch.cancelled_jobs + batch.skipped_jobs
+    return {"cancel": unfinished, "resume": bool(stopped) and batch.status != BatchStatus.COMPLETED}
+
+
 @admin.register(Batch, site=tenant_admin_site)
 class BatchAdmin(EngineRowAdminMixin, LiveAdminMixin, admin.ModelAdmin):
-    list_display = ("id", "name", "mode", "status_badge", "progress", "counts", "total_jobs",
-                    "created_by", "created_at")  # fmt: skip
+    list_display = ("id", "name", "mode", "status_badge", "progress", "counts", "next_column",
+                    "created")  # fmt: skip
     list_display_links = ("id", "name")
     list_filter = ("status", "mode", "created_at")
     search_fields = ("name",)
@@ -563,15 +689,27 @@ class BatchAdmin(EngineRowAdminMixin, LiveAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="Progress")
     def progress(self, obj: Batch) -> str:
-        return progress_bar(obj)
+        return progress_bar(obj, getattr(obj, "activity", None))
 
     @admin.display(description="Progress")
     def live_progress(self, obj: Batch) -> str:
         return format_html("{} {}", progress_bar(obj), job_counts(obj))
 
-    @admin.display(description="Jobs: done ✓ / failed ✗ / cancelled ⊘ / skipped ↷")
+    @admin.display(description="Jobs ▶ running ↻ retrying ✓ done ✗ failed ⊘ cancelled ↷ skipped")
     def counts(self, obj: Batch) -> str:
-        return job_counts(obj)
+        return job_counts(obj, getattr(obj, "activity", None))
+
+    @admin.display(description="Next attempt")
+    def next_column(self, obj: Batch) -> str:
+        at = getattr(obj, "activity", {}).get("next_attempt_at")
+        return when(at, "countdown") if at else ""
+
+    @admin.display(description="Created", ordering="created_at")
+    def created(self, obj: Batch) -> str:
+        return when(obj.created_at)
+
+    def get_changelist(self, request, **kwargs):
+        return BatchChangeList
 
     @admin.action(description="Cancel the selected batches", permissions=["change"])
     def cancel(self, request, queryset):
@@ -599,6 +737,11 @@ class BatchAdmin(EngineRowAdminMixin, LiveAdminMixin, admin.ModelAdmin):
                 wrap(require_POST(self.control_view)),
                 name="orchestration_batch_control",
             ),
+            path(
+                "<int:object_id>/summary/",
+                wrap(self.summary_view),
+                name="orchestration_batch_summary",
+            ),
             *super().get_urls(),
         ]
 
@@ -606,8 +749,33 @@ class BatchAdmin(EngineRowAdminMixin, LiveAdminMixin, admin.ModelAdmin):
         context = self.live_context(request, status_counts=selectors.batch_status_counts())
         return super().changelist_view(request, {**context, **(extra_context or {})})
 
+    def summary_context(self, request: HttpRequest, batch: Batch) -> dict[str, Any]:
+        can_act = self.has_change_permission(request, batch)
+        activity = selectors.batch_activity([batch.pk]).get(batch.pk, {})
+        return {
+            "batch": batch,
+            "activity": activity,
+            "counts": job_counts(batch, activity),
+            "jobs": selectors.batch_jobs_page(batch.pk, request.GET.get("page", 1)),
+            "can_act": can_act,
+            "controls": _batch_controls(batch) if can_act else {},
+        }
+
+    def summary_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        """The batch page's live part (counts, times, buttons, its jobs), re-fetched when a
+        message says the batch or one of its jobs moved."""
+        batch = get_object_or_404(Batch, pk=object_id)
+        if not self.has_view_permission(request, batch):
+            raise PermissionDenied
+        return TemplateResponse(
+            request, "orchestration/_batch_summary.html", self.summary_context(request, batch)
+        )
+
     def change_view(self, request, object_id, form_url="", extra_context=None):
         context = self.live_context(request, **(extra_context or {}))
+        batch = Batch.objects.filter(pk=object_id).first() if str(object_id).isdigit() else None
+        if batch is not None:
+            context.update(self.summary_context(request, batch))
         context["terminal_statuses"] = [str(s) for s in BATCH_TERMINAL]
         # A details page: nothing to save (the controls above act through the services).
         context.update(show_save=False, show_save_and_continue=False,
@@ -625,8 +793,12 @@ class BatchAdmin(EngineRowAdminMixin, LiveAdminMixin, admin.ModelAdmin):
             except services.JobError as exc:
                 self.message_user(request, str(exc), messages.WARNING)
         elif verb == "cancel":
-            services.batch_cancel(batch_id=batch.pk)
-            self.message_user(request, f"Cancelled batch {batch.pk}.", messages.SUCCESS)
+            if batch.status in BATCH_TERMINAL:
+                self.message_user(request, f"Batch {batch.pk} is {batch.status}: nothing to cancel.",
+                                  messages.WARNING)  # fmt: skip
+            else:
+                services.batch_cancel(batch_id=batch.pk)
+                self.message_user(request, f"Cancelled batch {batch.pk}.", messages.SUCCESS)
         else:
             return HttpResponse(status=404)
         return HttpResponseRedirect(

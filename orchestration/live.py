@@ -3,9 +3,10 @@
 Subscribed to ``orchestration.events`` when the app is ready, so web and worker
 processes both publish. Each event becomes one message per group that shows it:
 
-- ``t.<schema>.overview``: every batch's progress and completion, job failures
-  (and the retries that follow them), failed runs;
-- ``t.<schema>.batch.<id>``: that batch's progress, completion and failed runs;
+- ``t.<schema>.overview``: every batch's progress and completion, jobs entering or
+  leaving FAILED or RETRYING, run-now reservations, failed runs;
+- ``t.<schema>.batch.<id>``: that batch's progress and completion, its jobs entering or
+  leaving FAILED or RETRYING, its reservations, failed runs;
 - ``t.<schema>.job.<id>``: everything about the job (status, steps, runs).
 
 Messages are snapshots (``type``, ``timestamp``, ``tenant``, ids, ``status``,
@@ -110,8 +111,9 @@ def outgoing_for(event: events.Event) -> list[Outgoing]:
         key = ("job_status", event.job_id)
         final = event.status in JOB_TERMINAL
         out.append(Outgoing(job, key, message, final=final))
-        if event.status == JobStatus.FAILED or event.data.get("from") == JobStatus.FAILED:
-            # Failures and their retries: dashboards list them.
+        if _overview_shows(event):
+            # Failures, jobs backing off and reservations: dashboards and batch pages count
+            # and list them (a batch page watches the jobs it shows through their own groups).
             out.extend(Outgoing(g, key, message, final=final) for g in (overview, batch) if g)
     elif event.type == "task_progress" and job:
         final = event.status in _TASK_DONE
@@ -126,6 +128,19 @@ def outgoing_for(event: events.Event) -> list[Outgoing]:
         if target:
             out.append(Outgoing(target, (event.type, event.job_id or event.batch_id), message))
     return out
+
+
+_WATCHED_ON_OVERVIEW = frozenset({JobStatus.FAILED, JobStatus.RETRYING})
+
+
+def _overview_shows(event: events.Event) -> bool:
+    """Dashboards list failures, jobs backing off and run-now reservations: a job's status
+    goes to the overview when it enters or leaves one of those."""
+    return (
+        event.status in _WATCHED_ON_OVERVIEW
+        or event.data.get("from") in _WATCHED_ON_OVERVIEW
+        or bool(event.data.get("direct"))
+    )
 
 
 @dataclass

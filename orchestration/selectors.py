@@ -11,7 +11,8 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Count, Max
+from django.core.paginator import Page, Paginator
+from django.db.models import Count, Max, Min, Q
 from django.db.models.functions import TruncMinute
 from django.utils import timezone
 
@@ -227,6 +228,80 @@ def throughput(*, now: datetime | None = None, minutes: int = 60) -> dict[str, A
         "runs_failed": sum(failed),
         "failure_rate": round(100 * sum(failed) / finished, 1) if finished else 0.0,
     }
+
+
+def retrying_jobs(*, limit: int = 20, total: int | None = None) -> dict[str, Any]:
+    """Jobs backing off before their next automatic attempt, the soonest first (the
+    dashboard's Retrying panel), and how many there are (``total`` when the caller counted
+    them already, e.g. from ``queue_depth()``)."""
+    waiting = MarketplaceJob.objects.filter(status=JobStatus.RETRYING)
+    jobs = list(waiting.order_by("run_after", "id")[:limit])
+    if total is None:
+        total = len(jobs) if len(jobs) < limit else waiting.count()
+    return {"jobs": jobs, "total": total}
+
+
+def reservations(*, limit: int = 50) -> dict[str, list[MarketplaceJob]]:
+    """ "Run now" jobs still holding their resource's reservation, by resource key."""
+    by_key: dict[str, list[MarketplaceJob]] = {}
+    for job in (
+        MarketplaceJob.objects.filter(
+            direct=True, status__in=[*WAITING_STATUSES, JobStatus.RUNNING]
+        )
+        .only("id", "sku", "status", "resource_key", "run_after")
+        .order_by("id")[:limit]
+    ):
+        by_key.setdefault(job.resource_key, []).append(job)
+    return by_key
+
+
+def resource_outlook(resource_key: str) -> dict[str, Any]:
+    """How busy a resource is now: what "Run now" tells staff will happen."""
+    policy = ResourcePolicy.objects.filter(key=resource_key).first()
+    running = MarketplaceJob.objects.filter(
+        status=JobStatus.RUNNING, resource_key=resource_key
+    ).count()
+    return {
+        "key": resource_key,
+        "running": running,
+        "concurrency": policy.concurrency if policy else None,
+        "paused": bool(policy and policy.paused),
+        "full": bool(policy and running >= policy.concurrency),
+    }
+
+
+def batch_activity(batch_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+    """Per batch: jobs running, jobs backing off and the soonest next attempt. One query
+    over the running and retrying jobs alone (partial indexes), whatever the batch sizes."""
+    ids = list(batch_ids)
+    if not ids:
+        return {}
+    rows = (
+        MarketplaceJob.objects.filter(
+            batch_id__in=ids, status__in=[JobStatus.RUNNING, JobStatus.RETRYING]
+        )
+        .order_by()
+        .values("batch_id")
+        .annotate(
+            running=Count("id", filter=Q(status=JobStatus.RUNNING)),
+            retrying=Count("id", filter=Q(status=JobStatus.RETRYING)),
+            next_attempt_at=Min("run_after", filter=Q(status=JobStatus.RETRYING)),
+        )
+    )
+    out: dict[int, dict[str, Any]] = {}
+    for row in rows:
+        values: dict[str, Any] = dict(row)
+        out[values.pop("batch_id")] = values
+    return out
+
+
+BATCH_JOBS_PER_PAGE = 50
+
+
+def batch_jobs_page(batch_id: int, page: Any = 1) -> Page:
+    """One page of a batch's jobs in their order (the (batch, sequence) index)."""
+    jobs = MarketplaceJob.objects.filter(batch_id=batch_id).order_by("sequence", "id")
+    return Paginator(jobs, BATCH_JOBS_PER_PAGE).get_page(page)
 
 
 def recent_failures(*, limit: int = 20) -> list[MarketplaceJob]:

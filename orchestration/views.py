@@ -51,12 +51,17 @@ def _panel(request: HttpRequest, panel: str) -> dict[str, Any]:
     """What one dashboard panel shows (each panel is also re-fetched on its own)."""
     if panel == "batches":
         batches = selectors.live_batches()
-        return {"batches": [{"batch": b, "state": selectors.batch_state(b)} for b in batches]}
+        activity = selectors.batch_activity(b.pk for b in batches)
+        return {"batches": [{"batch": b, "state": selectors.batch_state(b),
+                             "activity": activity.get(b.pk, {})} for b in batches]}  # fmt: skip
+    if panel == "retrying":
+        return {"retrying": selectors.retrying_jobs()}
     if panel == "queues":
-        return {
-            "queues": selectors.queue_depth(),
-            "tenant_paused": dispatch.tenant_paused(current_schema()),
-        }
+        reserved = selectors.reservations()
+        queues = selectors.queue_depth()
+        for queue in queues:
+            queue["reserved"] = reserved.get(queue["key"], [])
+        return {"queues": queues, "tenant_paused": dispatch.tenant_paused(current_schema())}
     if panel == "throughput":
         rate = selectors.throughput()
         return {
@@ -116,13 +121,17 @@ def _clusters() -> dict[str, Any]:
     }
 
 
-PANELS = ("batches", "queues", "throughput", "failures", "workers")
+PANELS = ("batches", "queues", "retrying", "throughput", "failures", "workers")
 
 
 def _dashboard(request: HttpRequest) -> HttpResponse:
     _require(request, *DASHBOARD_PERMS)
     context: dict[str, Any] = {**tenant_admin_site.each_context(request), "title": "Live dashboard"}
     for panel in PANELS:
+        if panel == "retrying":  # counted with the queues already
+            total = sum(q["retrying"] for q in context["queues"])
+            context["retrying"] = selectors.retrying_jobs(total=total)
+            continue
         context.update(_panel(request, panel))
     return TemplateResponse(request, "orchestration/dashboard.html", context)
 

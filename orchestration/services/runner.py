@@ -486,7 +486,7 @@ WITH run AS (
  RETURNING job_id),
 job AS (
     UPDATE {job} AS j SET status = 'completed', completed_at = %(now)s, result = %(result)s,
-           error_message = '', direct = false
+           error_message = '', direct = false, cancel_requested = false
       FROM run WHERE j.id = run.job_id AND j.status IN ({job_sources})
  RETURNING j.id),
 queue AS (

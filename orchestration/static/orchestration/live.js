@@ -3,7 +3,10 @@
  * The page declares what it watches: elements with data-live-subscribe (a JSON list
  * of subscriptions), data-live-jobs-on-page (watch every [data-live-job] row shown),
  * data-live-job-detail + data-live-timeline-url (re-fetch a job's timeline when it
- * moves) and data-live-refresh-url (re-fetch a panel on failures). Messages are
+ * moves), data-live-refresh-url (re-fetch a panel on failures) and data-live-region
+ * (a server-rendered part re-fetched when a message says what it shows moved; see
+ * regionWants). Times are <time data-when> elements shown relative, in the reader's
+ * zone, with the absolute time on hover. Messages are
  * snapshots: the page applies the newest per entity and ignores older ones. On every
  * (re)connection the subscriptions are sent again and the server answers each with a
  * fresh snapshot, so a page that lost its socket resynchronises by itself.
@@ -98,6 +101,7 @@
   }
 
   function dispatch(m) {
+    noteRegions(m);
     switch (m.type) {
       case "snapshot":
         if (m.of === "overview") { m.batches.forEach(applyBatch); }
@@ -152,7 +156,13 @@
     document.querySelectorAll('[data-live-job="' + m.job_id + '"]').forEach(function (el) {
       el.textContent = m.status;
       el.className = "live-badge status-" + m.status;
+      // A retried failure that has now completed (or was cancelled) leaves "Recent failures".
+      const panel = el.closest("[data-live-drop-resolved]");
+      if (panel && (m.status === "completed" || m.status === "cancelled")) {
+        window.setTimeout(function () { refetch(panel, panel.dataset.liveRefreshUrl); }, 2500);
+      }
     });
+    lateCancel(m.job_id, m.status);
     document.querySelectorAll('[data-live-job-error="' + m.job_id + '"]').forEach(function (el) {
       el.textContent = m.error || "";
     });
@@ -165,16 +175,182 @@
     });
   }
 
-  // Re-fetch server-rendered fragments, at most every 300 ms each.
-  const pending = new Map();
+  // Re-fetch server-rendered fragments: at most one request in flight per target, the next
+  // at least `gap` ms after the previous one started, and one more after a request that was
+  // already under way when something moved (its answer may predate the move).
+  const fetches = new Map();
+  function later(key, gap, run) {
+    let f = fetches.get(key);
+    if (!f) { f = { timer: null, busy: false, dirty: false, last: 0 }; fetches.set(key, f); }
+    if (f.busy) { f.dirty = true; return; }
+    if (f.timer) { return; }
+    const wait = Math.max(150, f.last + gap - Date.now());
+    f.timer = window.setTimeout(function () {
+      f.timer = null; f.busy = true; f.last = Date.now();
+      run().finally(function () {
+        f.busy = false;
+        if (f.dirty) { f.dirty = false; later(key, gap, run); }
+      });
+    }, wait);
+  }
+
+  function getText(url) {
+    return fetch(url, { credentials: "same-origin", headers: { "X-Requested-With": "fetch" } })
+      .then(function (r) { return r.ok ? r.text() : null; })
+      .catch(function () { return null; });
+  }
+
   function refetch(el, url) {
-    if (!url || pending.has(el)) { return; }
-    pending.set(el, window.setTimeout(function () {
-      fetch(url, { credentials: "same-origin", headers: { "X-Requested-With": "fetch" } })
-        .then(function (r) { return r.ok ? r.text() : null; })
-        .then(function (html) { if (html !== null) { el.innerHTML = html; watchNewJobs(); } })
-        .finally(function () { pending.delete(el); });
-    }, 300));
+    if (!url) { return; }
+    later(el, 300, function () {
+      return getText(url).then(function (html) {
+        if (html !== null) { el.innerHTML = html; watchNewJobs(); showTimes(); }
+      });
+    });
+  }
+
+  // --- regions: parts of a page re-rendered by the server when what they show moved ---
+  //
+  // data-live-region="<name>" data-live-region-url="<url>" (default: this page, the part
+  // with the same name is taken from it) data-live-region-on="<what>…":
+  //   batch:<id>    any message about that batch or one of its jobs
+  //   new-batch     a batch the region does not show yet
+  //   batch-status  a batch's status or counters moved
+  //   retrying      a job started or stopped backing off
+  //   direct        a "run now" reservation was made
+  //   jobs          a job the region shows moved
+  function regionWants(el, m) {
+    const tokens = (el.dataset.liveRegionOn || "").split(/\s+/);
+    const isBatch = m.type === "batch_progress" || m.type === "complete";
+    const isJob = m.type === "job_status";
+    for (let i = 0; i < tokens.length; i += 1) {
+      const t = tokens[i];
+      if (t.indexOf("batch:") === 0 && String(m.batch_id) === t.slice(6) && m.type !== "snapshot") { return true; }
+      if (t === "new-batch" && isBatch && !el.querySelector('[data-live-batch="' + m.batch_id + '"]')) { return true; }
+      if (t === "batch-status" && isBatch) { return true; }
+      if (t === "retrying" && isJob && (m.status === "retrying" || (m.data && m.data.from === "retrying"))) { return true; }
+      if (t === "direct" && isJob && m.data && m.data.direct) { return true; }
+      if (t === "jobs" && isJob && el.querySelector('[data-live-job="' + m.job_id + '"]')) { return true; }
+    }
+    return false;
+  }
+
+  function noteRegions(m) {
+    document.querySelectorAll("[data-live-region]").forEach(function (el) {
+      if (regionWants(el, m)) { refreshRegion(el); }
+    });
+  }
+
+  function refreshRegion(el) {
+    const url = el.dataset.liveRegionUrl || window.location.href;
+    later("region " + url, 1000, function () {
+      return getText(url).then(function (html) {
+        if (html === null) { return; }
+        const own = !el.dataset.liveRegionUrl;
+        const doc = own ? new DOMParser().parseFromString(html, "text/html") : null;
+        document.querySelectorAll("[data-live-region]").forEach(function (target) {
+          if ((target.dataset.liveRegionUrl || window.location.href) !== url) { return; }
+          if (!own) { target.innerHTML = html; return; }
+          const fresh = doc.querySelector('[data-live-region="' + target.dataset.liveRegion + '"]');
+          if (fresh) { patchRegion(target, fresh); }
+        });
+        if (own) {
+          const pager = doc.querySelector(".paginator");
+          const mine = document.querySelector(".paginator");
+          if (pager && mine) { mine.innerHTML = pager.innerHTML; }
+        }
+        watchNewJobs();
+        showTimes();
+      });
+    });
+  }
+
+  // An admin list: rows are matched by their checkbox (or first link) and their cells
+  // replaced, so selections and Django's action handlers survive; new rows are added.
+  function rowKey(row) {
+    const box = row.querySelector("input.action-select");
+    if (box) { return "id:" + box.value; }
+    const link = row.querySelector("a");
+    return link ? "href:" + link.getAttribute("href") : null;
+  }
+
+  function patchRegion(target, fresh) {
+    const oldTable = target.querySelector("table#result_list");
+    const newTable = fresh.querySelector("table#result_list");
+    if (!oldTable || !newTable) { target.innerHTML = fresh.innerHTML; return; }
+    const body = oldTable.tBodies[0];
+    const existing = new Map();
+    Array.from(body.rows).forEach(function (row) { existing.set(rowKey(row), row); });
+    const order = [];
+    Array.from(newTable.tBodies[0].rows).forEach(function (row) {
+      const key = rowKey(row);
+      const old = existing.get(key);
+      if (old) {
+        existing.delete(key);
+        Array.from(row.cells).forEach(function (cell, i) {
+          const mine = old.cells[i];
+          if (mine && !mine.querySelector("input.action-select")) { mine.innerHTML = cell.innerHTML; }
+        });
+        order.push(old);
+      } else {
+        const added = document.importNode(row, true);
+        added.classList.add("live-new-row");
+        order.push(added);
+      }
+    });
+    existing.forEach(function (row) { row.remove(); });
+    order.forEach(function (row) { body.appendChild(row); });
+  }
+
+  // --- times: one format, relative, in the reader's zone, absolute on hover ---
+  const zone = (function () {
+    try {
+      return new Intl.DateTimeFormat(undefined, { timeZoneName: "short" })
+        .formatToParts(new Date()).filter(function (p) { return p.type === "timeZoneName"; })[0].value;
+    } catch (err) { return ""; }
+  })();
+  function pad(n) { return (n < 10 ? "0" : "") + n; }
+  function clock(d) { return pad(d.getHours()) + ":" + pad(d.getMinutes()) + ":" + pad(d.getSeconds()); }
+  function absoluteTime(d) {
+    return d.getFullYear() + "-" + pad(d.getMonth() + 1) + "-" + pad(d.getDate()) + " " + clock(d) + (zone ? " " + zone : "");
+  }
+  function span(seconds) {
+    const s = Math.abs(Math.round(seconds));
+    if (s < 60) { return s + " s"; }
+    if (s < 3600) { return Math.floor(s / 60) + " min " + (s % 60 ? (s % 60) + " s" : ""); }
+    if (s < 86400) { return Math.floor(s / 3600) + " h " + (Math.floor(s / 60) % 60 ? (Math.floor(s / 60) % 60) + " min" : ""); }
+    return null;
+  }
+  function showTimes() {
+    const now = Date.now();
+    document.querySelectorAll("time[data-when]").forEach(function (el) {
+      const d = new Date(el.getAttribute("datetime"));
+      if (isNaN(d)) { return; }
+      const abs = absoluteTime(d);
+      const seconds = (d.getTime() - now) / 1000;
+      const rel = span(seconds);
+      let text = abs;
+      if (el.dataset.when === "countdown") {
+        text = seconds > 0.5 ? "in " + span(seconds).trim() + " (" + clock(d) + ")" : "due now (" + clock(d) + ")";
+      } else if (el.dataset.when === "rel" && rel !== null) {
+        text = Math.round(seconds) >= 0 && Math.round(seconds) < 1 ? "just now" : (seconds > 0 ? "in " + rel.trim() : rel.trim() + " ago");
+      }
+      if (el.textContent !== text) { el.textContent = text; }
+      if (el.title !== abs) { el.title = abs; }
+    });
+  }
+
+  // --- a cancel that came too late (the job finished its last step first) ---
+  function lateCancel(jobId, status) {
+    let key = "lateCancel:" + jobId;
+    let asked = false;
+    try { asked = window.sessionStorage.getItem(key) === "asked"; } catch (err) { return; }
+    if (!asked || !status || status === "running" || status === "queued") { return; }
+    if (status === "cancelled") { window.sessionStorage.removeItem(key); return; }
+    document.querySelectorAll('[data-live-late-cancel="' + jobId + '"]').forEach(function (el) {
+      el.textContent = "Your cancel came too late: the job had started its last step and " + status + " before it could stop.";
+      el.hidden = false;
+    });
   }
 
   function refreshTimeline(jobId) {
@@ -203,7 +379,11 @@
     }).then(function (r) { return r.json(); }).then(function (answer) {
       const note = form.querySelector("[data-live-note]");
       if (note) { note.textContent = answer.message || ""; }
+      if (answer.ok && form.dataset.liveCancel && answer.status === "running") {
+        try { window.sessionStorage.setItem("lateCancel:" + answer.job_id, "asked"); } catch (err) { /* private mode */ }
+      }
       if (answer.ok && answer.job_id) { applyJob({ job_id: answer.job_id, status: answer.status }); }
+      if (answer.job_id) { refreshTimeline(answer.job_id); }
     }).catch(function () {
       if (button) { button.disabled = false; }
     });
@@ -217,7 +397,16 @@
     });
   }
 
-  function start() { connect(); startPolling(); }
+  function start() {
+    connect();
+    startPolling();
+    showTimes();
+    window.setInterval(showTimes, 1000);
+    document.querySelectorAll("[data-live-late-cancel]").forEach(function (el) {
+      const status = document.querySelector('[data-live-job="' + el.dataset.liveLateCancel + '"]');
+      if (status) { lateCancel(el.dataset.liveLateCancel, status.textContent.trim()); }
+    });
+  }
 
   if (document.readyState === "loading") {
     document.addEventListener("DOMContentLoaded", start);
