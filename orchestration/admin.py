@@ -242,9 +242,10 @@ class LiveAdminMixin:
 
 @admin.register(MarketplaceJob, site=tenant_admin_site)
 class MarketplaceJobAdmin(EngineRowAdminMixin, LiveAdminMixin, admin.ModelAdmin):
-    list_display = ("id", "sku", "what", "status_badge", "attempts", "next_column",
-                    "error_column", "duration", "batch_link", "updated")  # fmt: skip
-    list_display_links = ("id", "sku")
+    # What matters first (status, error, what happens next), so a narrow screen keeps it.
+    list_display = ("id", "sku_column", "status_badge", "error_column", "next_column", "attempts",
+                    "duration", "updated", "what")  # fmt: skip
+    list_display_links = ("id", "sku_column")
     list_filter = ("status", MarketplaceFilter, "action", BatchFilter, "created_at")
     search_fields = ("sku", "error_message")
     search_help_text = "SKU (or its beginning) or error text"
@@ -254,13 +255,13 @@ class MarketplaceJobAdmin(EngineRowAdminMixin, LiveAdminMixin, admin.ModelAdmin)
     list_select_related = ("batch",)
     readonly_fields = ("batch", "sequence", "product", "sku", "marketplace", "resource_key", "action",
                        "params", "direct", "run_after", "cancel_requested", "result",
-                       "current_run", "created_at", "started_at", "completed_at")  # fmt: skip
+                       "current_run", "created")  # fmt: skip
     raw_id_fields = ("batch", "product", "current_run")
     # The status, error, attempts and what happens next are in the live timeline above the
     # form (once); engine internals are folded away.
     fieldsets = (
         (None, {"fields": ("sku", "product", "marketplace", "action", "batch", "priority",
-                           "max_retries", "created_at", "started_at", "completed_at")}),
+                           "max_retries", "created")}),
         ("Engine internals", {"classes": ("collapse",),
                               "fields": ("resource_key", "sequence", "direct", "run_after",
                                          "cancel_requested", "current_run", "params", "result")}),
@@ -309,7 +310,14 @@ class MarketplaceJobAdmin(EngineRowAdminMixin, LiveAdminMixin, admin.ModelAdmin)
 
     @admin.display(description="What", ordering="marketplace")
     def what(self, obj: MarketplaceJob) -> str:
-        return format_html('<span class="nowrap">{} · {}</span>', obj.marketplace, obj.action)
+        if obj.batch is None:
+            return format_html('<span class="nowrap">{} · {}</span>', obj.marketplace, obj.action)
+        return format_html('<span class="nowrap">{} · {} · {}</span>', obj.marketplace, obj.action,
+                           self.batch_link(obj))  # fmt: skip
+
+    @admin.display(description="SKU", ordering="sku")
+    def sku_column(self, obj: MarketplaceJob) -> str:
+        return format_html('<span class="sku-cell" title="{}">{}</span>', obj.sku, obj.sku or "—")
 
     @admin.display(description="Retries", ordering="retry_count")
     def attempts(self, obj: MarketplaceJob) -> str:
@@ -335,6 +343,10 @@ class MarketplaceJobAdmin(EngineRowAdminMixin, LiveAdminMixin, admin.ModelAdmin)
     @admin.display(description="Updated", ordering="updated_at")
     def updated(self, obj: MarketplaceJob) -> str:
         return when(obj.updated_at)
+
+    @admin.display(description="Created", ordering="created_at")
+    def created(self, obj: MarketplaceJob) -> str:
+        return when(obj.created_at)
 
     # The list's actions (selected rows, or "select all" across pages).
 
@@ -632,9 +644,9 @@ def _batch_controls(batch: Batch) -> dict[str, bool]:
 
 @admin.register(Batch, site=tenant_admin_site)
 class BatchAdmin(EngineRowAdminMixin, LiveAdminMixin, admin.ModelAdmin):
-    list_display = ("id", "name", "mode", "status_badge", "progress", "counts", "next_column",
-                    "created")  # fmt: skip
-    list_display_links = ("id", "name")
+    list_display = ("id", "name_column", "status_badge", "progress", "counts", "next_column",
+                    "created", "mode")  # fmt: skip
+    list_display_links = ("id", "name_column")
     list_filter = ("status", "mode", "created_at")
     search_fields = ("name",)
     ordering = ("-created_at", "-id")
@@ -695,9 +707,13 @@ class BatchAdmin(EngineRowAdminMixin, LiveAdminMixin, admin.ModelAdmin):
     def live_progress(self, obj: Batch) -> str:
         return format_html("{} {}", progress_bar(obj), job_counts(obj))
 
-    @admin.display(description="Jobs ▶ running ↻ retrying ✓ done ✗ failed ⊘ cancelled ↷ skipped")
+    @admin.display(description="Jobs")
     def counts(self, obj: Batch) -> str:
         return job_counts(obj, getattr(obj, "activity", None))
+
+    @admin.display(description="Name", ordering="name")
+    def name_column(self, obj: Batch) -> str:
+        return format_html('<span class="name-cell" title="{}">{}</span>', obj.name, obj.name)
 
     @admin.display(description="Next attempt")
     def next_column(self, obj: Batch) -> str:

@@ -379,6 +379,11 @@
     }).then(function (r) { return r.json(); }).then(function (answer) {
       const note = form.querySelector("[data-live-note]");
       if (note) { note.textContent = answer.message || ""; }
+      // Forms inside a re-rendered part answer in a place that stays.
+      document.querySelectorAll("[data-live-answer]").forEach(function (el) {
+        el.textContent = answer.message || "";
+        el.hidden = !answer.message;
+      });
       if (answer.ok && form.dataset.liveCancel && answer.status === "running") {
         try { window.sessionStorage.setItem("lateCancel:" + answer.job_id, "asked"); } catch (err) { /* private mode */ }
       }
