@@ -51,6 +51,7 @@ from orchestration.states import (
 from orchestration.templatetags.orchestration_ui import when
 
 BULK_CHUNK = 500  # job ids per query when acting on everything a filter matches
+MAX_FORM_JOBS = 10_000  # products per batch started from the admin form
 
 _SKU_TERM = re.compile(r"[\w.-]{2,64}")  # no spaces: looks like a SKU, not error text
 
@@ -592,9 +593,12 @@ class StartBatchForm(forms.Form):
     name = forms.CharField(max_length=200)
     job_type = forms.ChoiceField(label="Marketplace and action")
     mode = forms.ChoiceField(choices=Batch.Mode.choices, initial=Batch.Mode.PARALLEL)
+    all_products = forms.BooleanField(
+        required=False, label="All products", help_text="Every product of this workspace."
+    )
     skus = forms.CharField(
-        label="Products (SKUs)", widget=forms.Textarea(attrs={"rows": 6}),
-        help_text="One SKU per line (or separated by commas or spaces).",
+        label="Or products by SKU", widget=forms.Textarea(attrs={"rows": 6}), required=False,
+        help_text="One SKU per line (or separated by commas or spaces); case does not matter.",
     )  # fmt: skip
     priority = forms.IntegerField(initial=0, help_text="Higher runs first")
 
@@ -602,26 +606,49 @@ class StartBatchForm(forms.Form):
         super().__init__(*args, **kwargs)
         job_type = self.fields["job_type"]
         assert isinstance(job_type, forms.ChoiceField)
-        job_type.choices = [
-            (f"{m}:{a}", f"{m} · {a}")
-            for m in steps.registered_marketplaces()
-            for a in steps.get_provider(m).actions()
-        ]
+        policies = resource_policies()
+        choices = []
+        for m in steps.registered_marketplaces():
+            provider = steps.get_provider(m)
+            policy = policies.get(provider.resource.key)
+            limit = f" ({policy.concurrency} at a time)" if policy else ""
+            choices += [(f"{m}:{a}", f"{m} · {a}{limit}") for a in provider.actions()]
+        job_type.choices = choices
 
-    def clean_skus(self) -> list[str]:
+    def clean(self) -> dict[str, Any]:
+        from django.db.models.functions import Lower
+
         from marketplaces.models import Product
 
-        wanted = list(dict.fromkeys(self.cleaned_data["skus"].replace(",", " ").split()))
-        if not wanted:
-            raise forms.ValidationError("Give at least one SKU.")
-        if len(wanted) > 10_000:
-            raise forms.ValidationError("At most 10,000 products per batch from this form.")
-        found = dict(Product.objects.filter(sku__in=wanted).values_list("sku", "pk"))
-        missing = [s for s in wanted if s not in found]
-        if missing:
-            raise forms.ValidationError(f"Unknown SKU(s): {', '.join(missing[:20])}")
+        cleaned = super().clean() or {}
+        if cleaned.get("all_products"):
+            found = dict(
+                Product.objects.order_by("pk").values_list("sku", "pk")[: MAX_FORM_JOBS + 1]
+            )
+            if not found:
+                raise forms.ValidationError("This workspace has no products yet.")
+        else:
+            wanted = list(dict.fromkeys(cleaned.get("skus", "").replace(",", " ").split()))
+            if not wanted:
+                raise forms.ValidationError("Tick “All products” or give at least one SKU.")
+            by_lower = dict(
+                Product.objects.annotate(key=Lower("sku"))
+                .filter(key__in=[w.lower() for w in wanted])
+                .values_list("key", "pk")
+            )
+            missing = [w for w in wanted if w.lower() not in by_lower]
+            if missing:
+                raise forms.ValidationError(f"Unknown SKU(s): {', '.join(missing[:20])}")
+            skus = dict(Product.objects.filter(pk__in=by_lower.values()).values_list("pk", "sku"))
+            found = {skus[pk]: pk for pk in dict.fromkeys(by_lower[w.lower()] for w in wanted)}
+        if len(found) > MAX_FORM_JOBS:
+            raise forms.ValidationError(
+                f"At most {MAX_FORM_JOBS:,} products per batch from this form "
+                "(the publish command takes more)."
+            )
         self.product_ids = found
-        return wanted
+        cleaned["skus"] = list(found)
+        return cleaned
 
 
 class BatchChangeList(ChangeList):

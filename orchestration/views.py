@@ -166,7 +166,7 @@ dashboard_retry = tenant_admin_site.admin_view(require_POST(_dashboard_retry))
 
 def _platform(request: HttpRequest) -> HttpResponse:
     """Every tenant's queue depth, running and failed jobs, for the platform's superusers."""
-    from tenants.models import DrainSlot, Tenant, TenantQueue
+    from tenants.models import Domain, DrainSlot, Tenant, TenantQueue
 
     if current_schema() != get_public_schema_name():
         raise Http404  # only ever routed on the public URLconf; belt and braces
@@ -180,12 +180,21 @@ def _platform(request: HttpRequest) -> HttpResponse:
     schemas = [t.schema_name for t in page]
     queues = {q.schema_name: q for q in TenantQueue.objects.filter(schema_name__in=schemas)}
     counts = selectors.tenant_rollup(schemas)
+    port = request.get_port()
+    suffix = "" if port in ("80", "443") else f":{port}"
+    dashboards = {
+        tenant_id: f"{request.scheme}://{domain}{suffix}{reverse('dashboard', urlconf='config.urls_tenant')}"
+        for tenant_id, domain in Domain.objects.filter(
+            tenant__in=list(page), is_primary=True
+        ).values_list("tenant_id", "domain")
+    }
     rows = []
     for t in page:
         queue = queues.get(t.schema_name)
         ready_at = queue.ready_at if queue else None
         rows.append({
             "tenant": t, "queue": queue, "counts": counts.get(t.schema_name),
+            "dashboard_url": dashboards.get(t.pk, ""),
             "ready_ago": _ago((now - ready_at).total_seconds()) if ready_at else "",
         })  # fmt: skip
     context = {

@@ -1,0 +1,70 @@
+"""The staff pages say what is true and what will happen (issue 11), without a browser."""
+
+from __future__ import annotations
+
+from django.db import connection
+
+from orchestration.models import Batch, MarketplaceJob
+from orchestration.services import JobSpec, batch_create, job_create, resource_set_limits
+from orchestration.services.runner import claim_jobs
+from tests.engine_providers import MARKETPLACE
+from tests.factories import ProductFactory
+from tests.helpers import staff_client
+from tests.integration.live.scenarios import make_staff
+
+JOBS = "/admin/orchestration/marketplacejob/"
+BATCHES = "/admin/orchestration/batch/"
+
+
+def test_run_now_says_the_job_waits_when_its_resource_is_full(tenant_a):
+    client = staff_client(tenant_a, "ui-admin")
+    resource_set_limits(key=MARKETPLACE, concurrency=1, rate_per_minute=None)
+    busy = job_create(marketplace=MARKETPLACE, action="one", sku="BUSY")
+    waiting = job_create(marketplace=MARKETPLACE, action="one", sku="WAITS")
+    assert [c.job_id for c in claim_jobs(limit=1)] == [busy.pk]
+    answer = client.post(f"{JOBS}{waiting.pk}/control/run_now/", HTTP_X_REQUESTED_WITH="fetch")
+    message = answer.json()["message"]
+    assert f"runs next on {MARKETPLACE} (1/1 busy)" in message and "Started" not in message
+    page = client.get(f"{JOBS}{waiting.pk}/change/").text
+    assert 'class="reservation"' in page and "Runs next on" in page
+    assert "run now · reserved" in client.get(JOBS).text
+    assert f"#{waiting.pk} queued" in client.get("/dashboard/panels/queues/").text
+
+
+def test_the_batch_page_has_no_form_and_offers_nothing_once_completed(tenant_a):
+    client = staff_client(tenant_a, "ui-admin")
+    batch = batch_create(name="Done", jobs=[JobSpec(marketplace=MARKETPLACE, action="one")])
+    Batch.objects.filter(pk=batch.pk).update(completed_jobs=1)
+    page = client.get(f"{BATCHES}{batch.pk}/change/").text
+    assert 'name="_save"' not in page and "batch-summary" in page
+    summary = client.get(f"{BATCHES}{batch.pk}/summary/")
+    assert summary.status_code == 200 and "<html" not in summary.text
+    assert 'class="batch-job"' in summary.text
+
+
+def test_starting_a_batch_takes_all_products_or_skus_in_any_case(tenant_a):
+    client = staff_client(tenant_a, "ui-admin")
+    products = ProductFactory.create_batch(3)
+    form = {"name": "Any case", "job_type": f"{MARKETPLACE}:one", "mode": "parallel",
+            "priority": "0", "skus": products[0].sku.lower()}  # fmt: skip
+    assert client.post(f"{BATCHES}add/", form).status_code == 302
+    assert Batch.objects.get(name="Any case").total_jobs == 1
+    every = {**form, "name": "Everything", "skus": "", "all_products": "on"}
+    assert client.post(f"{BATCHES}add/", every).status_code == 302
+    assert Batch.objects.get(name="Everything").total_jobs == 3
+    empty = client.post(f"{BATCHES}add/", {**form, "skus": ""})
+    assert "All products" in empty.text and Batch.objects.count() == 2
+
+
+def test_a_viewer_opening_an_action_gets_a_page_that_explains(tenant_a):
+    from django.test import Client
+
+    job = job_create(marketplace=MARKETPLACE, action="one", sku="LOOK")
+    user = make_staff(tenant_a, "ui-viewer", role="viewer")
+    connection.set_tenant(tenant_a)
+    viewer = Client(HTTP_HOST="alpha.localhost")
+    viewer.force_login(user)
+    answer = viewer.post(f"{JOBS}{job.pk}/control/retry/")
+    assert answer.status_code == 403
+    assert "may look at batches and jobs but not act" in answer.content.decode()
+    assert MarketplaceJob.objects.get(pk=job.pk).status == "queued"
