@@ -75,6 +75,29 @@ ONCE_OPS = ("publish_offer", "activate_listing", "revise_listing")
 KILL_WEIGHTS = {"worker": 40, "pusher": 12, "monitor": 12, "sentinel": 12, "group": 24}
 
 
+_SIGNALLED: list[int] = []
+
+
+def install_signal_handlers() -> None:
+    """SIGTERM and SIGINT end the run through ``finally`` blocks (stop every process, drop
+    the database, stop PostgreSQL). The exception can be swallowed by a library it
+    interrupts, so the signal is also remembered and every wait loop checks it."""
+
+    def _stop(signum, frame):
+        first = not _SIGNALLED
+        _SIGNALLED.append(signum)
+        if first:  # a second signal does not interrupt the clean-up the first one started
+            raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+
+
+def check_signalled() -> None:
+    if _SIGNALLED:
+        raise SystemExit(128 + _SIGNALLED[0])
+
+
 def fault_rules(timeout_s: float) -> list[dict[str, Any]]:
     """≈ 22 % of marketplace requests fail one way or another (first firing rule decides).
     The first rule fires for every request: its ``fired`` count is the number of requests."""
@@ -178,7 +201,7 @@ def command_line(args: argparse.Namespace) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    harness.install_sigterm_handler()
+    install_signal_handlers()
     started = time.perf_counter()
     machine = harness.machine_info()
     print(f"[{NAME}] scenarios: {', '.join(args.scenarios)} (scale {args.scale:g})", flush=True)
@@ -212,6 +235,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "asgi_restart": lambda: run_asgi_restart(args, env, effects),
         }
         for name in args.scenarios:
+            check_signalled()
             print(f"  -- {name}", flush=True)
             t = time.perf_counter()
             load = harness.loadavg()
@@ -578,6 +602,7 @@ def run_kill_storm(
         next_kill = time.monotonic() + rng.uniform(args.kill_min, args.kill_max)
         settled = 0
         while True:
+            check_signalled()
             settled, _, steps = counter.poll()
             progress.update(settled, f" steps {steps} kills {len(kills)}")
             if settled >= total:
@@ -743,6 +768,7 @@ def run_pg_restart(
         workers.start()
         deadline = time.monotonic() + args.pg_timeout
         while True:
+            check_signalled()
             settled, _, steps = counter.poll()
             now = time.time()
             samples.append((now, steps))
@@ -1132,6 +1158,7 @@ def _asgi_restart_phase(
     port, and wait for the page's next WebSocket ``open``."""
     deadline = time.monotonic() + 60
     while True:
+        check_signalled()
         bar = _bar(page, batch_id)
         done = _done_of(bar) or 0
         if done >= max(1, total // 10):
@@ -1157,6 +1184,7 @@ def _asgi_restart_phase(
     t_ready = time.time()
     deadline = time.monotonic() + 60
     while page.evaluate("window.__chaos.opens.length") <= opens_before:
+        check_signalled()
         if time.monotonic() > deadline:
             raise harness.BenchError("the page did not reconnect within 60s of the restart")
         time.sleep(0.05)
@@ -1195,6 +1223,7 @@ def _wait_final(page, batch_id: int, total: int, timeout: float) -> dict[str, An
     deadline = time.monotonic() + timeout
     bar = None
     while time.monotonic() < deadline:
+        check_signalled()
         bar = _bar(page, batch_id)
         if bar and bar.get("status") in BATCH_TERMINAL and _done_of(bar) == total:
             return bar
