@@ -105,9 +105,7 @@ def progress_bar(batch: Batch, activity: dict[str, Any] | None = None) -> str:
     """Done jobs (the live bar), then the jobs backing off (an orange segment)."""
     percent = batch.progress_percent
     retrying = (activity or {}).get("retrying", 0)
-    retry_width = (
-        min(100 - percent, round(100 * retrying / batch.total_jobs)) if batch.total_jobs else 0
-    )
+    retry_width = _retry_width(batch, activity)
     return format_html(
         '<div class="live-progress" data-live-batch="{}" data-status="{}">'
         '<div class="live-bar" style="width: {}%"></div>'
@@ -116,6 +114,14 @@ def progress_bar(batch: Batch, activity: dict[str, Any] | None = None) -> str:
         batch.pk, batch.status, percent, percent, retry_width, retrying,
         percent, batch.done_jobs, batch.total_jobs,
     )  # fmt: skip
+
+
+def _retry_width(batch: Batch, activity: dict[str, Any] | None) -> int:
+    """The share of the bar for jobs backing off (after the done part)."""
+    retrying = (activity or {}).get("retrying", 0)
+    if not batch.total_jobs:
+        return 0
+    return min(100 - batch.progress_percent, round(100 * retrying / batch.total_jobs))
 
 
 def job_counts(batch: Batch, activity: dict[str, Any] | None = None) -> str:
@@ -261,10 +267,10 @@ class MarketplaceJobAdmin(EngineRowAdminMixin, LiveAdminMixin, admin.ModelAdmin)
     # The status, error, attempts and what happens next are in the live timeline above the
     # form (once); engine internals are folded away.
     fieldsets = (
-        (None, {"fields": ("sku", "product", "marketplace", "action", "batch", "priority",
-                           "max_retries", "created")}),
+        (None, {"fields": ("product", "batch", "priority", "max_retries", "created")}),
         ("Engine internals", {"classes": ("collapse",),
-                              "fields": ("resource_key", "sequence", "direct", "run_after",
+                              "fields": ("sku", "marketplace", "action", "resource_key",
+                                         "sequence", "direct", "run_after",
                                          "cancel_requested", "current_run", "params", "result")}),
     )  # fmt: skip
     actions = ("retry", "cancel", "run_now")
@@ -412,6 +418,8 @@ class MarketplaceJobAdmin(EngineRowAdminMixin, LiveAdminMixin, admin.ModelAdmin)
         )
         if job is not None:
             context.update(self._timeline_context(request, job))
+            context.update(title=f"Job #{job.pk} · {job.marketplace} {job.action} {job.sku}",
+                           subtitle=None)  # fmt: skip
         return super().change_view(request, object_id, form_url, context)
 
     def timeline_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
@@ -430,7 +438,9 @@ class MarketplaceJobAdmin(EngineRowAdminMixin, LiveAdminMixin, admin.ModelAdmin)
             "retry": status in JOB_RETRYABLE_BY_STAFF,
             "retry_from_step": status in {*JOB_RETRYABLE_BY_STAFF, JobStatus.COMPLETED},
             "cancel": status not in JOB_TERMINAL or status == JobStatus.SKIPPED,
-            "run_now": status in {*JOB_RETRYABLE_BY_STAFF, *JOB_CLAIMABLE, JobStatus.PENDING},
+            # Not again while its reservation holds (it is already first in line).
+            "run_now": status in {*JOB_RETRYABLE_BY_STAFF, *JOB_CLAIMABLE, JobStatus.PENDING}
+            and not (job.direct and status in JOB_CLAIMABLE),
         }
         timeline = selectors.job_timeline(job.pk)
         tasks = [row["task"] for row in timeline["tasks"]]
@@ -799,6 +809,7 @@ class BatchAdmin(EngineRowAdminMixin, LiveAdminMixin, admin.ModelAdmin):
             "batch": batch,
             "activity": activity,
             "counts": job_counts(batch, activity),
+            "retry_width": _retry_width(batch, activity),
             "jobs": selectors.batch_jobs_page(batch.pk, request.GET.get("page", 1)),
             "can_act": can_act,
             "controls": _batch_controls(batch) if can_act else {},
@@ -819,6 +830,7 @@ class BatchAdmin(EngineRowAdminMixin, LiveAdminMixin, admin.ModelAdmin):
         batch = Batch.objects.filter(pk=object_id).first() if str(object_id).isdigit() else None
         if batch is not None:
             context.update(self.summary_context(request, batch))
+            context.update(title=f"Batch #{batch.pk} · {batch.name}", subtitle=None)
         context["terminal_statuses"] = [str(s) for s in BATCH_TERMINAL]
         # A details page: nothing to save (the controls above act through the services).
         context.update(show_save=False, show_save_and_continue=False,

@@ -136,6 +136,8 @@
       const bar = el.querySelector(".live-bar");
       const label = el.querySelector(".live-label");
       if (bar) { bar.style.width = (progress.percent || 0) + "%"; }
+      const retrying = el.querySelector(".live-bar-retrying");
+      if (retrying) { retrying.style.left = (progress.percent || 0) + "%"; }
       if (label) {
         label.textContent = (progress.percent || 0) + "% (" + (progress.done || 0) + "/" + (progress.total || 0) + ")";
       }
@@ -261,6 +263,16 @@
         }
         watchNewJobs();
         showTimes();
+        syncRetryingSegments();
+      });
+    });
+  }
+
+  // A batch page's bar (kept across re-renders) takes its backing-off share from the summary.
+  function syncRetryingSegments() {
+    document.querySelectorAll(".batch-summary[data-retry-width]").forEach(function (summary) {
+      document.querySelectorAll('[data-live-batch="' + summary.dataset.batch + '"] .live-bar-retrying').forEach(function (seg) {
+        seg.style.width = summary.dataset.retryWidth + "%";
       });
     });
   }
