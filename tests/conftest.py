@@ -9,6 +9,8 @@ rows (not the schemas): the tenant fixtures re-create the row cheaply, and
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import pytest_asyncio
 from django.conf import settings
@@ -17,6 +19,12 @@ from django_tenants.utils import schema_context, tenant_context
 
 from tenants.models import Domain, Tenant
 from tenants.services import ensure_public_tenant, provision_tenant
+
+# An operator's ``ORCHESTRATION_*`` variables (lease, retry base, the watchdog's cluster
+# name…) must not change what in-process tests see: ``orchestration.conf`` reads the
+# environment first. Worker subprocesses get their overrides explicitly (start_cluster).
+for _name in [n for n in os.environ if n.startswith("ORCHESTRATION_")]:
+    del os.environ[_name]
 
 TEST_TENANTS = {
     "alpha": ("Alpha Test Seller", "test_alpha", "alpha.localhost"),

@@ -16,6 +16,17 @@ from django.db import connection
 from tests.helpers import database_url
 
 BASE_DIR = Path(__file__).resolve().parents[2]
+E2E_DIR = Path(__file__).resolve().parent
+# Longer than the longest chain of waits an e2e test makes (up to ~300 s of ``wait_for``)
+# plus starting and stopping its processes (30 s each): the global timeout (pyproject) is
+# for in-process tests.
+E2E_TIMEOUT = 600
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if E2E_DIR in Path(item.path).parents and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(E2E_TIMEOUT))
 
 
 class Cluster:

@@ -8,13 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import uuid
 
 REDIS_LAYER_URL = "redis://127.0.0.1:6379/9"  # a database of its own for these tests
+# Keys of one test run (its process and the servers and workers it starts, which inherit
+# the variable): concurrent runs on one machine share database 9 but never a group.
+PREFIX_ENV = "ORCH_TEST_REDIS_PREFIX"
+REDIS_PREFIX = os.environ.setdefault(PREFIX_ENV, f"asgi-test-{uuid.uuid4().hex[:12]}")
 
 REDIS_CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [{"address": REDIS_LAYER_URL, "socket_timeout": None}]},
+        "CONFIG": {
+            "hosts": [{"address": REDIS_LAYER_URL, "socket_timeout": None}],
+            "prefix": REDIS_PREFIX,
+        },
     }
 }
 

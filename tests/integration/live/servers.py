@@ -27,10 +27,14 @@ BASE_DIR = Path(__file__).resolve().parents[3]
 PROVIDERS = "tests.engine_providers,tests.integration.live.slow_provider"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def listening_socket() -> socket.socket:
+    """A socket bound to a port the system chose and listening: handed to the server as is,
+    so no other process can take the port between choosing it and using it."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    return sock
 
 
 @dataclass
@@ -73,7 +77,8 @@ class AsgiServer:
 
 
 def start_server(log_path: Path, *, kind: str = "postgres") -> AsgiServer:
-    port = free_port()
+    sock = listening_socket()
+    port = sock.getsockname()[1]
     env = dict(
         os.environ,
         DATABASE_URL=database_url(connection.settings_dict),
@@ -82,11 +87,12 @@ def start_server(log_path: Path, *, kind: str = "postgres") -> AsgiServer:
         DEBUG="true",  # serves the static files (the live script) itself
         PYTHONUNBUFFERED="1",
     )
-    with open(log_path, "ab") as log:
+    with sock, open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1",
-             "--port", str(port), "--ws", "websockets", "--lifespan", "off", "--no-access-log"],
+            [sys.executable, "-m", "uvicorn", "config.asgi:application", "--fd", str(sock.fileno()),
+             "--ws", "websockets", "--lifespan", "off", "--no-access-log"],
             cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            pass_fds=(sock.fileno(),),
         )  # fmt: skip
     server = AsgiServer(port, proc, log_path)
     deadline = time.monotonic() + 30

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 from django.db import connection
 
 from marketplaces.models import Product
@@ -22,9 +23,19 @@ BASE_DIR = Path(__file__).resolve().parents[3]
 
 
 def free_port() -> int:
+    """A port nothing listens on right now (another process may take it before it is used)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _listens_on(pid: int, port: int) -> bool:
+    """Whether process ``pid`` itself listens on ``port``."""
+    try:
+        connections = psutil.Process(pid).net_connections(kind="tcp")
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+    return any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in connections)
 
 
 @dataclass
@@ -36,9 +47,22 @@ class SandboxProcess:
     log_path: Path
 
     @classmethod
-    def start(cls, log_path: Path, *, timeout: float = 20.0) -> SandboxProcess:
+    def start(cls, log_path: Path, *, timeout: float = 20.0, attempts: int = 5) -> SandboxProcess:
+        """Start it on a free port. The port is chosen before the process binds it, so another
+        process may take it meanwhile: then ours exits (address in use) and it starts again on
+        another port. Only a server this process listens on counts as started (not another
+        run's sandbox that took the port)."""
+        for _ in range(attempts):
+            sandbox = cls._start_once(log_path, timeout=timeout)
+            if sandbox is not None:
+                return sandbox
+        raise RuntimeError(f"sandbox lost its port {attempts} times:\n{log_path.read_text()}")
+
+    @classmethod
+    def _start_once(cls, log_path: Path, *, timeout: float) -> SandboxProcess | None:
         port = free_port()
-        log = log_path.open("wb")
+        log = log_path.open("ab")
+        start = log.tell()
         proc = subprocess.Popen(
             [
                 sys.executable,
@@ -62,14 +86,20 @@ class SandboxProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
+                said = log_path.read_bytes()[start:].decode(errors="replace")
+                if "address already in use" in said.lower():
+                    return None  # another process took the port first: try another
                 raise RuntimeError(
                     f"sandbox exited with {proc.returncode}:\n{log_path.read_text()}"
                 )
-            try:
-                if httpx.get(f"{sandbox.url}/_sandbox/health", timeout=1).status_code == 200:
-                    return sandbox
-            except httpx.TransportError:
-                time.sleep(0.05)
+            if _listens_on(proc.pid, port):
+                try:
+                    response = httpx.get(f"{sandbox.url}/_sandbox/health", timeout=1)
+                    if response.status_code == 200:
+                        return sandbox
+                except httpx.TransportError:
+                    pass
+            time.sleep(0.05)
         sandbox.stop()
         raise RuntimeError(f"sandbox did not answer within {timeout}s:\n{log_path.read_text()}")
 
