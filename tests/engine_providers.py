@@ -5,7 +5,8 @@ faults file (paths in the job's params), so the same providers work in-process
 and in real qcluster worker processes (loaded via ORCHESTRATION_PROVIDER_MODULES).
 
 faults file: {"<step_type>": {"mode": "retryable" | "permanent" | "lost_response" | "sleep"
-              | "crash", "times": N, "seconds": S}}; each matching perform consumes one time.
+              | "crash", "times": N, "seconds": S, "retry_after": S}}; each matching perform
+              consumes one time ("retry_after": a retryable error's Retry-After).
 """
 
 from __future__ import annotations
@@ -96,7 +97,10 @@ class LedgerStep:
         fault = _consume_fault(ctx.params.get("faults"), self.step_type)
         mode = fault["mode"] if fault else None
         if mode == "retryable":
-            raise RetryableStepError(f"HTTP 503 from test API during {self.step_type}")
+            raise RetryableStepError(
+                f"HTTP 503 from test API during {self.step_type}",
+                retry_after=fault.get("retry_after") if fault else None,
+            )
         if mode == "permanent":
             raise PermanentStepError(f"HTTP 400: invalid field in {self.step_type}")
         if mode == "sleep":

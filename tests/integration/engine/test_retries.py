@@ -2,6 +2,7 @@
 
 import itertools
 from datetime import timedelta
+from unittest import mock
 
 import pytest
 from django.db import transaction
@@ -96,14 +97,41 @@ def test_partial_failure_recovery(engine):
     assert job.runs.get(attempt=2).steps_completed == 3  # 8, 9, 10
 
 
-def test_retryable_error_retries_automatically_with_backoff(engine):
+BACKOFF = {"RETRY_BASE_SECONDS": 2, "RETRY_MAX_SECONDS": 900, "CANCEL_POLL_SECONDS": 0.02}
+
+
+def _claim_at(moment) -> list:
+    """``claim_jobs`` as a worker would run it at ``moment`` (no sleeping: the clock moves)."""
+    with mock.patch("django.utils.timezone.now", return_value=moment):
+        return claim_jobs(limit=1)
+
+
+def _waits(job, attempt: int) -> float:
+    """How long the job waits after its attempt ``attempt`` ended before it may run again."""
+    job.refresh_from_db()
+    return (job.run_after - job.runs.get(attempt=attempt).finished_at).total_seconds()
+
+
+def test_retryable_error_retries_automatically_with_exponential_backoff(engine, settings):
+    settings.ORCHESTRATION = BACKOFF  # base 2 s: retry n waits 2^n s jittered to 50-100 %
     set_faults(engine.faults, {"step2": {"mode": "retryable", "times": 2}})
     job = job_create(marketplace=MARKETPLACE, action="three", params=engine.params())
-    job_execute_now(job_id=job.pk)
-    job.refresh_from_db()
-    assert job.status == "retrying" and job.retry_count == 1
-    assert job.run_after > job.runs.get(attempt=1).finished_at - timedelta(seconds=1)
-    run_to_rest()
+    (claim,) = claim_jobs(limit=1)
+    outcome = execute_claim(claim)
+    for attempt, (shortest, longest) in ((1, (1, 2)), (2, (2, 4))):
+        assert outcome == "retrying"
+        waits = _waits(job, attempt)
+        assert (job.status, job.retry_count) == ("retrying", attempt)
+        # (the policy reads the clock a few ms after the run's end: a little slack above)
+        assert shortest <= waits <= longest + 0.5, (attempt, waits)
+        # No claim takes it a moment before ``run_after`` …
+        assert _claim_at(job.run_after - timedelta(milliseconds=1)) == []
+        assert MarketplaceJob.objects.get(pk=job.pk).status == "retrying"
+        # … and the first claim at ``run_after`` does.
+        (claim,) = _claim_at(job.run_after)
+        assert claim.job_id == job.pk
+        outcome = execute_claim(claim)
+    assert outcome == "completed"
     job.refresh_from_db()
     assert job.status == "completed" and job.retry_count == 2
     assert list(job.runs.order_by("attempt").values_list("status", flat=True)) == [
@@ -111,6 +139,21 @@ def test_retryable_error_retries_automatically_with_backoff(engine):
     ]  # fmt: skip
     retrying = engine.recorder.of_type("job_status")
     assert [e.data.get("retry") for e in retrying if e.status == "retrying"] == [1, 2]
+
+
+def test_retry_after_is_the_shortest_wait(engine, settings):
+    settings.ORCHESTRATION = BACKOFF
+    set_faults(engine.faults, {"step1": {"mode": "retryable", "times": 1, "retry_after": 30}})
+    job = job_create(marketplace=MARKETPLACE, action="three", params=engine.params())
+    (claim,) = claim_jobs(limit=1)
+    assert execute_claim(claim) == "retrying"
+    waits = _waits(job, 1)
+    assert 30 <= waits <= 30.5, waits  # not the 1-2 s the backoff alone would wait
+    finished = job.runs.get(attempt=1).finished_at
+    for moment in (finished + timedelta(seconds=2.5), job.run_after - timedelta(milliseconds=1)):
+        assert _claim_at(moment) == [], moment
+    (claim,) = _claim_at(job.run_after)
+    assert execute_claim(claim) == "completed"
 
 
 def test_max_retries_exhausted(engine):
