@@ -64,7 +64,11 @@ def test_dashboard_shows_batches_queues_throughput_failures_and_workers(tenant_a
     assert f'data-live-job="{failed.pk}"' in text and "HTTP 400: invalid field in only" in text
     assert f'action="/dashboard/jobs/{failed.pk}/retry/"' in text
     assert re.search(r'<tr class="worker"><td><code>[^<]+</code></td><td>0</td><td>2</td>', text)
-    assert done.pk and waiting
+    # The completed job and the waiting ones are counted above, never listed as failures.
+    listed = re.findall(r'<tr class="failure" data-job="(\d+)"', text)
+    assert listed == [str(failed.pk)], (listed, done.pk, [job.pk for job in waiting])
+    testmkt_row = re.search(r'data-resource="testmkt">(.*?)</tr>', text, re.S).group(1)
+    assert '<td class="waiting">0</td>' in testmkt_row
 
 
 def test_one_click_retry_from_the_dashboard(tenant_a, params):
