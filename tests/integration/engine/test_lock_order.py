@@ -39,17 +39,25 @@ def _blocked(
     schema: str, hold: tuple[str, list], call: Callable[[], object], waiting_query: str
 ) -> Iterator[tuple[psycopg.Connection, dict]]:
     """Hold a row lock in another session, start ``call`` in a thread and wait until it
-    waits for that lock; yield (a probing session, the call's outcome); then release."""
+    waits for that lock; yield (a probing session, the call's outcome); then release.
+
+    "Waits for that lock" is asked of the call's own backend (its pid) and of the holder
+    (``pg_blocking_pids``): another session waiting on the server proves nothing."""
     holder, prober = _session(), _session()
     outcome: dict[str, object] = {}
+    backend = threading.Event()
 
     def run() -> None:
         try:
             with schema_context(schema):
+                connection.ensure_connection()
+                outcome["pid"] = connection.connection.info.backend_pid
+                backend.set()
                 outcome["result"] = call()
         except Exception as exc:  # reported by the test
             outcome["error"] = exc
         finally:
+            backend.set()
             connection.close()
 
     worker = threading.Thread(target=run)
@@ -57,13 +65,15 @@ def _blocked(
         holder.execute(f'SET search_path TO "{schema}", public')
         holder.execute(*hold)
         worker.start()
+        assert backend.wait(10) and "pid" in outcome, outcome
         deadline, waiting = time.monotonic() + 10, False
         while time.monotonic() < deadline and not waiting:
             time.sleep(0.05)
             (count,) = prober.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                " AND query LIKE %s",
-                [waiting_query],
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = %s"
+                " AND wait_event_type = 'Lock' AND query LIKE %s"
+                " AND %s = ANY(pg_blocking_pids(pid))",
+                [outcome["pid"], waiting_query, holder.info.backend_pid],
             ).fetchone() or (0,)
             prober.rollback()
             waiting = count > 0
