@@ -359,13 +359,15 @@ class MarketplaceJobAdmin(EngineRowAdminMixin, LiveAdminMixin, admin.ModelAdmin)
 
     @admin.action(description="Retry the selected jobs", permissions=["change"])
     def retry(self, request, queryset):
-        _run_service(self, request, queryset.values_list("pk", flat=True), services.job_retry,
-                     "Retried")  # fmt: skip
+        ids = list(queryset.values_list("pk", flat=True))
+        _run_service(self, request, ids, services.job_retry, "Retried")
+        return _show_acted_on(ids)
 
     @admin.action(description="Cancel the selected jobs", permissions=["change"])
     def cancel(self, request, queryset):
-        _run_service(self, request, queryset.values_list("pk", flat=True), services.job_cancel,
-                     "Cancelled")  # fmt: skip
+        ids = list(queryset.values_list("pk", flat=True))
+        _run_service(self, request, ids, services.job_cancel, "Cancelled")
+        return _show_acted_on(ids)
 
     @admin.action(description="Run the selected jobs now", permissions=["change"])
     def run_now(self, request, queryset):
@@ -373,6 +375,7 @@ class MarketplaceJobAdmin(EngineRowAdminMixin, LiveAdminMixin, admin.ModelAdmin)
         if _run_service(self, request, ids, services.job_run_now, "Reserved the next place for"):
             for key in sorted(set(queryset.values_list("resource_key", flat=True)[:BULK_CHUNK])):
                 self.message_user(request, _run_now_outlook(key), messages.INFO)
+        return _show_acted_on(ids)
 
     # Pages and buttons.
 
@@ -571,6 +574,18 @@ class MarketplaceJobAdmin(EngineRowAdminMixin, LiveAdminMixin, admin.ModelAdmin)
         return self.get_changelist_instance(filtered)
 
 
+SHOW_ACTED_ON = 500  # jobs an action's answer lists by id (more: the list as it was)
+
+
+def _show_acted_on(ids: list[int]) -> HttpResponseRedirect | None:
+    """After acting on selected jobs, list those jobs (whatever their status is now): the
+    filter the action was chosen from (e.g. Failed) would show none of them any more."""
+    if not ids or len(ids) > SHOW_ACTED_ON:
+        return None
+    target = reverse("tenant_admin:orchestration_marketplacejob_changelist")
+    return HttpResponseRedirect(f"{target}?id__in={','.join(map(str, sorted(ids)))}")
+
+
 def _run_now_outlook(resource_key: str) -> str:
     """What "Run now" really does, said the way it will happen."""
     outlook = selectors.resource_outlook(resource_key)
@@ -766,9 +781,16 @@ class BatchAdmin(EngineRowAdminMixin, LiveAdminMixin, admin.ModelAdmin):
 
     @admin.action(description="Cancel the selected batches", permissions=["change"])
     def cancel(self, request, queryset):
-        for batch_id in queryset.values_list("pk", flat=True):
+        cancelled = 0
+        for batch_id, status in queryset.values_list("pk", "status"):
+            if status in BATCH_TERMINAL:
+                self.message_user(request, f"Batch {batch_id} is {status}: nothing to cancel.",
+                                  messages.WARNING)  # fmt: skip
+                continue
             services.batch_cancel(batch_id=batch_id)
-        self.message_user(request, "Cancelled.", messages.SUCCESS)
+            cancelled += 1
+        if cancelled:
+            self.message_user(request, f"Cancelled {cancelled} batch(es).", messages.SUCCESS)
 
     @admin.action(description="Resume the selected groups", permissions=["change"])
     def resume(self, request, queryset):

@@ -45,13 +45,16 @@ def batch_state(batch: Batch) -> dict[str, Any]:
 
 
 def live_batches(*, recent: int = 20) -> list[Batch]:
-    """Batches a live page shows: every active one, and the most recent others."""
-    active = list(
-        Batch.objects.filter(status__in=ACTIVE_BATCH_STATUSES).order_by("-created_at")[:200]
+    """Batches a live page shows: every active one (up to 200), then the most recent others.
+    One query (the dashboard reads many panels)."""
+    latest = Batch.objects.order_by("-created_at").values("pk")[:recent]
+    rows = list(
+        Batch.objects.filter(Q(status__in=ACTIVE_BATCH_STATUSES) | Q(pk__in=latest)).order_by(
+            "-created_at"
+        )[: 200 + recent]
     )
-    seen = {b.pk for b in active}
-    latest = [b for b in Batch.objects.order_by("-created_at")[:recent] if b.pk not in seen]
-    return active + latest
+    active = [b for b in rows if b.status in ACTIVE_BATCH_STATUSES][:200]
+    return active + [b for b in rows if b.status not in ACTIVE_BATCH_STATUSES]
 
 
 def _stamp(of: str, schema: str, **fields: Any) -> dict[str, Any]:
@@ -302,6 +305,20 @@ def batch_jobs_page(batch_id: int, page: Any = 1) -> Page:
     """One page of a batch's jobs in their order (the (batch, sequence) index)."""
     jobs = MarketplaceJob.objects.filter(batch_id=batch_id).order_by("sequence", "id")
     return Paginator(jobs, BATCH_JOBS_PER_PAGE).get_page(page)
+
+
+def failure_groups(*, hours: int = 24, limit: int = 8) -> list[dict[str, Any]]:
+    """Jobs failed for good in the last ``hours``, grouped by error message, most first
+    (the partial index on failed jobs by completion serves the range)."""
+    since = timezone.now() - timedelta(hours=hours)
+    rows = (
+        MarketplaceJob.objects.filter(status=JobStatus.FAILED, completed_at__gte=since)
+        .order_by()
+        .values("error_message")
+        .annotate(n=Count("id"), last=Max("completed_at"))
+        .order_by("-n", "-last")[:limit]
+    )
+    return [dict(row) for row in rows]
 
 
 def recent_failures(*, limit: int = 20) -> list[MarketplaceJob]:

@@ -12,6 +12,7 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.http import urlencode
 from django.views.decorators.http import require_POST
 from django_tenants.utils import get_public_schema_name
 
@@ -64,13 +65,35 @@ def _panel(request: HttpRequest, panel: str) -> dict[str, Any]:
         return {"queues": queues, "tenant_paused": dispatch.tenant_paused(current_schema())}
     if panel == "throughput":
         rate = selectors.throughput()
+        minutes = rate["minutes"]
+        recent = rate["steps"][-5:]
+        axis = [  # a time axis under the charts: every 15 minutes, in the server's zone
+            {"x": i * 7, "label": timezone.localtime(m).strftime("%H:%M")}
+            for i, m in enumerate(minutes)
+            if i % 15 == 0 or i == len(minutes) - 1
+        ]
         return {
             "rate": rate,
+            "recent_rate": round(sum(recent) / max(1, len(recent)), 1),
+            "recent_failed": sum(rate["failed_runs"][-5:]),
+            "axis": axis,
             "steps_chart": _bars(rate["steps"]),
             "failures_chart": _bars(rate["failed_runs"]),
         }
     if panel == "failures":
+        groups = selectors.failure_groups()
+        for group in groups:
+            # The job list filtered to this error; its "Retry all matching…" takes the filter.
+            filters = urlencode({"status__exact": "failed", "q": group["error_message"][:80]})
+            group["list_url"] = (
+                f"{reverse('tenant_admin:orchestration_marketplacejob_changelist')}?{filters}"
+            )
+            group["retry_url"] = (
+                f"{reverse('tenant_admin:orchestration_job_bulk', args=['retry'])}?"
+                f"{urlencode({'_changelist_filters': filters})}"
+            )
         return {
+            "groups": groups,
             "failures": selectors.recent_failures(),
             "can_act": request.user.has_perm("orchestration.change_marketplacejob"),
         }

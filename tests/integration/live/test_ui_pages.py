@@ -68,3 +68,38 @@ def test_a_viewer_opening_an_action_gets_a_page_that_explains(tenant_a):
     assert answer.status_code == 403
     assert "may look at batches and jobs but not act" in answer.content.decode()
     assert MarketplaceJob.objects.get(pk=job.pk).status == "queued"
+
+
+def _failed(sku: str, tmp_path) -> MarketplaceJob:
+    from orchestration.services import run_available_jobs
+    from tests.engine_providers import set_faults
+
+    faults = tmp_path / f"{sku}.json"
+    set_faults(faults, {"only": {"mode": "permanent", "times": 1}})
+    job = job_create(marketplace=MARKETPLACE, action="one", sku=sku, params={"faults": str(faults)})
+    run_available_jobs()
+    job.refresh_from_db()
+    assert job.status == "failed"
+    return job
+
+
+def test_retrying_selected_failures_shows_those_jobs_not_the_empty_failed_filter(
+    tenant_a, tmp_path
+):
+    client = staff_client(tenant_a, "ui-admin")
+    jobs = [_failed(f"SEL-{i}", tmp_path) for i in range(2)]
+    answer = client.post(f"{JOBS}?status__exact=failed",
+                         {"action": "retry", "_selected_action": [j.pk for j in jobs]})  # fmt: skip
+    assert answer.status_code == 302
+    assert answer["Location"].endswith(f"?id__in={jobs[0].pk},{jobs[1].pk}")
+    listing = client.get(answer["Location"]).text
+    assert all(f'data-live-job="{j.pk}"' in listing for j in jobs)
+
+
+def test_the_dashboard_groups_failures_by_error_with_see_all_and_retry_all(tenant_a, tmp_path):
+    client = staff_client(tenant_a, "ui-admin")
+    for i in range(3):
+        _failed(f"GRP-{i}", tmp_path)
+    panel = client.get("/dashboard/panels/failures/").text
+    assert 'class="failure-group"' in panel and "<b>3</b>" in panel
+    assert "see all" in panel and "retry all of these" in panel
