@@ -103,3 +103,20 @@ def test_the_dashboard_groups_failures_by_error_with_see_all_and_retry_all(tenan
     panel = client.get("/dashboard/panels/failures/").text
     assert 'class="failure-group"' in panel and "<b>3</b>" in panel
     assert "see all" in panel and "retry all of these" in panel
+
+
+def test_a_skipped_job_links_to_the_job_that_stopped_its_group(tenant_a, tmp_path):
+    from orchestration.services import run_available_jobs
+    from tests.engine_providers import set_faults
+
+    client = staff_client(tenant_a, "ui-admin")
+    faults = tmp_path / "group.json"
+    set_faults(faults, {"only": {"mode": "permanent", "times": 1}})
+    specs = [JobSpec(marketplace=MARKETPLACE, action="one", sku=f"G-{i}",
+                     params={"faults": str(faults)}) for i in range(3)]  # fmt: skip
+    batch = batch_create(name="Group", jobs=specs, mode=Batch.Mode.SEQUENTIAL)
+    run_available_jobs()
+    first, skipped = batch.jobs.order_by("sequence")[:2]
+    assert (first.status, skipped.status) == ("failed", "skipped")
+    page = client.get(f"{JOBS}{skipped.pk}/change/").text
+    assert 'class="stopped-by"' in page and f"/marketplacejob/{first.pk}/change/" in page
