@@ -242,7 +242,10 @@ if pg_core is not None:
                         return
                 except asyncio.CancelledError:
                     raise
-                except (psycopg.Error, OSError) as exc:
+                except BaseException as exc:
+                    import sys, traceback
+                    print("LISTEN LOOP EXC", type(exc), exc, file=sys.stderr, flush=True)
+                    if isinstance(exc, asyncio.CancelledError): raise
                     logger.warning("channel layer lost its LISTEN connection (%s); retrying", exc)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, self.LISTEN_RETRY_MAX)
@@ -253,15 +256,22 @@ if pg_core is not None:
             """One LISTEN session; True when told to shut down."""
             import base64
 
-            stored = await self.django_db.retrieve_non_expired_queued_messages()
-            for message_id, channel, message, timestamp in sorted(stored, key=lambda r: int(r[0])):
-                payload = f"{message_id}:{channel}:{base64.b64encode(message).decode()}:{timestamp}"
-                self._deliver(channel, payload)
             conninfo = psycopg.conninfo.make_conninfo(conninfo="", **self.db_params)
             async with await psycopg.AsyncConnection.connect(
                 conninfo=conninfo, autocommit=True
             ) as connection:
                 await connection.execute("LISTEN channels_postgres_messages;")
+                # The backlog after LISTEN, not before: a message stored in between would
+                # have no notification and no reader. (Notified and stored twice: the
+                # notification is skipped as already delivered.)
+                stored = await self.django_db.retrieve_non_expired_queued_messages()
+                for message_id, channel, message, timestamp in sorted(
+                    stored, key=lambda r: int(r[0])
+                ):
+                    payload = (
+                        f"{message_id}:{channel}:{base64.b64encode(message).decode()}:{timestamp}"
+                    )
+                    self._deliver(channel, payload)
                 assert self.listener_task_is_running is not None
                 self.listener_task_is_running.set()
                 async for event in connection.notifies():
