@@ -18,7 +18,16 @@ import time
 import bench
 from bench.harness import BASE_DIR
 
-NOT_BENCHMARKS = {"harness", "noop", "run_all"}
+# The fault suite is not a benchmark: `make chaos` runs it on its own.
+NOT_BENCHMARKS = {
+    "harness",
+    "noop",
+    "run_all",
+    "chaos",
+    "chaos_pg",
+    "chaos_procs",
+    "chaos_providers",
+}
 
 
 def benchmarks() -> list[str]:

@@ -165,7 +165,75 @@ if pg_core is not None:
         if now - last > IDLE_CHECK_SECONDS:
             await psycopg_pool.AsyncConnectionPool.check_connection(conn)
 
-    class PostgresChannelLayer(pg_core.PostgresChannelLayer):
+    class _ReconnectingListen:
+        """channels-postgres' receiving side with a LISTEN that survives the database."""
+
+        # The stock listener dies with its connection (a PostgreSQL restart) and leaves
+        # its "running" flag set: every consumer of the process then waits forever. This
+        # one reconnects with backoff, picks up the messages stored meanwhile, and skips
+        # what it already delivered (the stored backlog holds those too until they expire).
+
+        LISTEN_RETRY_MAX = 5.0
+        DELIVERED_MEMORY = 50_000  # channels whose last delivered id is remembered
+
+        async def listen_to_all_channels(self: Any) -> None:
+            delay = 0.2
+            while True:
+                try:
+                    if await self._listen_once():
+                        return
+                except asyncio.CancelledError:
+                    raise
+                except (psycopg.Error, OSError) as exc:
+                    logger.warning("channel layer lost its LISTEN connection (%s); retrying", exc)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self.LISTEN_RETRY_MAX)
+                    continue
+                delay = 0.2
+
+        async def _listen_once(self: Any) -> bool:
+            """One LISTEN session; True when told to shut down."""
+            import base64
+
+            conninfo = psycopg.conninfo.make_conninfo(conninfo="", **self.db_params)
+            async with await psycopg.AsyncConnection.connect(
+                conninfo=conninfo, autocommit=True
+            ) as connection:
+                await connection.execute("LISTEN channels_postgres_messages;")
+                # The backlog after LISTEN, not before: a message stored in between would
+                # have no notification and no reader. (Notified and stored twice: the
+                # notification is skipped as already delivered.)
+                stored = await self.django_db.retrieve_non_expired_queued_messages()
+                for message_id, channel, message, timestamp in sorted(
+                    stored, key=lambda r: int(r[0])
+                ):
+                    payload = (
+                        f"{message_id}:{channel}:{base64.b64encode(message).decode()}:{timestamp}"
+                    )
+                    self._deliver(channel, payload)
+                assert self.listener_task_is_running is not None
+                self.listener_task_is_running.set()
+                async for event in connection.notifies():
+                    if event.payload == "1:shutdown":
+                        self.listener_task_is_running.clear()
+                        return True
+                    channel = event.payload.split(":")[1]
+                    if self._channel_advisory_locks.get(channel, False):
+                        self._deliver(channel, event.payload)
+            return False
+
+        def _deliver(self: Any, channel: str, payload: str) -> None:
+            delivered = self.__dict__.setdefault("_delivered", {})
+            message_id = int(payload.split(":", 1)[0])
+            if message_id <= delivered.get(channel, 0):
+                return  # delivered before a reconnect; the stored copy is a duplicate
+            if len(delivered) >= self.DELIVERED_MEMORY:
+                for stale in list(delivered)[: self.DELIVERED_MEMORY // 2]:
+                    del delivered[stale]
+            delivered[channel] = message_id
+            self._get_or_create_queue(channel).put_nowait(payload)
+
+    class PostgresChannelLayer(_ReconnectingListen, pg_core.PostgresChannelLayer):
         """channels-postgres with a per-instance pool, a working discard and quiet sends.
 
         Use one instance per event loop (``make_private_layer``); the project's
@@ -225,78 +293,16 @@ if pg_core is not None:
         async def close_pools(self) -> None:
             await self.django_db.close()
 
-        # --- a LISTEN that survives the database --------------------------------------
-        # The stock listener dies with its connection (a PostgreSQL restart) and leaves
-        # its "running" flag set: every consumer of the process then waits forever. This
-        # one reconnects with backoff, picks up the messages stored meanwhile, and skips
-        # what it already delivered (the stored backlog holds those too until they expire).
-
-        LISTEN_RETRY_MAX = 5.0
-        DELIVERED_MEMORY = 50_000  # channels whose last delivered id is remembered
-
-        async def listen_to_all_channels(self) -> None:
-            delay = 0.2
-            while True:
-                try:
-                    if await self._listen_once():
-                        return
-                except asyncio.CancelledError:
-                    raise
-                except BaseException as exc:
-                    import sys, traceback
-                    print("LISTEN LOOP EXC", type(exc), exc, file=sys.stderr, flush=True)
-                    if isinstance(exc, asyncio.CancelledError): raise
-                    logger.warning("channel layer lost its LISTEN connection (%s); retrying", exc)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, self.LISTEN_RETRY_MAX)
-                    continue
-                delay = 0.2
-
-        async def _listen_once(self) -> bool:
-            """One LISTEN session; True when told to shut down."""
-            import base64
-
-            conninfo = psycopg.conninfo.make_conninfo(conninfo="", **self.db_params)
-            async with await psycopg.AsyncConnection.connect(
-                conninfo=conninfo, autocommit=True
-            ) as connection:
-                await connection.execute("LISTEN channels_postgres_messages;")
-                # The backlog after LISTEN, not before: a message stored in between would
-                # have no notification and no reader. (Notified and stored twice: the
-                # notification is skipped as already delivered.)
-                stored = await self.django_db.retrieve_non_expired_queued_messages()
-                for message_id, channel, message, timestamp in sorted(
-                    stored, key=lambda r: int(r[0])
-                ):
-                    payload = (
-                        f"{message_id}:{channel}:{base64.b64encode(message).decode()}:{timestamp}"
-                    )
-                    self._deliver(channel, payload)
-                assert self.listener_task_is_running is not None
-                self.listener_task_is_running.set()
-                async for event in connection.notifies():
-                    if event.payload == "1:shutdown":
-                        self.listener_task_is_running.clear()
-                        return True
-                    channel = event.payload.split(":")[1]
-                    if self._channel_advisory_locks.get(channel, False):
-                        self._deliver(channel, event.payload)
-            return False
-
-        def _deliver(self, channel: str, payload: str) -> None:
-            delivered = self.__dict__.setdefault("_delivered", {})
-            message_id = int(payload.split(":", 1)[0])
-            if message_id <= delivered.get(channel, 0):
-                return  # delivered before a reconnect; the stored copy is a duplicate
-            if len(delivered) >= self.DELIVERED_MEMORY:
-                for stale in list(delivered)[: self.DELIVERED_MEMORY // 2]:
-                    del delivered[stale]
-            delivered[channel] = message_id
-            self._get_or_create_queue(channel).put_nowait(payload)
+    class ReconnectingPostgresChannelLayer(_ReconnectingListen, pg_core.PostgresChannelLayer):
+        """The stock layer (its module-global pool, what consumers and tests expect) with a
+        LISTEN that survives a database restart: the configured backend."""
 
 else:  # pragma: no cover
 
     class PostgresChannelLayer:  # type: ignore[no-redef]
+        pass
+
+    class ReconnectingPostgresChannelLayer:  # type: ignore[no-redef]
         pass
 
 

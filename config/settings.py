@@ -178,9 +178,9 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {
         "default": {
-            # channels-postgres with a per-loop pool and a LISTEN that survives a database
-            # restart (config/channel_layer.py).
-            "BACKEND": "config.channel_layer.PostgresChannelLayer",
+            # channels-postgres with a LISTEN that survives a database restart
+            # (config/channel_layer.py).
+            "BACKEND": "config.channel_layer.ReconnectingPostgresChannelLayer",
             # channels-postgres silently yields no layer without PASSWORD / TIME_ZONE.
             "CONFIG": {
                 "ENGINE": "django.db.backends.postgresql",

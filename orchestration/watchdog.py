@@ -72,6 +72,12 @@ def restarts_in_last_hour(times: list[str], now: datetime) -> list[str]:
     return [t for t in times if datetime.fromisoformat(t) >= since]
 
 
+def restart_delay(futile_restarts: int) -> float:
+    """Seconds to wait before starting a cluster again: none for the first three restarts in
+    a row of clusters that got nothing done, then 2, 4, 8 … 60 s."""
+    return 0.0 if futile_restarts <= 3 else min(60.0, 2.0 ** (futile_restarts - 3))
+
+
 class Watchdog:
     def __init__(self, config: WatchdogConfig | None = None, *, argv: list[str] | None = None):
         self.config = config or WatchdogConfig()
@@ -86,6 +92,7 @@ class Watchdog:
         self.last_db_error = 0.0
         self.restart_times: list[str] = []
         self.restarts_total = 0
+        self.futile_restarts = 0  # restarts in a row of clusters that never made progress
 
     # --- the loop ------------------------------------------------------------------
 
@@ -261,6 +268,10 @@ class Watchdog:
 
     def restart(self, reason: str) -> None:
         logger.error("watchdog %s: restarting the cluster: %s", self.name, reason)
+        # A cluster that worked before it was killed (the OOM killer, an operator) comes back
+        # at once; only clusters that never got anything done (crashing at start: bad
+        # settings, an unreachable broker) are restarted with a growing delay.
+        self.futile_restarts = 0 if self._progressed_since_start() else self.futile_restarts + 1
         now = timezone.now()
         self.restart_times = [*restarts_in_last_hour(self.restart_times, now), now.isoformat()]
         self.restarts_total += 1
@@ -275,11 +286,26 @@ class Watchdog:
         self._sweep(reconcile=True)
         with contextlib.suppress(*DATABASE_LOST):
             dispatch.requeue_stale_slots(queued_before=timezone.now())
-        recent = len(self.restart_times)
-        if recent > 3:  # crashing at start (bad settings?): do not spin
-            self._sleep(min(60.0, 2.0 ** (recent - 3)))
+        delay = restart_delay(self.futile_restarts)
+        if delay:
+            logger.warning("watchdog %s: waiting %.0fs before the next start", self.name, delay)
+            self._sleep(delay)
         if not self.stopping:
             self.start_cluster()
+
+    def _progressed_since_start(self) -> bool:
+        from tenants.models import WorkerCluster
+
+        try:
+            progress = (
+                WorkerCluster.objects.filter(name=self.name)
+                .values_list("last_progress_at", flat=True)
+                .first()
+            )
+        except DATABASE_LOST:
+            return True  # cannot tell: do not hold the cluster back
+        started = self.cluster_started
+        return progress is not None and (started is None or progress >= started)
 
     # --- the row -------------------------------------------------------------------
 

@@ -221,3 +221,28 @@ def test_a_drifted_running_count_does_not_hide_a_tenants_lost_runs(engine):
 
     assert sweep_all_tenants(reconcile=False)["recovered"] == {}  # the quick pass misses it
     assert sweep_all_tenants(reconcile=True)["recovered"] == {"test_alpha": 1}
+
+
+def test_a_cluster_that_was_working_is_restarted_at_once_however_often(tenant_a, monkeypatch):
+    """Kills of a working cluster (OOM killer) never hold it back; only clusters that get
+    nothing done (crashing at start) are restarted with a growing delay."""
+    connection.set_schema_to_public()
+    watchdog = _watchdog(started_ago=30)
+    slept: list[float] = []
+    monkeypatch.setattr(watchdog, "stop_cluster", lambda graceful: None)
+    monkeypatch.setattr(watchdog, "_sweep", lambda reconcile: None)
+    monkeypatch.setattr(watchdog, "_sleep", slept.append)
+
+    def start_cluster() -> None:
+        watchdog.cluster_started = timezone.now() - timedelta(seconds=30)
+
+    monkeypatch.setattr(watchdog, "start_cluster", start_cluster)
+    for _ in range(10):  # each cluster did some work before it was killed
+        WorkerCluster.objects.filter(name=watchdog.name).update(last_progress_at=timezone.now())
+        watchdog.restart("killed")
+    assert slept == []
+
+    WorkerCluster.objects.filter(name=watchdog.name).update(last_progress_at=None)
+    for _ in range(6):  # clusters that never get anything done
+        watchdog.restart("exited at start")
+    assert slept == [2.0, 4.0, 8.0]
