@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import time
+import uuid
 
+from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
+from django.utils import timezone
 
 from config.asgi import application
+from orchestration import live
 
 
 def communicator(host: str, cookie: str = "", *, origin: str | None = None):
@@ -66,3 +70,20 @@ async def drain(comm: WebsocketCommunicator, seconds: float = 0.5) -> list[dict]
         if not await comm.receive_nothing(timeout=min(0.05, remaining), interval=0.01):
             received.append(await comm.receive_json_from())
     return received
+
+
+async def until_control(comm: WebsocketCommunicator, schema: str, group: str) -> list[dict]:
+    """What reaches the socket before a control message published after everything this
+    process queued so far: shows that something did *not* arrive without guessing how long
+    to wait. ``group`` must be one the socket is in (once: one control per group)."""
+    assert await sync_to_async(live.flush)(10), "the live publisher did not flush"
+    marker = uuid.uuid4().hex
+    control = {"type": "test_control", "tenant": schema, "marker": marker,
+               "timestamp": timezone.now().isoformat()}  # fmt: skip
+    live.get_publisher().publish([live.Outgoing(group, ("test_control", marker), control)])
+    received: list[dict] = []
+    while True:
+        message = await comm.receive_json_from(timeout=10)
+        if message.get("marker") == marker:
+            return received
+        received.append(message)

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from asgiref.sync import sync_to_async
 
-from orchestration import consumers
+from orchestration import consumers, live
 from tests.conftest import _ensure_tenant
 from tests.integration.live.scenarios import (
     closing_connection,
@@ -20,10 +20,10 @@ from tests.integration.live.scenarios import (
 from tests.integration.live.sockets import (
     close_code,
     communicator,
-    drain,
     open_live,
     receive_until,
     subscribe,
+    until_control,
 )
 
 ALPHA, BETA = "alpha.localhost", "beta.localhost"
@@ -39,6 +39,23 @@ async def _tenants():
 
 def _is_complete(batch_id):
     return lambda m: m["type"] == "complete" and m["batch_id"] == batch_id
+
+
+def _job_ids(tenant, batch_id: int) -> list[int]:
+    from django_tenants.utils import tenant_context
+
+    from orchestration.models import MarketplaceJob
+
+    with tenant_context(tenant):
+        return list(
+            MarketplaceJob.objects.filter(batch_id=batch_id)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+
+
+def _overview(schema: str) -> str:
+    return live.group_name(schema, "overview")
 
 
 async def test_anonymous_is_refused(clean_tenants, release_channel_layer):
@@ -76,8 +93,14 @@ async def test_subscriptions_answer_with_a_snapshot_and_ids_are_checked_in_the_t
 ):
     alpha, beta = await _tenants()
     cookie = await sync_to_async(login_cookie)(alpha, "viewer", role="viewer")
-    beta_batch = await sync_to_async(create_batch)(beta, 2)
     batch_id = await sync_to_async(create_batch)(alpha, 2)
+    alpha_jobs = await sync_to_async(_job_ids)(alpha, batch_id)
+    # Beta's batch and jobs: ids that exist in beta's schema and not in alpha's.
+    beta_batch = await sync_to_async(create_batch)(beta, 2)
+    while beta_batch == batch_id:
+        beta_batch = await sync_to_async(create_batch)(beta, 2)
+    beta_jobs = [j for j in await sync_to_async(_job_ids)(beta, beta_batch) if j not in alpha_jobs]
+    assert beta_jobs
     socket = await open_live(ALPHA, cookie)
 
     snapshot = await subscribe(socket, subscribe="batch", id=batch_id)
@@ -88,15 +111,60 @@ async def test_subscriptions_answer_with_a_snapshot_and_ids_are_checked_in_the_t
     overview = await subscribe(socket, subscribe="overview")
     assert [b["batch_id"] for b in overview["batches"]] == [batch_id]
 
-    # Beta's batch is not there from alpha's socket, whatever its number.
-    missing = beta_batch + batch_id + 1000
-    error = await subscribe(socket, subscribe="batch", id=missing)
-    assert error["type"] == "error" and "no such batch" in error["error"]
+    # Beta's batch and jobs are not there from alpha's socket, though they exist in beta.
+    for request, wanted in (
+        ({"subscribe": "batch", "id": beta_batch}, "no such batch"),
+        ({"subscribe": "job", "id": beta_jobs[0]}, "no such job"),
+        ({"subscribe": "jobs", "ids": beta_jobs}, "no such jobs"),
+    ):
+        error = await subscribe(socket, **request)
+        assert error["type"] == "error" and wanted in error["error"], (request, error)
+    mixed = await subscribe(socket, subscribe="jobs", ids=[*alpha_jobs, *beta_jobs])
+    assert [j["job_id"] for j in mixed["jobs"]] == alpha_jobs
     for bad in ({"subscribe": "batch", "id": "1"}, {"subscribe": "batch", "id": True},
                 {"subscribe": "jobs", "ids": list(range(1, 300))}, {"subscribe": "nope"}):  # fmt: skip
         reply = await subscribe(socket, **bad)
         assert reply["type"] == "error", (bad, reply)
     await socket.disconnect()
+
+
+async def test_snapshots_of_interleaved_consumers_of_both_tenants_stay_in_their_tenant(
+    clean_tenants, release_channel_layer
+):
+    """Consumers share one database thread (PITFALLS): many of both tenants subscribing at
+    once must each read their own schema."""
+    alpha, beta = await _tenants()
+    batches = {
+        "test_alpha": {await sync_to_async(create_batch)(alpha, 1) for _ in range(2)},
+        "test_beta": {await sync_to_async(create_batch)(beta, 1) for _ in range(3)},
+    }
+    while batches["test_alpha"] & batches["test_beta"]:
+        batches["test_beta"].add(await sync_to_async(create_batch)(beta, 1))
+    sockets = []
+    for n in range(3):
+        for tenant, host in ((alpha, ALPHA), (beta, BETA)):
+            cookie = await sync_to_async(login_cookie)(tenant, f"mix-{tenant.schema_name}-{n}")
+            sockets.append((tenant.schema_name, await open_live(host, cookie)))
+
+    async def watch(schema, socket):
+        seen = []
+        for _ in range(4):
+            overview = await subscribe(socket, subscribe="overview")
+            seen.append((overview["tenant"], {b["batch_id"] for b in overview["batches"]}))
+            for batch_id in batches["test_alpha"] | batches["test_beta"]:
+                reply = await subscribe(socket, subscribe="batch", id=batch_id)
+                seen.append(
+                    (reply.get("tenant"), batch_id) if reply["type"] == "snapshot" else None
+                )
+        return schema, seen
+
+    for schema, seen in await asyncio.gather(*(watch(schema, s) for schema, s in sockets)):
+        overviews = [entry for entry in seen if entry and isinstance(entry[1], set)]
+        assert overviews == [(schema, batches[schema])] * 4, (schema, overviews)
+        found = {entry[1] for entry in seen if entry and not isinstance(entry[1], set)}
+        assert found == batches[schema], (schema, found)
+    for _schema, socket in sockets:
+        await socket.disconnect()
 
 
 async def test_a_job_subscription_follows_its_steps(layer_kind, clean_tenants):
@@ -145,7 +213,8 @@ async def test_subscribing_to_a_batch_and_running_it_delivers_progress_ending_in
     progress = [m["progress"]["percent"] for m in messages if m["type"] == "batch_progress"]
     assert progress == sorted(progress) and progress[-1] == 100
     assert messages[-1]["status"] == "completed"
-    assert await drain(socket, 0.3) == []  # nothing after ``complete``
+    batch_group = live.group_name("test_alpha", "batch", batch_id)
+    assert await until_control(socket, "test_alpha", batch_group) == []  # nothing after it
     await socket.disconnect()
 
 
@@ -170,12 +239,12 @@ async def test_tenants_never_see_each_others_events(layer_kind, clean_tenants):
     await sync_to_async(start_batch)(alpha, alpha_batch)
     alpha_messages = await receive_until(alpha_socket, _is_complete(alpha_batch))
     assert {m["tenant"] for m in alpha_messages} == {"test_alpha"}
-    assert await drain(beta_socket, 0.5) == []
+    assert await until_control(beta_socket, "test_beta", _overview("test_beta")) == []
 
     await sync_to_async(start_batch)(beta, beta_batch)
     beta_messages = await receive_until(beta_socket, _is_complete(beta_batch))
     assert {m["tenant"] for m in beta_messages} == {"test_beta"}
-    assert await drain(alpha_socket, 0.5) == []
+    assert await until_control(alpha_socket, "test_alpha", _overview("test_alpha")) == []
     for socket in (alpha_socket, beta_socket):
         await socket.disconnect()
 
@@ -212,7 +281,8 @@ async def test_concurrent_connections_each_receive_only_their_own_events(layer_k
         messages = await receive_until(socket, _is_complete(batches[schema]))
         assert {m["tenant"] for m in messages} == {schema}
         assert {m["batch_id"] for m in messages} == {batches[schema]}
-        assert not [m for m in await drain(socket, 0.2) if m["tenant"] != schema]
+        later = await until_control(socket, schema, _overview(schema))
+        assert not [m for m in later if m["tenant"] != schema], later
         await socket.disconnect()
 
 
@@ -229,12 +299,16 @@ async def test_a_page_that_reconnects_resynchronises_from_the_snapshot(layer_kin
     after = await subscribe(socket, subscribe="batch", id=batch_id)
     assert (after["status"], after["progress"]["percent"]) == ("completed", 100)
     await subscribe(socket, subscribe="overview")
+    # A job of the finished batch stays watched: the control message goes through its group.
+    kept = (await sync_to_async(_job_ids)(alpha, batch_id))[0]
+    assert (await subscribe(socket, subscribe="job", id=kept))["type"] == "snapshot"
     await socket.send_json_to({"unsubscribe": "batch", "id": batch_id})
     await socket.send_json_to({"unsubscribe": "overview"})
     await socket.send_json_to({"ping": 1})
     assert (await socket.receive_json_from(timeout=10))["type"] == "pong"
     await sync_to_async(start_batch)(alpha, await sync_to_async(create_batch)(alpha, 1))
-    assert await drain(socket, 0.5) == []  # nothing once unsubscribed
+    kept_group = live.group_name("test_alpha", "job", kept)
+    assert await until_control(socket, "test_alpha", kept_group) == []  # nothing once unsubscribed
     await socket.disconnect()
 
 
