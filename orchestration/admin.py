@@ -545,8 +545,13 @@ class MarketplaceJobAdmin(EngineRowAdminMixin, LiveAdminMixin, admin.ModelAdmin)
             else:
                 done = services.jobs_cancel(queryset=actionable)
                 self.message_user(request, f"Cancelled {done} job(s).", messages.SUCCESS)
+            # Back to the same filter, any status: the jobs acted on left the status they
+            # were chosen by (a "Failed" filter would now show none of them).
+            kept = QueryDict(query, mutable=True)
+            for key in ("status__exact", "status", "p"):
+                kept.pop(key, None)
             target = reverse("tenant_admin:orchestration_marketplacejob_changelist")
-            return HttpResponseRedirect(f"{target}?{query}" if query else target)
+            return HttpResponseRedirect(f"{target}?{kept.urlencode()}" if kept else target)
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,

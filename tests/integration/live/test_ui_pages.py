@@ -120,3 +120,14 @@ def test_a_skipped_job_links_to_the_job_that_stopped_its_group(tenant_a, tmp_pat
     assert (first.status, skipped.status) == ("failed", "skipped")
     page = client.get(f"{JOBS}{skipped.pk}/change/").text
     assert 'class="stopped-by"' in page and f"/marketplacejob/{first.pk}/change/" in page
+
+
+def test_retry_all_matching_returns_to_the_filter_without_its_status(tenant_a, tmp_path):
+    client = staff_client(tenant_a, "ui-admin")
+    jobs = [_failed(f"ALL-{i}", tmp_path) for i in range(2)]
+    url = "/admin/orchestration/marketplacejob/bulk/retry/"
+    filters = f"status__exact=failed&marketplace={MARKETPLACE}"
+    done = client.post(url, {"confirm": "1", "_changelist_filters": filters})
+    assert done.status_code == 302 and done["Location"].endswith(f"?marketplace={MARKETPLACE}")
+    listing = client.get(done["Location"]).text
+    assert all(f'data-live-job="{j.pk}"' in listing for j in jobs)  # now queued, still shown
