@@ -7,7 +7,7 @@ UV := $(TOOLS)/bin/uv
 PY := .venv/bin/python
 export UV_PROJECT_ENVIRONMENT := .venv
 
-.PHONY: run test lint typecheck migrations-check check bench chaos venv browsers clean
+.PHONY: run test lint typecheck migrations-check check bench chaos screenshots venv browsers clean
 
 $(UV):
 	python3 -m venv $(TOOLS)
@@ -44,6 +44,10 @@ browsers:
 	@command -v chromium >/dev/null || { \
 	  echo "» installing chromium (Debian package)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+## The UI guide's pictures (docs/ui/*.png), taken in Chromium at 1400 px.
+screenshots: venv browsers
+	$(PY) -m pytest tests/e2e/ui_screenshots.py -p no:cacheprovider --no-cov -q
 
 ## Benchmarks: write JSON figures under bench/results/.
 bench: venv
