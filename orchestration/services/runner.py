@@ -128,6 +128,8 @@ def _start_runs(jobs: list[MarketplaceJob], *, worker: str, now) -> list[Claim]:
             _START_JOBS.format(job=MarketplaceJob._meta.db_table),
             [now, ids, [run.pk for run in runs], sorted(JOB_CLAIMABLE)],
         )
+        if cursor.rowcount != len(ids):  # a second line behind the claim's row locks
+            raise states.ForbiddenTransition("job", ids, "not claimable", JobStatus.RUNNING)
     dispatch.runs_started(current_schema(), len(jobs))
     tasks_of: dict[int, list[MarketplaceTask]] = {job_id: [] for job_id in ids}
     for task in MarketplaceTask.objects.filter(job_id__in=ids).order_by("job_id", "step_order"):
