@@ -6,17 +6,16 @@ import orchestration.states
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('marketplaces', '0002_marketplaceaccount'),
-        ('orchestration', '0005_drop_redundant_fk_indexes'),
+        ("marketplaces", "0002_marketplaceaccount"),
+        ("orchestration", "0005_drop_redundant_fk_indexes"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='marketplacejob',
-            name='concurrency_key',
-            field=models.CharField(blank=True, default='', max_length=128),
+            model_name="marketplacejob",
+            name="concurrency_key",
+            field=models.CharField(blank=True, default="", max_length=128),
         ),
         # Existing jobs get the default key (product on marketplace) so the limit holds for
         # work queued before the upgrade too.
@@ -27,7 +26,14 @@ class Migration(migrations.Migration):
             migrations.RunSQL.noop,
         ),
         migrations.AddIndex(
-            model_name='marketplacejob',
-            index=models.Index(condition=models.Q(('status', orchestration.states.JobStatus['RUNNING']), models.Q(('concurrency_key', ''), _negated=True)), fields=['concurrency_key'], name='job_running_key_idx'),
+            model_name="marketplacejob",
+            index=models.Index(
+                condition=models.Q(
+                    ("status", orchestration.states.JobStatus["RUNNING"]),
+                    models.Q(("concurrency_key", ""), _negated=True),
+                ),
+                fields=["concurrency_key"],
+                name="job_running_key_idx",
+            ),
         ),
     ]
