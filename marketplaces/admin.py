@@ -1,4 +1,6 @@
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.http import HttpResponseRedirect
+from django.urls import reverse
 
 from config.admin_sites import tenant_admin_site
 from marketplaces.forms import MarketplaceAccountForm
@@ -10,6 +12,29 @@ class ProductAdmin(admin.ModelAdmin):
     list_display = ("sku", "title", "brand", "price", "currency", "quantity", "condition")
     search_fields = ("sku", "title", "brand")
     list_filter = ("condition", "category")
+    actions = ("publish_to",)
+
+    @admin.action(description="Publish to… (start a batch of the selected products)",
+                  permissions=["start_batch"])  # fmt: skip
+    def publish_to(self, request, queryset):
+        """Selected products (or every one matching the filter) → the start-batch page with
+        their SKUs filled in; it shows the count and the resource's limits before starting."""
+        from orchestration.admin import MAX_FORM_JOBS, SELECTED_SKUS_KEY
+
+        skus = list(queryset.order_by("pk").values_list("sku", flat=True)[: MAX_FORM_JOBS + 1])
+        if len(skus) > MAX_FORM_JOBS:
+            self.message_user(
+                request,
+                f"At most {MAX_FORM_JOBS:,} products per batch from the admin; narrow the filter "
+                "or use manage.py publish.",
+                messages.ERROR,
+            )
+            return None
+        request.session[SELECTED_SKUS_KEY] = skus
+        return HttpResponseRedirect(reverse("tenant_admin:orchestration_batch_add"))
+
+    def has_start_batch_permission(self, request) -> bool:
+        return request.user.has_perm("orchestration.add_batch")
 
 
 @admin.register(MarketplaceAccount, site=tenant_admin_site)

@@ -631,6 +631,9 @@ class StartBatchForm(forms.Form):
         help_text="One SKU per line (or separated by commas or spaces); case does not matter.",
     )  # fmt: skip
     priority = forms.IntegerField(initial=0, help_text="Higher runs first")
+    # Set on the second step to the fingerprint of what the summary showed: staff saw how
+    # many jobs start and where; a change after that shows a new summary.
+    confirmed = forms.CharField(required=False, widget=forms.HiddenInput)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -679,6 +682,34 @@ class StartBatchForm(forms.Form):
         self.product_ids = found
         cleaned["skus"] = list(found)
         return cleaned
+
+
+SELECTED_SKUS_KEY = "orchestration.start_batch_skus"  # session: products picked on their list
+
+
+def _start_fingerprint(form: StartBatchForm) -> str:
+    import hashlib
+
+    data = form.cleaned_data
+    what = [data["job_type"], data["mode"], str(data["priority"]), *data["skus"]]
+    return hashlib.sha256("\n".join(what).encode()).hexdigest()[:16]
+
+
+def _start_summary(form: StartBatchForm) -> dict[str, Any]:
+    """What the start form is about to do: how many jobs, on which resource, how busy it is."""
+    marketplace, action = form.cleaned_data["job_type"].split(":", 1)
+    key = steps.get_provider(marketplace).resource.key
+    outlook = selectors.resource_outlook(key)
+    policy = ResourcePolicy.objects.filter(key=key).first()
+    waiting = MarketplaceJob.objects.filter(
+        resource_key=key, status__in=[JobStatus.QUEUED, JobStatus.RETRYING]
+    ).count()
+    return {
+        "jobs": len(form.cleaned_data["skus"]), "marketplace": marketplace, "action": action,
+        "resource": key, "running": outlook["running"], "concurrency": outlook["concurrency"],
+        "rate": policy.rate_per_minute if policy else None, "paused": outlook["paused"],
+        "waiting": waiting, "mode": form.cleaned_data["mode"],
+    }  # fmt: skip
 
 
 class BatchChangeList(ChangeList):
@@ -891,8 +922,24 @@ class BatchAdmin(EngineRowAdminMixin, LiveAdminMixin, admin.ModelAdmin):
         """ "Add batch" starts one: marketplace and action, products by SKU."""
         if not self.has_add_permission(request):
             raise PermissionDenied
-        form = StartBatchForm(request.POST or None)
-        if request.method == "POST" and form.is_valid():
+        initial = {}
+        selected = request.session.pop(SELECTED_SKUS_KEY, None) if request.method == "GET" else None
+        if selected:  # "Publish to…" on the product list
+            initial = {"skus": "\n".join(selected), "name": f"{len(selected)} selected products"}
+        form = StartBatchForm(request.POST or None, initial=initial)
+        summary = None
+        if (
+            request.method == "POST"
+            and form.is_valid()
+            and (form.cleaned_data["confirmed"] != _start_fingerprint(form))
+        ):
+            # First step: say what will start, and where, before anything is created.
+            summary = _start_summary(form)
+            data = request.POST.copy()
+            data["confirmed"] = _start_fingerprint(form)
+            form = StartBatchForm(data)
+            form.is_valid()
+        elif request.method == "POST" and form.is_valid():
             marketplace, action = form.cleaned_data["job_type"].split(":", 1)
             specs = [
                 services.JobSpec(
@@ -917,6 +964,7 @@ class BatchAdmin(EngineRowAdminMixin, LiveAdminMixin, admin.ModelAdmin):
             "opts": self.model._meta,
             "title": "Start a batch",
             "form": form,
+            "summary": summary,
             "media": self.media + form.media,
         }
         return TemplateResponse(request, "admin/orchestration/batch/start.html", context)

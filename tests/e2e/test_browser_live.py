@@ -90,6 +90,8 @@ def test_a_batch_started_in_the_admin_fills_its_progress_bar_live(
     page.fill("input[name=name]", "Browser batch")
     page.select_option("select[name=job_type]", f"{slow_provider.MARKETPLACE}:publish")
     page.fill("textarea[name=skus]", "\n".join(p.sku for p in products))
+    page.click("input[name=start]")  # the review: count and limits, nothing created yet
+    expect(page.locator("#start-summary")).to_contain_text("8 jobs")
     page.click("input[name=start]")
     page.wait_for_url("**/admin/orchestration/batch/*/change/")
     batch = Batch.objects.get(name="Browser batch")

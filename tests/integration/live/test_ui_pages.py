@@ -47,13 +47,60 @@ def test_starting_a_batch_takes_all_products_or_skus_in_any_case(tenant_a):
     products = ProductFactory.create_batch(3)
     form = {"name": "Any case", "job_type": f"{MARKETPLACE}:one", "mode": "parallel",
             "priority": "0", "skus": products[0].sku.lower()}  # fmt: skip
-    assert client.post(f"{BATCHES}add/", form).status_code == 302
+    assert _start(client, form).status_code == 302
     assert Batch.objects.get(name="Any case").total_jobs == 1
     every = {**form, "name": "Everything", "skus": "", "all_products": "on"}
-    assert client.post(f"{BATCHES}add/", every).status_code == 302
+    assert _start(client, every).status_code == 302
     assert Batch.objects.get(name="Everything").total_jobs == 3
     empty = client.post(f"{BATCHES}add/", {**form, "skus": ""})
     assert "All products" in empty.text and Batch.objects.count() == 2
+
+
+def _start(client, form):
+    """The start form's two steps: the summary, then the confirmed start."""
+    review = client.post(f"{BATCHES}add/", form)
+    assert review.status_code == 200 and "Check before starting" in review.text, review.text[:500]
+    confirmed = review.context["form"]["confirmed"].value()
+    return client.post(f"{BATCHES}add/", {**form, "confirmed": confirmed})
+
+
+def test_the_start_form_shows_the_count_and_limits_before_creating_anything(tenant_a):
+    client = staff_client(tenant_a, "ui-review")
+    products = ProductFactory.create_batch(3)
+    resource_set_limits(key=MARKETPLACE, concurrency=2, rate_per_minute=None)
+    form = {"name": "Reviewed", "job_type": f"{MARKETPLACE}:one", "mode": "parallel",
+            "priority": "0", "skus": " ".join(p.sku for p in products)}  # fmt: skip
+    review = client.post(f"{BATCHES}add/", form)
+    assert "3 jobs" in review.text and "2 at a time" in review.text
+    assert not Batch.objects.filter(name="Reviewed").exists()  # nothing created yet
+    # Changed after the review (one SKU fewer): a new summary, still nothing created.
+    fingerprint = review.context["form"]["confirmed"].value()
+    changed = client.post(
+        f"{BATCHES}add/", {**form, "skus": products[0].sku, "confirmed": fingerprint}
+    )
+    assert changed.status_code == 200 and "1 job" in changed.text
+    assert not Batch.objects.filter(name="Reviewed").exists()
+    assert _start(client, form).status_code == 302
+    assert Batch.objects.get(name="Reviewed").total_jobs == 3
+
+
+def test_publish_to_on_the_product_list_fills_the_start_form(tenant_a):
+    client = staff_client(tenant_a, "ui-publish")
+    products = ProductFactory.create_batch(4)
+    picked = products[:3]
+    answer = client.post(
+        "/admin/marketplaces/product/",
+        {"action": "publish_to", "_selected_action": [p.pk for p in picked]},
+    )
+    assert answer.status_code == 302 and answer["Location"].endswith("/batch/add/")
+    page = client.get(answer["Location"])
+    textarea = page.context["form"]["skus"].value()
+    assert sorted(textarea.split()) == sorted(p.sku for p in picked)
+    assert "3 selected products" in page.text
+    form = {"name": "Picked", "job_type": f"{MARKETPLACE}:one", "mode": "parallel",
+            "priority": "0", "skus": textarea}  # fmt: skip
+    assert _start(client, form).status_code == 302
+    assert Batch.objects.get(name="Picked").total_jobs == 3
 
 
 def test_a_viewer_opening_an_action_gets_a_page_that_explains(tenant_a):
