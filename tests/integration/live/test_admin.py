@@ -247,7 +247,10 @@ def test_starting_a_batch_from_the_admin(admin_client):
     products = ProductFactory.create_batch(3)
     form = {"name": "Spring drop", "job_type": f"{MARKETPLACE}:one", "mode": "parallel",
             "skus": "\n".join(p.sku for p in products), "priority": "2"}  # fmt: skip
-    response = admin_client.post(f"{BATCHES}add/", form)
+    review = admin_client.post(f"{BATCHES}add/", form)  # the review step creates nothing
+    assert review.status_code == 200 and not Batch.objects.filter(name="Spring drop").exists()
+    confirmed = review.context["form"]["confirmed"].value()
+    response = admin_client.post(f"{BATCHES}add/", {**form, "confirmed": confirmed})
     assert response.status_code == 302
     batch = Batch.objects.get(name="Spring drop")
     assert response["Location"].endswith(f"/batch/{batch.pk}/change/")
