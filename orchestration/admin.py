@@ -236,8 +236,10 @@ class EngineRowAdminMixin:
             return False
         return super().has_delete_permission(request, obj)  # type: ignore[misc]
 
+    terminal_statuses: frozenset[str] = frozenset()  # each admin names its model's
+
     def finished(self, obj) -> bool:
-        raise NotImplementedError
+        return obj.status in self.terminal_statuses
 
 
 class LiveAdminMixin:
@@ -278,8 +280,7 @@ class MarketplaceJobAdmin(EngineRowAdminMixin, LiveAdminMixin, admin.ModelAdmin)
     def has_add_permission(self, request):
         return False
 
-    def finished(self, obj: MarketplaceJob) -> bool:
-        return obj.status in JOB_TERMINAL
+    terminal_statuses = frozenset(JOB_TERMINAL)
 
     def save_model(self, request, obj, form, change):
         """Only the options staff may change, through the service that writes those columns
@@ -749,8 +750,7 @@ class BatchAdmin(EngineRowAdminMixin, LiveAdminMixin, admin.ModelAdmin):
     def has_add_permission(self, request):
         return request.user.has_perm("orchestration.add_batch")
 
-    def finished(self, obj: Batch) -> bool:
-        return obj.status in BATCH_TERMINAL
+    terminal_statuses = frozenset(BATCH_TERMINAL)
 
     def save_model(self, request, obj, form, change):
         """Nothing of a batch is edited here (its counters move with its jobs; a save of the

@@ -207,7 +207,8 @@ def _fail_internal(claim: Claim, exc: Exception) -> None:
     except DATABASE_LOST:
         raise
     except (RunFenced, states.ForbiddenTransition):
-        pass  # already ended elsewhere
+        # Already ended elsewhere (recovered, cancelled): nothing left to record.
+        logger.info("run %s had already ended; its internal error is only logged", claim.run_id)
     except Exception:
         # Left RUNNING: its lease expires and the recovery sweep applies the retry policy.
         logger.exception("could not record the internal error of run %s", claim.run_id)
