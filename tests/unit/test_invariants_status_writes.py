@@ -23,9 +23,9 @@ import ast
 import re
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("orchestration", "tenants", "marketplaces", "config")
-THE_ONE_PLACE = Path("orchestration/services/transitions.py")
+from tests.unit import test_status_writes as first_scan
+from tests.unit.test_status_writes import ROOT, THE_ONE_PLACE, _mentions_status, _name
+
 NOT_DJANGO = (Path("marketplaces/sandbox"),)
 ENGINE_MODELS = {"Batch", "MarketplaceJob", "MarketplaceTask", "JobRun"}
 MODEL_ALIASES = {"model", "Model"}  # ``self.model(...)``, ``queryset.model(...)``, ``model(...)``
@@ -35,28 +35,12 @@ _SQL_INSERT = re.compile(r"\bINSERT\s+INTO\s+\S+\s*(?:AS\s+\w+\s*)?\(([^)]*)\)",
 
 
 def _sources() -> list[Path]:
-    files = []
-    for package in PACKAGES:
-        for path in sorted((ROOT / package).rglob("*.py")):
-            relative = path.relative_to(ROOT)
-            if "migrations" in relative.parts or relative == THE_ONE_PLACE:
-                continue
-            if any(relative.is_relative_to(skip) for skip in NOT_DJANGO):
-                continue
-            files.append(relative)
-    return files
-
-
-def _name(func: ast.expr) -> str:
-    if isinstance(func, ast.Attribute):
-        return func.attr
-    if isinstance(func, ast.Name):
-        return func.id
-    return ""
-
-
-def _mentions_status(node: ast.AST) -> bool:
-    return any(isinstance(n, ast.Constant) and n.value == "status" for n in ast.walk(node))
+    """The first scan's files, less the sandbox (it has no Django models)."""
+    return [
+        path
+        for path in first_scan._sources()
+        if not any(path.is_relative_to(skip) for skip in NOT_DJANGO)
+    ]
 
 
 def _splat_status(call: ast.Call) -> bool:
