@@ -74,6 +74,10 @@ TENANT_APPS = [
     *_PER_SCHEMA_APPS,
     "marketplaces",
     "orchestration",
+    "api",
+    "uploads",
+    "webhooks",
+    "planning",
 ]
 INSTALLED_APPS = list(SHARED_APPS) + [a for a in TENANT_APPS if a not in SHARED_APPS]
 
@@ -201,13 +205,23 @@ ORCHESTRATION_PROVIDER_MODULES = env.list("ORCHESTRATION_PROVIDER_MODULES", defa
 # --- marketplaces ---------------------------------------------------------------
 SANDBOX_URL = env.str("SANDBOX_URL", default="http://127.0.0.1:8100")
 
+# Requests per caller (token or session) per window, per server process (django cache).
+API_RATE_LIMIT = env.str("API_RATE_LIMIT", default="600/m")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,  # True would silence server errors (PITFALLS)
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"request_id": {"()": "config.middleware.RequestIdLogFilter"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["request_id"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},

@@ -4,6 +4,7 @@ from django.contrib.staticfiles.urls import staticfiles_urlpatterns
 from django.urls import path
 from django.views.generic import RedirectView
 
+from api.main import api
 from config.admin_sites import tenant_admin_site
 from config.health import healthz, healthz_workers
 from orchestration import views
@@ -13,6 +14,7 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("healthz/workers", healthz_workers, name="healthz-workers"),
     path("admin/", tenant_admin_site.urls),
+    path("api/", api.urls),
     path("dashboard/", views.dashboard, name="dashboard"),
     path("dashboard/panels/<str:panel>/", views.dashboard_panel, name="dashboard_panel"),
     path("dashboard/jobs/<int:job_id>/retry/", views.dashboard_retry, name="dashboard_retry"),

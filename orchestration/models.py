@@ -73,6 +73,8 @@ class MarketplaceJob(models.Model):
         UNPUBLISH = "unpublish", "Unpublish"
         SYNC = "sync", "Sync status"
         IMPORT = "import", "Import"
+        UPDATE_QUANTITY = "update_quantity", "Update quantity"
+        PLAN = "plan", "Plan a season"
 
     Status = JobStatus
 

@@ -1,0 +1,134 @@
+"""The JSON API (django-ninja): typed schemas, generated OpenAPI at /api/openapi.json, docs at
+/api/docs. Served on each tenant's host; the tenant comes from the Host header (the tenant
+middleware ran before), the caller from a Bearer token or a staff session.
+
+Every error is ``{"error", "message", "request_id", "details"}`` (see ``api.errors``).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404, HttpRequest
+from ninja import NinjaAPI
+from ninja.errors import AuthenticationError, HttpError, Throttled, ValidationError
+from ninja.throttling import AuthRateThrottle
+
+from api.auth import StaffSessionAuth, TokenAuth
+from api.errors import ApiError, error_response
+
+logger = logging.getLogger("api")
+
+api = NinjaAPI(
+    title="Marketplace publishing API",
+    version="1",
+    description=(
+        "Jobs, batches, products, resources, uploads, webhooks and stock plans of one tenant "
+        "(the tenant is the host you call). Authenticate with `Authorization: Bearer <token>` "
+        "(tokens are made in the admin or with `manage.py api_token`) or a staff session. "
+        "Every response carries `X-Request-ID`; every error is "
+        '`{"error": code, "message": ..., "request_id": ..., "details": ...}`.'
+    ),
+    urls_namespace="api",
+    docs_url="/docs",
+    openapi_url="/openapi.json",
+    auth=[TokenAuth(), StaffSessionAuth()],
+    throttle=[AuthRateThrottle(settings.API_RATE_LIMIT)],
+)
+
+
+@api.exception_handler(ApiError)
+def _api_error(request: HttpRequest, exc: ApiError):
+    return error_response(
+        request, exc.status, exc.code, exc.message, details=exc.details, headers=exc.headers
+    )
+
+
+@api.exception_handler(ValidationError)
+def _validation_error(request: HttpRequest, exc: ValidationError):
+    fields = [
+        {
+            "field": ".".join(str(part) for part in err.get("loc", ())[1:]) or None,
+            "in": (err.get("loc") or ["body"])[0],
+            "message": err.get("msg", "invalid"),
+            "type": err.get("type"),
+        }
+        for err in exc.errors
+    ]
+    return error_response(request, 422, "validation_error", "invalid input", details=fields)
+
+
+@api.exception_handler(DjangoValidationError)
+def _django_validation_error(request: HttpRequest, exc: DjangoValidationError):
+    details = exc.message_dict if hasattr(exc, "error_dict") else {"__all__": exc.messages}
+    return error_response(request, 422, "validation_error", "invalid input", details=details)
+
+
+@api.exception_handler(AuthenticationError)
+def _unauthenticated(request: HttpRequest, exc: AuthenticationError):
+    return error_response(
+        request,
+        401,
+        "unauthorized",
+        "a valid API token of this tenant (Authorization: Bearer …) or a staff session is needed",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+@api.exception_handler(Throttled)
+def _throttled(request: HttpRequest, exc: Throttled):
+    wait = int(exc.wait or 1) or 1
+    return error_response(
+        request,
+        429,
+        "rate_limited",
+        f"too many requests; retry in {wait} s",
+        details={"retry_after": wait},
+        headers={"Retry-After": str(wait)},
+    )
+
+
+@api.exception_handler(HttpError)
+def _http_error(request: HttpRequest, exc: HttpError):
+    codes = {400: "bad_request", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
+    return error_response(
+        request, exc.status_code, codes.get(exc.status_code, "error"), str(exc.message)
+    )
+
+
+@api.exception_handler(Http404)
+def _not_found(request: HttpRequest, exc: Exception):
+    return error_response(request, 404, "not_found", "not found")
+
+
+@api.exception_handler(ObjectDoesNotExist)
+def _missing(request: HttpRequest, exc: Exception):
+    return error_response(request, 404, "not_found", "not found")
+
+
+@api.exception_handler(PermissionDenied)
+def _forbidden(request: HttpRequest, exc: Exception):
+    return error_response(request, 403, "forbidden", str(exc) or "forbidden")
+
+
+@api.exception_handler(Exception)
+def _unexpected(request: HttpRequest, exc: Exception):
+    # A bug, not an input: logged with the request id (the log filter adds it), answered as
+    # JSON without internals.
+    logger.exception("unexpected error in %s %s", request.method, request.path)
+    return error_response(
+        request, 500, "internal_error", "unexpected error; quote the request id when reporting"
+    )
+
+
+api.add_router("/jobs", "api.jobs.router")
+api.add_router("/batches", "api.batches.router")
+api.add_router("/products", "api.products.router")
+api.add_router("/resources", "api.resources.router")
+api.add_router("/tokens", "api.tokens.router")
+api.add_router("/uploads", "uploads.api.router")
+api.add_router("/webhooks", "webhooks.api.router")
+api.add_router("/plans", "planning.api.router")
