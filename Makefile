@@ -34,7 +34,7 @@ lint: venv
 # django-stubs imports the settings; a DATABASE_URL keeps it from starting the embedded
 # PostgreSQL (mypy exits without running atexit handlers, so it could not stop it).
 typecheck: venv
-	DATABASE_URL=postgresql://mypy@127.0.0.1:1/unused .venv/bin/mypy config tenants orchestration marketplaces api uploads webhooks planning
+	DATABASE_URL=postgresql://mypy@127.0.0.1:1/unused .venv/bin/mypy config tenants orchestration marketplaces api uploads webhooks planning audit scheduler operations
 
 migrations-check: venv
 	$(PY) manage.py makemigrations --check --dry-run

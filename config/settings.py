@@ -78,6 +78,9 @@ TENANT_APPS = [
     "uploads",
     "webhooks",
     "planning",
+    "audit",
+    "scheduler",
+    "operations",
 ]
 INSTALLED_APPS = list(SHARED_APPS) + [a for a in TENANT_APPS if a not in SHARED_APPS]
 
