@@ -22,6 +22,21 @@ from api.errors import ApiError, error_response
 
 logger = logging.getLogger("api")
 
+
+class CallerThrottle(AuthRateThrottle):
+    """Requests per caller (token or staff user, keyed with the tenant) per window, at the rate
+    ``settings.API_RATE_LIMIT`` says now (read per request: a changed setting applies at once)."""
+
+    def __init__(self) -> None:
+        super().__init__(settings.API_RATE_LIMIT)
+
+    def allow_request(self, request: HttpRequest) -> bool:
+        if self.rate != settings.API_RATE_LIMIT:
+            self.rate = settings.API_RATE_LIMIT
+            self.num_requests, self.duration = self.parse_rate(self.rate)
+        return super().allow_request(request)
+
+
 api = NinjaAPI(
     title="Marketplace publishing API",
     version="1",
@@ -36,7 +51,7 @@ api = NinjaAPI(
     docs_url="/docs",
     openapi_url="/openapi.json",
     auth=[TokenAuth(), StaffSessionAuth()],
-    throttle=[AuthRateThrottle(settings.API_RATE_LIMIT)],
+    throttle=[CallerThrottle()],
 )
 
 
@@ -47,11 +62,20 @@ def _api_error(request: HttpRequest, exc: ApiError):
     )
 
 
+def _field(loc) -> str | None:
+    """``("body", "body", "products", "ids")`` → ``"products.ids"`` (where, then the parameter
+    name ninja adds for a schema argument, then the field path)."""
+    parts = [str(part) for part in loc[1:]]
+    if len(parts) > 1 and parts[0] in {"body", "filters", "path", "payload"}:
+        parts = parts[1:]
+    return ".".join(parts) or None
+
+
 @api.exception_handler(ValidationError)
 def _validation_error(request: HttpRequest, exc: ValidationError):
     fields = [
         {
-            "field": ".".join(str(part) for part in err.get("loc", ())[1:]) or None,
+            "field": _field(err.get("loc", ())),
             "in": (err.get("loc") or ["body"])[0],
             "message": err.get("msg", "invalid"),
             "type": err.get("type"),
@@ -128,7 +152,6 @@ api.add_router("/jobs", "api.jobs.router")
 api.add_router("/batches", "api.batches.router")
 api.add_router("/products", "api.products.router")
 api.add_router("/resources", "api.resources.router")
-api.add_router("/tokens", "api.tokens.router")
 api.add_router("/uploads", "uploads.api.router")
 api.add_router("/webhooks", "webhooks.api.router")
 api.add_router("/plans", "planning.api.router")

@@ -6,6 +6,7 @@ import json
 import secrets
 from pathlib import Path
 
+from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 
 from marketplaces.models import Marketplace, MarketplaceAccount, Product
@@ -51,3 +52,39 @@ def ensure_demo_accounts() -> int:
             )
             created += was_created
     return created
+
+
+class ProductRowError(ValueError):
+    """A product row that does not validate; ``errors`` maps field → messages."""
+
+    def __init__(self, sku: str, errors: dict[str, list[str]]):
+        super().__init__(f"product {sku!r} is invalid")
+        self.sku = sku
+        self.errors = errors
+
+
+def products_upsert(rows: list[dict]) -> tuple[list[int], list[int]]:
+    """Create or update products by SKU (all or nothing): (created ids, updated ids).
+
+    Every row is validated with the model's own rules before anything is written.
+    """
+    created: list[int] = []
+    updated: list[int] = []
+    with transaction.atomic():
+        existing = {
+            p.sku: p
+            for p in Product.objects.select_for_update().filter(sku__in=[r["sku"] for r in rows])
+        }
+        for row in rows:
+            product = existing.get(row["sku"]) or Product(sku=row["sku"])
+            for field, value in row.items():
+                setattr(product, field, value)
+            try:
+                product.full_clean(validate_unique=False)
+            except ValidationError as exc:
+                raise ProductRowError(row["sku"], exc.message_dict) from None
+            is_new = product.pk is None
+            product.save()
+            existing[product.sku] = product
+            (created if is_new else updated).append(product.pk)
+    return created, updated
