@@ -2,6 +2,7 @@
 
 publish   = create_inventory_item → create_offer → publish_offer
 update    = update_price_quantity (bulk_update_price_quantity)
+update_quantity = update_quantity (bulk_update_price_quantity with the quantity alone)
 unpublish = withdraw_offer
 sync      = fetch_offer_status
 
@@ -300,6 +301,44 @@ class UpdatePriceQuantity(EbayStep):
         return output
 
 
+class UpdateQuantity(EbayStep):
+    """Sets the SKU's available quantity (a stock plan's push); the price is left alone."""
+
+    step_type = "update_quantity"
+
+    def _state(
+        self, ctx: StepContext
+    ) -> tuple[EbayApi, Product, Mapping[str, Any], dict[str, Any]]:
+        api, product = self.api(ctx)
+        quantity = int(ctx.params["quantity"])
+        offer = api.find_offer(product.sku, site(product))
+        if offer is None:
+            raise PermanentStepError(
+                f"{product.sku} has no eBay offer to update (publish it first)",
+                detail={"step": self.step_type, "sku": product.sku},
+            )
+        return api, product, offer, {"sku": product.sku, "offer_id": offer["offerId"],
+                                     "quantity": quantity}  # fmt: skip
+
+    def check(self, ctx: StepContext) -> Output | None:
+        api, product, offer, output = self._state(ctx)
+        item = api.get_inventory_item(product.sku) or {}
+        held = item.get("availability", {}).get("shipToLocationAvailability", {}).get("quantity")
+        if held == output["quantity"] and offer.get("availableQuantity") == output["quantity"]:
+            return output
+        return None
+
+    def perform(self, ctx: StepContext) -> Output:
+        api, product, offer, output = self._state(ctx)
+        request = {
+            "sku": product.sku,
+            "shipToLocationAvailability": {"quantity": output["quantity"]},
+            "offers": [{"offerId": offer["offerId"], "availableQuantity": output["quantity"]}],
+        }
+        api.bulk_update_price_quantity(request, self.step_type)
+        return output
+
+
 class WithdrawOffer(EbayStep):
     step_type = "withdraw_offer"
 
@@ -342,6 +381,7 @@ PROVIDER = StaticProvider(
     plan={
         "publish": (CreateInventoryItem(), CreateOffer(), PublishOffer()),
         "update": (UpdatePriceQuantity(),),
+        "update_quantity": (UpdateQuantity(),),
         "unpublish": (WithdrawOffer(),),
         "sync": (FetchOfferStatus(),),
     },

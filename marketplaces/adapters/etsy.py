@@ -2,6 +2,7 @@
 
 publish   = create_draft_listing → upload_images → activate_listing
 update    = update_inventory (price and quantity live in the listing's inventory)
+update_quantity = update_quantity (the inventory again, with the listing's price kept)
 unpublish = deactivate_listing
 sync      = fetch_listing_state
 
@@ -228,6 +229,32 @@ class UpdateInventory(EtsyStep):
         return {"listing_id": listing["listing_id"], "price": f"{price:.2f}", "quantity": quantity}
 
 
+class UpdateQuantity(EtsyStep):
+    """Sets the listing's quantity (a stock plan's push), keeping its current price."""
+
+    step_type = "update_quantity"
+
+    def check(self, ctx: StepContext) -> Output | None:
+        api, product = self.api(ctx)
+        listing = self.listing_or_fail(api, product)
+        quantity = int(ctx.params["quantity"])
+        if listing["quantity"] == quantity:
+            return {"listing_id": listing["listing_id"], "quantity": quantity}
+        return None
+
+    def perform(self, ctx: StepContext) -> Output:
+        api, product = self.api(ctx)
+        listing = self.listing_or_fail(api, product)
+        quantity = int(ctx.params["quantity"])
+        offering = {"price": float(amount(listing["price"])), "quantity": quantity,
+                    "is_enabled": True}  # fmt: skip
+        api.update_inventory(
+            listing["listing_id"],
+            {"products": [{"sku": product.sku, "property_values": [], "offerings": [offering]}]},
+        )
+        return {"listing_id": listing["listing_id"], "quantity": quantity}
+
+
 class DeactivateListing(EtsyStep):
     step_type = "deactivate_listing"
 
@@ -266,6 +293,7 @@ PROVIDER = StaticProvider(
     plan={
         "publish": (CreateDraftListing(), UploadImages(), ActivateListing()),
         "update": (UpdateInventory(),),
+        "update_quantity": (UpdateQuantity(),),
         "unpublish": (DeactivateListing(),),
         "sync": (FetchListingState(),),
     },

@@ -2,6 +2,8 @@
 
 publish   = upload_photos → create_item
 update    = update_item (price; a Vinted item is always quantity 1)
+update_quantity = update_quantity (the stock the extension keeps for the item: at 0 it
+            hides the item, above it relists the next unit when one sells)
 unpublish = delete_item
 sync      = fetch_item_status
 
@@ -157,6 +159,40 @@ class UpdateItem(VintedStep):
         return item_output(updated) | {"price": f"{price:.2f}"}
 
 
+class UpdateQuantity(VintedStep):
+    """Sets the stock the extension keeps for the item (a stock plan's push)."""
+
+    step_type = "update_quantity"
+
+    def check(self, ctx: StepContext) -> Output | None:
+        session, _account, product = self.session(ctx)
+        quantity = int(ctx.params["quantity"])
+        with session as bridge:
+            item = self._find(bridge, product)
+        if item.get("quantity", 1) == quantity:
+            return item_output(item) | {"quantity": quantity}
+        return None
+
+    def perform(self, ctx: StepContext) -> Output:
+        session, _account, product = self.session(ctx)
+        quantity = int(ctx.params["quantity"])
+        with session as bridge:
+            item = self._find(bridge, product)
+            updated = bridge.command(
+                "update_quantity", {"item_id": item["id"], "quantity": quantity}
+            )
+        return item_output(updated) | {"quantity": quantity}
+
+    def _find(self, bridge: BridgeSession, product: Product) -> dict[str, Any]:
+        item = bridge.command("find_item", {"sku": product.sku})
+        if not item:
+            raise PermanentStepError(
+                f"{product.sku} has no Vinted item (publish it first)",
+                detail={"step": self.step_type, "sku": product.sku},
+            )
+        return item
+
+
 class DeleteItem(VintedStep):
     step_type = "delete_item"
 
@@ -193,6 +229,7 @@ PROVIDER = StaticProvider(
     plan={
         "publish": (UploadPhotos(), CreateItem()),
         "update": (UpdateItem(),),
+        "update_quantity": (UpdateQuantity(),),
         "unpublish": (DeleteItem(),),
         "sync": (FetchItemStatus(),),
     },

@@ -237,15 +237,19 @@ def bulk_update_price_quantity(
             seller.inventory[sku]["availability"] = {
                 "shipToLocationAvailability": {"quantity": quantity}
             }
+        priced = False
         for change in req.get("offers", []):
             offer = seller.offers.get(change.get("offerId", ""))
             if offer is None:
                 continue
             if "price" in change:
                 offer["pricingSummary"] = {"price": change["price"]}
+                priced = True
             if "availableQuantity" in change:
                 offer["availableQuantity"] = change["availableQuantity"]
-        state.ledger.record(MARKETPLACE, shop, "update_price_quantity", sku=sku)
+        # A request without a price changes the stock alone (a stock plan's push).
+        operation = "update_price_quantity" if priced else "update_quantity"
+        state.ledger.record(MARKETPLACE, shop, operation, sku=sku, quantity=quantity)
         responses.append({"statusCode": 200, "sku": sku, "errors": [], "warnings": []})
     return Response(200, {"responses": responses})
 

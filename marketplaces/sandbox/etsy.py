@@ -236,6 +236,7 @@ def update_listing_inventory(
         "update_listing_inventory",
         sku=",".join(listing["skus"]),
         listing_id=listing["listing_id"],
+        quantity=listing["quantity"],
     )
     return Response(
         200,

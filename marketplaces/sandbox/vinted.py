@@ -125,6 +125,7 @@ def run_command(
             "price": _price(params.get("price")),
             "photo_ids": photo_ids,
             "status": "active",
+            "quantity": 1,
             "url": f"https://www.vinted.fr/items/{item_id}",
         }
         shop.items[item_id] = item
@@ -134,6 +135,16 @@ def run_command(
         item = _item(shop, params.get("item_id"))
         item["price"] = _price(params.get("price"))
         ledger.record(MARKETPLACE, shop_id, "update_item", sku=item["sku"], item_id=item["id"])
+        return item
+    if command == "update_quantity":
+        item = _item(shop, params.get("item_id"))
+        quantity = params.get("quantity")
+        if not isinstance(quantity, int) or isinstance(quantity, bool) or quantity < 0:
+            raise BridgeError(400, "Please fix the errors",
+                              [{"field": "quantity", "value": "Quantity must be 0 or more"}])  # fmt: skip
+        item["quantity"] = quantity
+        ledger.record(MARKETPLACE, shop_id, "update_quantity", sku=item["sku"],
+                      item_id=item["id"], quantity=quantity)  # fmt: skip
         return item
     if command == "delete_item":
         item = _item(shop, params.get("item_id"))

@@ -2,6 +2,7 @@ from django.core.management.base import BaseCommand
 from django_tenants.utils import tenant_context
 
 from marketplaces.services import ensure_demo_accounts, load_demo_products
+from planning.services import load_demo_history
 from tenants.services import (
     ensure_public_tenant,
     ensure_staff_user,
@@ -41,7 +42,8 @@ class Command(BaseCommand):
             with tenant_context(result.tenant):
                 created = load_demo_products(fixture=fixture)
                 ensure_demo_accounts()
+                history = load_demo_history(fixture=fixture)  # stock planning's sales and stores
             state = "created" if result.created_tenant else "exists"
             self.stdout.write(
-                f"{schema:8} {state:8} {result.seconds:5.2f}s  products +{created}  http://{domain}:8000/admin/"
+                f"{schema:8} {state:8} {result.seconds:5.2f}s  products +{created}  sales rows {history['sales']}  http://{domain}:8000/admin/"
             )
