@@ -172,6 +172,21 @@ class Watchdog:
             logger.warning("watchdog sweep: %s", result)
         with contextlib.suppress(*DATABASE_LOST):
             self._write(last_sweep_at=timezone.now())
+        self._operator_tick()
+
+    def _operator_tick(self) -> None:
+        # Schedules, stalled bulk operations, the nightly prune (scheduler/periodic.py),
+        # tenant by tenant; its own failure never stops the sweep or the cluster checks.
+        from scheduler.periodic import operator_tick
+
+        try:
+            operator_tick()
+        except DATABASE_LOST as exc:
+            self._database_lost(exc)
+        except Exception:
+            logger.exception("watchdog: the operator tick failed")
+        finally:
+            use_public_schema()
 
     # --- what a stall looks like ---------------------------------------------------
 

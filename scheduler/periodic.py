@@ -1,0 +1,58 @@
+"""The operator's periodic work, run tenant by tenant by the watchdog (``manage.py
+run_workers``, outside the django-q2 cluster; django-q2 schedules would run in the public
+schema): fire due schedules, pick up bulk operations whose chunk message was lost, and the
+nightly prune. Each tenant runs alone: one failing tenant is logged and skipped."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from django_tenants.utils import schema_context
+
+from orchestration.dispatch import DATABASE_LOST
+from tenants.db import use_public_schema
+
+logger = logging.getLogger(__name__)
+
+
+def _each(schemas: list[str], action: Callable[[], int]) -> dict[str, int]:
+    done: dict[str, int] = {}
+    for schema in schemas:
+        try:
+            with schema_context(schema):
+                count = action()
+            if count:
+                done[schema] = count
+        except DATABASE_LOST:
+            raise
+        except Exception:
+            logger.exception("operator tick failed for tenant %s", schema)
+        finally:
+            use_public_schema()
+    return done
+
+
+def fire_due_all_tenants(now: datetime | None = None) -> dict[str, int]:
+    """Fire every tenant's due schedules; returns {schema: slots fired}."""
+    from scheduler.services import schedules_fire_due, tenants_with_due_schedules
+
+    use_public_schema()
+    return _each(tenants_with_due_schedules(now), lambda: len(schedules_fire_due(now=now)))
+
+
+def operator_tick(now: datetime | None = None) -> dict[str, dict[str, int]]:
+    """Everything periodic of the operator's apps (the watchdog calls it every sweep)."""
+    result = {"fired": fire_due_all_tenants(now)}
+    try:
+        from operations.periodic import resume_stalled_all_tenants
+    except ImportError:  # operations not built yet
+        return result
+    result["operations"] = resume_stalled_all_tenants()
+    try:
+        from operations.retention import prune_due_all_tenants
+    except ImportError:
+        return result
+    result["pruned"] = prune_due_all_tenants(now)
+    return result

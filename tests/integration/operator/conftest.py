@@ -1,0 +1,15 @@
+import pytest
+
+from scheduler.services import Actor
+
+
+@pytest.fixture
+def staff_actor():
+    return Actor("staff", "admin")
+
+
+@pytest.fixture
+def products(tenant_a):
+    from tests.factories import ProductFactory
+
+    return [ProductFactory(sku=f"OPS-{i:03d}") for i in range(3)]
