@@ -207,7 +207,7 @@ class GuardedTransport(httpx.HTTPTransport):
 
 
 def guarded_client(
-    *, allow_private: bool | None = None, timeout: float = 10.0, **kwargs: Any
+    *, allow_private: bool | None = None, timeout: float | httpx.Timeout = 10.0, **kwargs: Any
 ) -> httpx.Client:
     """An ``httpx.Client`` that cannot reach internal addresses (for webhooks and the like).
 

@@ -1,6 +1,8 @@
 from django.contrib import admin, messages
 from django.http import HttpResponseRedirect
 from django.urls import reverse
+from django.utils.decorators import method_decorator
+from django.views.decorators.debug import sensitive_post_parameters
 
 from config.admin_sites import tenant_admin_site
 from marketplaces.forms import MarketplaceAccountForm
@@ -51,6 +53,11 @@ class MarketplaceAccountAdmin(admin.ModelAdmin):
         (None, {"fields": ["marketplace", "shop_id", "base_url", "is_active"]}),
         ("Credential", {"fields": ["masked_token", "new_api_token"]}),
     ]
+
+    # The token never reaches an error report (Django masks these POST fields there).
+    @method_decorator(sensitive_post_parameters("new_api_token", "api_token"))
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        return super().changeform_view(request, object_id, form_url, extra_context)
 
     @admin.display(description="API token / key")
     def masked_token(self, obj: MarketplaceAccount) -> str:

@@ -1,6 +1,8 @@
 from decimal import Decimal
+from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
 
@@ -46,6 +48,44 @@ class Marketplace(models.TextChoices):
     ETSY = "etsy", "Etsy"
 
 
+def _origin(url: str) -> tuple[str, str, str]:
+    """(scheme, host, port) of ``url``; the port is "" when the URL names none."""
+    parts = urlsplit(url.strip())
+    netloc = parts.netloc.rpartition("@")[2].lower()
+    if netloc.startswith("["):
+        host, _, rest = netloc[1:].partition("]")
+        port = rest.removeprefix(":")
+    else:
+        host, _, port = netloc.partition(":")
+    return parts.scheme.lower(), host, port
+
+
+def base_url_problem(marketplace: str, url: str) -> str | None:
+    """Why ``url`` may not receive ``marketplace``'s token, or None when it may.
+
+    It must start with one of ``settings.MARKETPLACE_BASE_URLS[marketplace]`` (same
+    scheme, host and port, then a path under the allowed one). An allowed entry with
+    the port ``*`` (development: ``http://127.0.0.1:*``) takes any port.
+    """
+    allowed = settings.MARKETPLACE_BASE_URLS.get(marketplace, [])
+    try:
+        scheme, host, port = _origin(url)
+        path = urlsplit(url).path.rstrip("/")
+    except ValueError:
+        return "this is not a valid URL"
+    if "@" in urlsplit(url).netloc:
+        return "a base URL cannot carry credentials"
+    for entry in allowed:
+        a_scheme, a_host, a_port = _origin(entry)
+        a_path = urlsplit(entry).path.rstrip("/")
+        if (scheme, host) != (a_scheme, a_host) or (a_port != "*" and port != a_port):
+            continue
+        if path == a_path or path.startswith(a_path + "/"):
+            return None
+    shown = ", ".join(allowed) or "none configured"
+    return f"not a known {marketplace} API address (allowed: {shown})"
+
+
 class MarketplaceAccount(models.Model):
     """The seller's account on one marketplace: where to send requests and with what secret.
 
@@ -89,10 +129,68 @@ class MarketplaceAccount(models.Model):
     def __str__(self) -> str:
         return f"{self.get_marketplace_display()} · {self.shop_id}"
 
+    def save(self, *args, **kwargs) -> None:
+        """Every writer (admin, services, shell) gets the same two guards as the form."""
+        if self.destination_changed_without_token():
+            raise ValidationError(
+                "Changing the marketplace or API base URL needs the API token / key again."
+            )
+        problem = base_url_problem(self.marketplace, self.destination_url)
+        if problem:
+            raise ValidationError(f"API base URL {self.destination_url}: {problem}.")
+        super().save(*args, **kwargs)
+        self._loaded_destination = (self.marketplace, self.base_url)
+        self._loaded_token = self.api_token
+
+    # Where the token goes, as loaded: changing it needs the token again (see save()).
+    _loaded_destination: tuple[str, str] | None = None
+    _loaded_token: str | None = None
+
+    @classmethod
+    def from_db(cls, db, field_names, values, *, fetch_mode=None):
+        instance = super().from_db(db, field_names, values, fetch_mode=fetch_mode)
+        if {"marketplace", "base_url", "api_token"} <= set(field_names):
+            instance._loaded_destination = (instance.marketplace, instance.base_url)
+            instance._loaded_token = instance.api_token
+        return instance
+
+    def clean(self) -> None:
+        super().clean()
+        problem = base_url_problem(self.marketplace, self.destination_url)
+        if problem:
+            field = "base_url" if self.base_url else "marketplace"
+            raise ValidationError({field: f"API base URL {self.destination_url}: {problem}."})
+
+    def destination_changed_without_token(self) -> bool:
+        """The marketplace or base URL changed but the stored token did not: saving that
+        would send the old token somewhere new (token exfiltration)."""
+        return (
+            self._loaded_destination is not None
+            and self._loaded_destination != (self.marketplace, self.base_url)
+            and self._loaded_token == self.api_token
+        )
+
+    @property
+    def destination_url(self) -> str:
+        """Where requests would go: the account's own URL, or the sandbox's (unchecked)."""
+        return (self.base_url or settings.SANDBOX_URL).rstrip("/")
+
     @property
     def effective_base_url(self) -> str:
-        """The URL requests go to: the account's own, or the sandbox's."""
-        return (self.base_url or settings.SANDBOX_URL).rstrip("/")
+        """The URL the adapters send the token to: ``destination_url`` if it is one of the
+        marketplace's known addresses; else the step fails for good (an account stored
+        before the check, or settings that changed since)."""
+        from orchestration.steps import PermanentStepError
+
+        url = self.destination_url
+        problem = base_url_problem(self.marketplace, url)
+        if problem:
+            raise PermanentStepError(
+                f"{self.get_marketplace_display()} account {self.shop_id}: API base URL "
+                f"{url} refused: {problem}; fix it in the admin (with the token)",
+                detail={"marketplace": self.marketplace},
+            )
+        return url
 
     @property
     def masked_api_token(self) -> str:

@@ -10,9 +10,12 @@ its limit. Nothing here ever includes request headers, so credentials stay out.
 from __future__ import annotations
 
 import email.utils
+import re
 import time
 from collections.abc import Mapping
 from typing import Any
+
+from django.utils.html import strip_tags
 
 from orchestration.steps import (
     PermanentStepError,
@@ -24,6 +27,19 @@ from orchestration.steps import (
 
 LABELS = {"ebay": "eBay", "etsy": "Etsy", "vinted": "Vinted"}
 RETRYABLE_4XX = frozenset({408, 425, 429})
+EXCERPT_CHARS = 300
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def plain_excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
+    """A non-JSON error body (a proxy's HTML page, a stack trace) as a short plain text for
+    a job's error: tags and control/bidi characters out, whitespace collapsed, truncated.
+    Pages still escape it when they render it; this keeps stored errors readable and small.
+    """
+    text = strip_tags(str(text))
+    text = _CONTROL.sub(" ", text)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def label(marketplace: str) -> str:
@@ -50,7 +66,7 @@ def parse_retry_after(value: str | float | int | None) -> float | None:
 def marketplace_message(marketplace: str, body: Any) -> str:
     """The human message in a marketplace's error body, in that marketplace's shape."""
     if not isinstance(body, Mapping):
-        return str(body)[:300] if body else ""
+        return plain_excerpt(body) if body else ""
     if isinstance(body.get("errors"), list) and body["errors"]:
         # eBay: {"errors": [{"errorId": 25002, "message": "...", "longMessage": "..."}]}
         # Vinted: {"errors": [{"field": "title", "value": "..."}]} next to "message".

@@ -55,7 +55,11 @@ def close_clients() -> None:
 
 
 def response_body(response: httpx.Response) -> Any:
-    """JSON when the answer is JSON, else its text (or None when empty)."""
+    """JSON when the answer is JSON, else a short plain-text excerpt (None when empty).
+
+    A non-JSON body (a proxy's HTML error page) ends up in a job's error message: it is
+    reduced to text without tags or control characters and truncated (errors.plain_excerpt).
+    """
     if not response.content:
         return None
     if "json" in response.headers.get("content-type", ""):
@@ -63,7 +67,7 @@ def response_body(response: httpx.Response) -> Any:
             return response.json()
         except ValueError:
             pass
-    return response.text[:1000]
+    return errors.plain_excerpt(response.text)
 
 
 class MarketplaceHttp:

@@ -1,6 +1,9 @@
 """Image bytes for marketplaces that want uploads rather than URLs (Etsy, Vinted).
 
-Products hold image URLs. Real ones are downloaded within the step's time budget.
+Products hold image URLs. Real ones are downloaded within the step's time budget
+through ``config.netsafety`` (no private, loopback, link-local or metadata address,
+checked again on every redirect and at connect time; at most ``IMAGE_MAX_BYTES``;
+``image/*`` only), so a product URL cannot make a worker read an internal service.
 Hosts under ``.test`` (RFC 2606, never resolvable; the demo fixtures use them)
 get a small generated PNG instead, so the demo and tests need no image server.
 """
@@ -14,7 +17,9 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import httpx
+from django.conf import settings
 
+from config import netsafety
 from marketplaces.adapters import errors
 from orchestration.steps import PermanentStepError, RetryableStepError, StepContext
 
@@ -52,15 +57,24 @@ def load_image(ctx: StepContext, url: str, *, marketplace: str) -> Image:
             content=placeholder_png(url),
             content_type="image/png",
         )
-    if parts.scheme not in ("http", "https"):
-        raise PermanentStepError(
-            f"image URL {url!r} is not http(s)", detail={"step": ctx.step_type}
-        )
     remaining = ctx.remaining()
     if remaining <= 0:
         raise errors.step_timeout(ctx, marketplace=marketplace, operation="download_image")
     try:
-        response = httpx.get(url, timeout=remaining, follow_redirects=True)
+        # netsafety: http(s) only, public addresses only (checked at connect time, so
+        # also after each redirect and against DNS rebinding), size and content-type caps.
+        response = netsafety.fetch(
+            url,
+            timeout=remaining,
+            max_bytes=settings.IMAGE_MAX_BYTES,
+            content_types=["image/*"],
+        )
+    except netsafety.UnsafeURL as exc:
+        raise PermanentStepError(
+            f"image URL {url!r} refused: {exc}", detail={"step": ctx.step_type}
+        ) from exc
+    except netsafety.FetchRefused as exc:
+        raise PermanentStepError(f"image refused: {exc}", detail={"step": ctx.step_type}) from exc
     except httpx.TimeoutException as exc:
         raise errors.step_timeout(ctx, marketplace=marketplace, operation="download_image") from exc
     except httpx.TransportError as exc:
@@ -78,5 +92,5 @@ def load_image(ctx: StepContext, url: str, *, marketplace: str) -> Image:
     return Image(
         filename=name,
         content=response.content,
-        content_type=response.headers.get("content-type", "application/octet-stream"),
+        content_type=response.content_type.split(";", 1)[0].strip() or "image/png",
     )
