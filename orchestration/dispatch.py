@@ -429,6 +429,10 @@ def serve_tenant(
     pace = {} if pace is None else pace
     ran = 0
     with schema_context(schema_name):
+        # Webhook deliveries first, for a share of the turn (jobs get the rest, and leave
+        # what they do not use to the deliveries): neither starves the other.
+        start = time.monotonic()
+        _deliver_webhooks(schema_name, until=start + (until - start) * webhooks_share())
         while (now := time.monotonic()) < until:
             try:
                 claimed = claim_jobs(limit=claim_size(pace.get(schema_name), until - now))
@@ -449,7 +453,31 @@ def serve_tenant(
             per_job = (time.monotonic() - started) / len(claimed)
             previous = pace.get(schema_name)
             pace[schema_name] = per_job if previous is None else (previous + per_job) / 2
+        _deliver_webhooks(schema_name, until=until, last=True)
     return ran
+
+
+def webhooks_share() -> float:
+    from webhooks import conf as webhooks_conf
+
+    return webhooks_conf.get("TURN_SHARE")
+
+
+def _deliver_webhooks(schema_name: str, *, until: float, last: bool = False) -> None:
+    """The tenant's due webhook deliveries (``webhooks.delivery``) until ``until``; the last
+    pass of a turn also re-asserts when the next ones are due. A failure is logged and
+    leaves the claimed rows to their lease (redelivered), never ends the drain."""
+    from webhooks import delivery
+
+    try:
+        if time.monotonic() < until:
+            delivery.deliver_due(until=until)
+        if last:
+            delivery.reassert_wake(schema_name)
+    except DATABASE_LOST:
+        raise
+    except Exception:
+        logger.exception("webhook deliveries of tenant %s failed; next tenant", schema_name)
 
 
 RECONNECT_SECONDS = 60.0  # how long a drain waits for a lost database before giving up

@@ -29,6 +29,7 @@ from orchestration.states import (
     JobStatus,
     TaskStatus,
 )
+from webhooks import outbox
 
 _COUNTER = {
     JobStatus.COMPLETED: "completed_jobs",
@@ -161,6 +162,8 @@ def _derive_status(batch: Batch, *, started: bool) -> None:
         if batch.status != target:
             transitions.transition(Batch, batch.pk, target, completed_at=now)
             batch.status, batch.completed_at = target, now
+            if target in (BatchStatus.COMPLETED, BatchStatus.PARTIAL):
+                outbox.record_batch_event(f"batch.{target}", batch_id=batch.pk, status=target)
             events.emit(
                 "complete", status=target, batch_id=batch.pk, progress=batch_progress(batch)
             )
@@ -222,6 +225,9 @@ def batch_skip_later(
         events.emit(
             "job_status", status=JobStatus.SKIPPED, job_id=pk, batch_id=batch_id, data={"from": old}
         )
+    outbox.record_job_events(
+        "job.run.skipped", job_ids=[pk for pk, _ in moved], status=JobStatus.SKIPPED
+    )
     return moved
 
 

@@ -29,6 +29,7 @@ from orchestration.services.jobs import jobs_cancel
 from orchestration.services.runner import Claim, apply_failure_policy, steps_completed_by
 from orchestration.states import JOB_CLAIMABLE, JobStatus, RunStatus, TaskStatus
 from tenants.db import current_schema, use_public_schema
+from webhooks.delivery import next_due as webhook_next_due
 
 logger = logging.getLogger(__name__)
 
@@ -151,8 +152,8 @@ def worker_is_gone(worker: str) -> bool:
 
 
 def reconcile_tenant(schema_name: str, *, now: datetime | None = None) -> bool:
-    """Mark the tenant ready if it has claimable jobs but no ready mark, and make its next
-    wake-up no later than its earliest backoff: a wake-up lost between a commit and its
+    """Mark the tenant ready if it has claimable jobs (or due webhook deliveries) but no ready
+    mark, and make its next wake-up no later than its earliest backoff: a wake-up lost between a commit and its
     signal, or limits changed without one, cannot leave jobs waiting forever. Returns
     whether it had to mark the tenant ready."""
     now = now or timezone.now()
@@ -164,6 +165,11 @@ def reconcile_tenant(schema_name: str, *, now: datetime | None = None) -> bool:
             if due
             else waiting.order_by("run_after").values_list("run_after", flat=True).first()
         )
+        hooks = webhook_next_due()  # webhook deliveries ride the same drains
+        if hooks is not None and hooks <= now:
+            due = True
+        elif hooks is not None and not due:
+            later = hooks if later is None else min(later, hooks)
     use_public_schema()
     return dispatch.reconcile_marks(schema_name, due=due, wake=later)
 

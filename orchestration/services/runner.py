@@ -42,6 +42,7 @@ from orchestration.services.executor import StepExecutor
 from orchestration.services.retry import backoff_seconds
 from orchestration.states import JOB_CLAIMABLE, JobStatus, RunStatus, TaskStatus
 from tenants.db import current_schema
+from webhooks import outbox
 
 logger = logging.getLogger(__name__)
 
@@ -492,6 +493,7 @@ job AS (
            error_message = '', direct = false, cancel_requested = false
       FROM run WHERE j.id = run.job_id AND j.status IN ({job_sources})
  RETURNING j.id),
+{hook},
 queue AS (
     UPDATE {queue} SET active_runs = GREATEST(active_runs - 1, 0),
            ready_at = COALESCE(ready_at, now()), signal_seq = signal_seq + 1
@@ -550,6 +552,7 @@ def _finish_sql() -> str:
         queue=f"public.{TenantQueue._meta.db_table}",
         batch_columns=", ".join(batch_row_columns()),
         job_sources=_sql_list(states.sources("job", JobStatus.COMPLETED)),
+        hook=outbox.completed_cte("job"),  # the job.run.completed webhook rows, if any
     )  # fmt: skip
 
 
@@ -657,6 +660,8 @@ def apply_failure_policy(
             retry_count=F("retry_count") + 1, run_after=run_after, error_message=message,
         )  # fmt: skip
         dispatch.wake_at(current_schema(), run_after)
+        outbox.record_job_events("job.run.failed", job_ids=[job_id], status=JobStatus.RETRYING,
+                                 run_id=run_id, will_retry=True, retry_at=run_after)  # fmt: skip
         events.emit("job_status", status=JobStatus.RETRYING, job_id=job_id, run_id=run_id,
                     batch_id=job.batch_id, error=message,
                     data={"from": old, "retry_in": round(delay, 3), "retry": job.retry_count + 1})  # fmt: skip
@@ -673,6 +678,8 @@ def apply_failure_policy(
         error_message=message,
         completed_at=now,
     )
+    outbox.record_job_events("job.run.failed", job_ids=[job_id], status=target, run_id=run_id,
+                             will_retry=False)  # fmt: skip
     events.emit("job_status", status=target, job_id=job_id, run_id=run_id, batch_id=job.batch_id,
                 error=message, data={"from": old})  # fmt: skip
     if job.batch_id:
