@@ -322,3 +322,9 @@ if PRODUCTION:
         "CSRF_TRUSTED_ORIGINS",
         default=[f"https://*{h}" if h.startswith(".") else f"https://{h}" for h in ALLOWED_HOSTS],
     )
+
+# --- webhooks (outbound; see docs/webhooks.md) ---------------------------------------
+# Endpoints on private, loopback or link-local addresses are refused unless this is true
+# (development and tests, where receivers listen on 127.0.0.1). Timeouts, retries and
+# the lease: ``WEBHOOKS = {...}`` or ``WEBHOOKS_<KEY>`` variables (webhooks/conf.py).
+WEBHOOKS_ALLOW_PRIVATE_URLS = env.bool("WEBHOOKS_ALLOW_PRIVATE_URLS", default=DEBUG)
