@@ -323,6 +323,16 @@ if PRODUCTION:
         default=[f"https://*{h}" if h.startswith(".") else f"https://{h}" for h in ALLOWED_HOSTS],
     )
 
+# --- uploads (chunked resumable uploads and the product import; see docs/uploads.md) ---
+# Files live in <UPLOADS_ROOT>/<schema>/<upload uuid>/. Sizes in bytes.
+UPLOADS_ROOT = env.str("UPLOADS_ROOT", default=str(BASE_DIR / ".data" / "uploads"))
+UPLOADS_DEFAULT_PART_SIZE = env.int("UPLOADS_DEFAULT_PART_SIZE", default=8 * 1024 * 1024)
+UPLOADS_MIN_PART_SIZE = env.int("UPLOADS_MIN_PART_SIZE", default=1024 * 1024)
+UPLOADS_MAX_PART_SIZE = env.int("UPLOADS_MAX_PART_SIZE", default=64 * 1024 * 1024)
+UPLOADS_MAX_PARTS = env.int("UPLOADS_MAX_PARTS", default=10_000)
+UPLOADS_TENANT_QUOTA_BYTES = env.int("UPLOADS_TENANT_QUOTA_BYTES", default=50 * 1024**3)
+UPLOADS_EXPIRE_HOURS = env.int("UPLOADS_EXPIRE_HOURS", default=24)
+
 # --- webhooks (outbound; see docs/webhooks.md) ---------------------------------------
 # Endpoints on private, loopback or link-local addresses are refused unless this is true
 # (development and tests, where receivers listen on 127.0.0.1). Timeouts, retries and
