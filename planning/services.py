@@ -101,8 +101,11 @@ def load_demo_history(*, fixture: str) -> dict[str, int]:
         return history_import(stores=stores, sales=sales)
 
 
-def plan_start(*, params: PlanParameters, created_by: str = "") -> MarketplaceJob:
-    """Queue a plan job with validated parameters (see planning.params.plan_parameters)."""
+def plan_start(
+    *, params: PlanParameters, created_by: str = "", enqueue: bool = True
+) -> MarketplaceJob:
+    """Queue a plan job with validated parameters (see planning.params.plan_parameters);
+    ``enqueue=False`` leaves it PENDING (to watch it before it starts)."""
     data = params.as_job_params()
     data["created_by"] = created_by[:150]
     return job_create(
@@ -110,6 +113,7 @@ def plan_start(*, params: PlanParameters, created_by: str = "") -> MarketplaceJo
         action=selectors.ACTION,
         params=data,
         max_retries=PLAN_MAX_RETRIES,
+        enqueue=enqueue,
     )
 
 
