@@ -165,6 +165,14 @@ def _client() -> httpx.Client:
         return client
 
 
+def close_clients() -> None:
+    """Close this process's HTTP connections (tests, after their receiver stopped)."""
+    with _lock:
+        for client in _clients.values():
+            client.close()
+        _clients.clear()
+
+
 def _executor() -> ThreadPoolExecutor:
     global _pool
     with _lock:

@@ -10,8 +10,11 @@ FAST = {"RETRY_BASE_SECONDS": 0.001, "RETRY_MAX_SECONDS": 0.01, "CANCEL_POLL_SEC
 @pytest.fixture
 def hooks(tmp_path, tenant_a):
     """In-process engine settings (tiny backoffs) with loopback endpoints allowed."""
+    from webhooks.delivery import close_clients
+
     with override_settings(ORCHESTRATION=FAST, WEBHOOKS_ALLOW_PRIVATE_URLS=True):
         yield tmp_path
+    close_clients()  # keep-alive connections to this test's receivers
 
 
 @pytest.fixture

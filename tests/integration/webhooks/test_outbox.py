@@ -57,7 +57,11 @@ def test_completed_job_writes_the_documented_event_for_each_subscriber(hooks):
     assert set(body) == JOB_KEYS
     assert body["id"] == str(row.event_id) and body["type"] == "job.run.completed"
     assert body["tenant"] == "test_alpha" and body["status"] == "completed"
-    assert (body["run_id"], body["attempt"], body["idempotency_key"]) == (run.pk, 1, f"run-{run.pk}")
+    assert (body["run_id"], body["attempt"], body["idempotency_key"]) == (
+        run.pk,
+        1,
+        f"run-{run.pk}",
+    )
     assert body["job"]["id"] == job.pk and body["job"]["marketplace"] == MARKETPLACE
     assert body["job"]["sku"] == "SKU-1" and body["job"]["status"] == "completed"
     assert body["progress"] == {"steps_completed": 3, "steps_total": 3, "percent": 100}
