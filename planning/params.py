@@ -13,7 +13,7 @@ from datetime import date, timedelta
 from typing import Any, Literal
 
 from django.utils import timezone
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 Strategy = Literal["none", "weekly", "bi-weekly"]
 STRATEGIES: tuple[str, ...] = ("none", "weekly", "bi-weekly")
@@ -46,13 +46,20 @@ class PlanParameters(BaseModel):
     )
     preset: str = Field(default="", max_length=40, description="The preset it started from")
 
-    @model_validator(mode="after")
-    def _season_order(self) -> PlanParameters:
-        if self.season_start >= self.season_end:
+    @field_validator("season_end")
+    @classmethod
+    def _after_start(cls, end: date, info: ValidationInfo) -> date:
+        start = info.data.get("season_start")
+        if start is not None and start >= end:
             raise ValueError("season_start must be before season_end")
-        if len(set(self.marketplaces)) != len(self.marketplaces):
+        return end
+
+    @field_validator("marketplaces")
+    @classmethod
+    def _no_repeats(cls, names: list[str]) -> list[str]:
+        if len(set(names)) != len(names):
             raise ValueError("marketplaces must not repeat")
-        return self
+        return names
 
     @property
     def multiplier(self) -> float:
@@ -120,8 +127,9 @@ def plan_parameters(
                 start = date.fromisoformat(start)
             except ValueError:
                 start = None
-        if isinstance(start, date) and 1 <= data["horizon_weeks"] <= 52:
-            data["season_end"] = start + timedelta(weeks=data["horizon_weeks"], days=-1)
+        if isinstance(start, date):  # an out-of-range horizon is reported on its own field
+            weeks = min(max(data["horizon_weeks"], 1), 52)
+            data["season_end"] = start + timedelta(weeks=weeks, days=-1)
     return PlanParameters.model_validate(data)
 
 

@@ -48,11 +48,10 @@ def run_plan(job_id: int, *, rounds: int = 10) -> MarketplaceJob:
 
 
 class Api:
-    """The JSON API on alpha.localhost with a staff session (the doors' own auth)."""
+    """The JSON API on alpha.localhost with a Bearer token."""
 
-    def __init__(self, user):
-        self.client = Client(HTTP_HOST="alpha.localhost")
-        self.client.force_login(user)
+    def __init__(self, *, token: str):
+        self.client = Client(HTTP_HOST="alpha.localhost", HTTP_AUTHORIZATION=f"Bearer {token}")
 
     def post(self, path: str, body: dict):
         return self.client.post(path, body, content_type="application/json")
