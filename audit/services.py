@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from audit.models import AuditEntry
@@ -14,6 +15,14 @@ _API_TOKEN_DOOR = re.compile(r"^api:.{1,100}$")
 # An entry names at most this many objects; ``count`` keeps the full number (a bulk
 # operation over 100,000 jobs names its operation and filter, not every job).
 MAX_OBJECTS = 1000
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acts (a username, a token name) and through which door (see ``record``)."""
+
+    name: str
+    door: str
 
 
 class AuditError(ValueError):

@@ -13,15 +13,15 @@ skips its slot and says so.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models.functions import Lower
 from django.utils import timezone
 
 from audit import services as audit
+from audit.services import Actor
 from orchestration import steps
 from orchestration.models import Batch
 from orchestration.services import JobSpec, batch_create
@@ -43,14 +43,6 @@ class ScheduleError(ValueError):
         super().__init__(message)
         self.message = message
         self.field = field
-
-
-@dataclass
-class Actor:
-    """Who acts, and through which door (see ``audit.services.record``)."""
-
-    name: str
-    door: str
 
 
 def split_skus(text: str) -> list[str]:
@@ -253,30 +245,9 @@ def schedule_run_now(*, schedule_id: int, actor: Actor) -> ScheduleFiring:
 
 
 def tenants_with_due_schedules(now: datetime | None = None) -> list[str]:
-    """Schemas with a due schedule, in one query over every tenant schema (public)."""
-    from tenants.models import Tenant
+    """Schemas with a due schedule, in one query over every tenant schema."""
+    from scheduler.periodic import tenants_having
 
-    schemas = list(
-        Tenant.objects.exclude(schema_name="public").values_list("schema_name", flat=True)
+    return tenants_having(
+        "scheduler_schedule", "active AND next_run_at <= %s", [now or timezone.now()]
     )
-    if not schemas:
-        return []
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT schemaname FROM pg_tables WHERE tablename = 'scheduler_schedule'"
-            " AND schemaname = ANY(%s)",
-            [schemas],
-        )
-        present = [row[0] for row in cursor.fetchall()]
-        if not present:
-            return []
-        parts = [
-            f"SELECT %s WHERE EXISTS (SELECT 1 FROM {connection.ops.quote_name(s)}.scheduler_schedule"
-            " WHERE active AND next_run_at <= %s)"
-            for s in present
-        ]
-        params: list[Any] = []
-        for s in present:
-            params += [s, now or timezone.now()]
-        cursor.execute(" UNION ALL ".join(parts), params)
-        return [row[0] for row in cursor.fetchall()]

@@ -1,0 +1,188 @@
+"""Bulk operations: the only writers of ``Operation``.
+
+``operation_create`` stores the filter, how many jobs it matches and the highest job id
+(jobs created later are not swept in), records the audit entry and, after commit, sends a
+q2 task carrying the schema name. ``operation_run_chunk`` handles the next ``CHUNK`` jobs
+(by id, after the operation's cursor) in one transaction that also moves the cursor and
+the counters, under the operation's row lock taken with SKIP LOCKED: two workers never
+handle one chunk, a crash rolls a chunk back whole (it is done again), and no lock is held
+longer than one chunk. Jobs that cannot be acted on are skipped with the service's reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from datetime import timedelta
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from audit import services as audit
+from audit.services import Actor
+from operations import filters
+from operations.models import Operation
+from orchestration import services as engine
+from orchestration.models import MarketplaceJob
+from tenants.db import current_schema
+
+logger = logging.getLogger(__name__)
+
+CHUNK = 200  # jobs per transaction
+TASK_SECONDS = 10.0  # one q2 task runs chunks for this long, then hands back
+STALLED_AFTER = timedelta(seconds=30)  # no chunk for this long: the periodic tick re-sends
+ACTIVE = (Operation.Status.PENDING, Operation.Status.RUNNING)
+NO_LONGER_MATCHED = "no longer matched the filter when its turn came"
+
+
+class OperationError(ValueError):
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+def operation_create(*, kind: str, job_filter: dict[str, Any], actor: Actor) -> Operation:
+    """Start a bulk operation; returns at once (a worker does the work)."""
+    if kind not in Operation.Kind.values:
+        raise OperationError(
+            f"unknown operation {kind!r}: one of {', '.join(Operation.Kind.values)}", "kind"
+        )
+    try:
+        clean = filters.clean(job_filter)
+    except filters.FilterError as exc:
+        raise OperationError(exc.message, exc.field) from exc
+    schema = current_schema()
+    with transaction.atomic():
+        max_id = MarketplaceJob.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+        total = filters.jobs_matching(clean).filter(pk__lte=max_id).count()
+        operation = Operation.objects.create(
+            kind=kind, job_filter=clean, max_job_id=max_id, total=total,
+            actor=actor.name, door=actor.door, heartbeat_at=timezone.now(),
+        )  # fmt: skip
+        audit.record(
+            actor.name, actor.door, f"jobs.{kind}", [("operation", operation.pk)],
+            count=total, details={"filter": clean, "operation": operation.pk},
+        )  # fmt: skip
+        transaction.on_commit(lambda: operation_enqueue(schema, operation.pk))
+    return operation
+
+
+def operation_enqueue(schema_name: str, operation_id: int) -> None:
+    from django_q.tasks import async_task
+
+    async_task("operations.tasks.run_operation", schema_name, operation_id)
+
+
+def operation_cancel(*, operation_id: int, actor: Actor) -> Operation:
+    """Stop an operation: a pending one at once, a running one before its next chunk."""
+    with transaction.atomic():
+        operation = Operation.objects.select_for_update().filter(pk=operation_id).first()
+        if operation is None:
+            raise OperationError(f"operation {operation_id} does not exist")
+        if operation.finished:
+            raise OperationError(f"operation {operation_id} is {operation.status}: nothing to stop")
+        operation.cancel_requested = True
+        operation.save(update_fields=["cancel_requested"])
+        audit.record(actor.name, actor.door, "operation.cancel", [("operation", operation.pk)])
+    return operation
+
+
+def _reason(message: str) -> str:
+    # "job 12 is running: …" → "job is running: …": reasons are counted, not listed per job.
+    return re.sub(r"\b(job|batch) \d+ ?", r"\1 ", message).strip()[:200]
+
+
+def _apply(kind: str, ids: list[int]) -> tuple[int, dict[str, int]]:
+    done, reasons = 0, {}
+    if kind == Operation.Kind.CANCEL:
+        done = engine.jobs_cancel(queryset=MarketplaceJob.objects.filter(pk__in=ids))
+        if len(ids) > done:
+            reasons["already finished (or already asked to stop)"] = len(ids) - done
+        return done, reasons
+    service = engine.job_retry if kind == Operation.Kind.RETRY else engine.job_run_now
+    for job_id in ids:
+        try:
+            service(job_id=job_id)
+            done += 1
+        except engine.JobError as exc:
+            reason = _reason(str(exc))
+            reasons[reason] = reasons.get(reason, 0) + 1
+    return done, reasons
+
+
+def _finish(operation: Operation, status: str) -> None:
+    operation.status = status
+    operation.finished_at = timezone.now()
+    left = operation.total - operation.processed
+    if status == Operation.Status.DONE and left > 0:
+        operation.skipped += left
+        operation.skipped_reasons[NO_LONGER_MATCHED] = left
+        operation.processed = operation.total
+
+
+def operation_run_chunk(*, operation_id: int) -> bool:
+    """Handle the operation's next chunk; True while more remains (see the module)."""
+    with transaction.atomic():
+        operation = (
+            Operation.objects.select_for_update(skip_locked=True)
+            .filter(pk=operation_id, status__in=ACTIVE)
+            .first()
+        )
+        if operation is None:  # finished, gone, or another worker is on it
+            return False
+        now = timezone.now()
+        operation.heartbeat_at = now
+        if operation.cancel_requested:
+            _finish(operation, Operation.Status.CANCELLED)
+            operation.save()
+            return False
+        if operation.status == Operation.Status.PENDING:
+            operation.status = Operation.Status.RUNNING
+            operation.started_at = now
+        ids = list(
+            filters.jobs_matching(operation.job_filter)
+            .filter(pk__gt=operation.cursor, pk__lte=operation.max_job_id)
+            .order_by("pk")
+            .values_list("pk", flat=True)[:CHUNK]
+        )
+        if not ids:
+            _finish(operation, Operation.Status.DONE)
+            operation.save()
+            return False
+        done, reasons = _apply(operation.kind, ids)
+        operation.cursor = ids[-1]
+        operation.processed += len(ids)
+        operation.total = max(operation.total, operation.processed)
+        operation.succeeded += done
+        operation.skipped += len(ids) - done
+        for reason, count in reasons.items():
+            operation.skipped_reasons[reason] = operation.skipped_reasons.get(reason, 0) + count
+        operation.save()
+    return True
+
+
+def operation_run(*, operation_id: int, seconds: float = TASK_SECONDS) -> bool:
+    """Run chunks for about ``seconds``; True if the operation still has work."""
+    deadline = time.monotonic() + seconds
+    more = True
+    while more and time.monotonic() < deadline:
+        more = operation_run_chunk(operation_id=operation_id)
+    return more
+
+
+def operations_resume_stalled() -> int:
+    """Re-send the task of operations whose last chunk is older than ``STALLED_AFTER`` (a
+    lost q2 message, a killed worker): the work is in the row, nothing is lost."""
+    schema = current_schema()
+    stalled = list(
+        Operation.objects.filter(
+            status__in=ACTIVE, heartbeat_at__lt=timezone.now() - STALLED_AFTER
+        ).values_list("pk", flat=True)[:100]
+    )
+    for pk in stalled:
+        Operation.objects.filter(pk=pk, status__in=ACTIVE).update(heartbeat_at=timezone.now())
+        operation_enqueue(schema, pk)
+    return len(stalled)
