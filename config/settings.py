@@ -303,6 +303,8 @@ SECURE_CSP = {
     "form-action": [CSP.SELF],
     "frame-ancestors": [CSP.NONE],
 }
+# Page behaviours that were inline handlers live in static/ui/ (served like app assets).
+STATICFILES_DIRS = [BASE_DIR / "static"]
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
@@ -338,65 +340,3 @@ UPLOADS_EXPIRE_HOURS = env.int("UPLOADS_EXPIRE_HOURS", default=24)
 # (development and tests, where receivers listen on 127.0.0.1). Timeouts, retries and
 # the lease: ``WEBHOOKS = {...}`` or ``WEBHOOKS_<KEY>`` variables (webhooks/conf.py).
 WEBHOOKS_ALLOW_PRIVATE_URLS = env.bool("WEBHOOKS_ALLOW_PRIVATE_URLS", default=DEBUG)
-
-# --- security (docs/security.md) ---------------------------------------------------
-# Outbound requests to user-given URLs (config/netsafety.py): private, loopback and
-# link-local addresses only in development/tests; the sandbox's host:port always.
-NETSAFETY_ALLOW_PRIVATE = env.bool("NETSAFETY_ALLOW_PRIVATE", default=not PRODUCTION)
-NETSAFETY_ALLOWED_HOSTS = env.list(
-    "NETSAFETY_ALLOWED_HOSTS",
-    default=[] if PRODUCTION else [SANDBOX_URL.split("://", 1)[-1].split("/", 1)[0]],
-)
-# Product images: at most this many bytes, image/* only (marketplaces/adapters/images.py).
-IMAGE_MAX_BYTES = env.int("IMAGE_MAX_BYTES", default=10 * 1024 * 1024)
-# Where each marketplace's API lives: an account's base URL must start with one of these
-# (marketplaces.models.base_url_problem); a port `*` takes any port.
-MARKETPLACE_BASE_URLS: dict[str, list[str]] = {
-    "ebay": ["https://api.ebay.com", "https://api.sandbox.ebay.com"],
-    "etsy": ["https://openapi.etsy.com"],
-    "vinted": env.list("VINTED_BRIDGE_URLS", default=[]),
-}
-if not PRODUCTION:  # the sandbox, and loopback on any port (tests start it on a free one)
-    for _urls in MARKETPLACE_BASE_URLS.values():
-        _urls += [SANDBOX_URL.rstrip("/"), "http://127.0.0.1:*", "http://localhost:*"]
-# The diagnostic socket /ws/whoami/ (config/routing.py): never in production.
-DIAGNOSTIC_SOCKETS = env.bool("DIAGNOSTIC_SOCKETS", default=not PRODUCTION)
-if PRODUCTION and DIAGNOSTIC_SOCKETS:
-    raise ImproperlyConfigured("DIAGNOSTIC_SOCKETS cannot be on with DJANGO_ENV=production")
-# Error pages and reports: settings holding credentials or URLs are masked.
-DEFAULT_EXCEPTION_REPORTER_FILTER = "config.reporting.SafeReporterFilter"
-# Content Security Policy (Django's own middleware): scripts from our origin only, no
-# inline script (templates pass data through data- attributes). Inline style attributes
-# (progress bar widths) are allowed.
-SECURE_CSP = {
-    "default-src": [CSP.SELF],
-    "script-src": [CSP.SELF],
-    "style-src": [CSP.SELF, CSP.UNSAFE_INLINE],
-    "img-src": [CSP.SELF, "data:"],
-    "connect-src": [CSP.SELF],
-    "object-src": [CSP.NONE],
-    "base-uri": [CSP.SELF],
-    "form-action": [CSP.SELF],
-    "frame-ancestors": [CSP.NONE],
-}
-# Page behaviours that were inline handlers live in static/ui/ (served like app assets).
-STATICFILES_DIRS = [BASE_DIR / "static"]
-X_FRAME_OPTIONS = "DENY"
-SECURE_CONTENT_TYPE_NOSNIFF = True
-SECURE_REFERRER_POLICY = "same-origin"
-SESSION_COOKIE_HTTPONLY = True
-if PRODUCTION:
-    SESSION_COOKIE_SECURE = True
-    CSRF_COOKIE_SECURE = True
-    # TLS ends at the proxy in front, which must set X-Forwarded-Proto (and strip a
-    # client's own). BEHIND_TLS_PROXY=false when Django itself sees the TLS connection.
-    if env.bool("BEHIND_TLS_PROXY", default=True):
-        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-    SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
-    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
-    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
-    SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=True)
-    CSRF_TRUSTED_ORIGINS = env.list(
-        "CSRF_TRUSTED_ORIGINS",
-        default=[f"https://*{h}" if h.startswith(".") else f"https://{h}" for h in ALLOWED_HOSTS],
-    )
