@@ -89,6 +89,7 @@ _PER_SCHEMA_APPS = [
     "django.contrib.admin",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "axes",  # login throttling: its attempt tables live with each schema's users
 ]
 SHARED_APPS = [
     "tenants",  # before django_tenants so our create_tenant command wins
@@ -133,6 +134,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a lockout into its 429 page
 ]
 
 TEMPLATES = [
@@ -309,6 +311,25 @@ X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 SESSION_COOKIE_HTTPONLY = True
+# Login throttling (django-axes): failed logins are counted per username in the schema
+# of the host (so per tenant and user); AXES_FAILURE_LIMIT failures lock that username
+# out for AXES_COOLOFF_MINUTES (a 429 page), a successful login resets the count.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = env.float("AXES_COOLOFF_MINUTES", default=15) / 60  # hours
+# Per username (a user's password cannot be guessed) and per client address (one client
+# cannot spray many usernames); the address as config.throttling.client_ip sees it.
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_CLIENT_IP_CALLABLE = "config.throttling.client_ip"
+TRUSTED_PROXY_HOPS = env.int(
+    "TRUSTED_PROXY_HOPS", default=1 if PRODUCTION and env.bool("BEHIND_TLS_PROXY", True) else 0
+)
+AXES_RESET_ON_SUCCESS = True
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_VERBOSE = False
 if PRODUCTION:
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
