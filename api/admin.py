@@ -61,6 +61,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
             name=form.cleaned_data["name"],
             read_only=form.cleaned_data["read_only"],
             created_by=request.user.get_username(),
+            door="admin",
         )
         obj.pk = token.pk
         obj.prefix = token.prefix
@@ -76,5 +77,5 @@ class ApiTokenAdmin(admin.ModelAdmin):
     def revoke_tokens(self, request, queryset):
         ids = list(queryset.filter(revoked_at__isnull=True).values_list("pk", flat=True))
         for pk in ids:
-            token_revoke(token_id=pk)
+            token_revoke(token_id=pk, actor=request.user.get_username(), door="admin")
         self.message_user(request, f"Revoked {len(ids)} token(s).", messages.SUCCESS)

@@ -76,6 +76,21 @@ def principal(request: HttpRequest) -> ApiPrincipal:
     return request.auth  # type: ignore[attr-defined,return-value]
 
 
+def audit(
+    request: HttpRequest,
+    action: str,
+    objects: list[tuple[str, object]],
+    *,
+    count: int | None = None,
+    details: dict | None = None,
+) -> None:
+    """Record the caller's action in the audit trail (call it inside the action's transaction)."""
+    from audit.services import record
+
+    who = principal(request)
+    record(who.label, who.door, action, objects, count=count, details=details)
+
+
 def require_write(request: HttpRequest) -> ApiPrincipal:
     """The caller, if it may change things; else 403 (read-only token or viewer)."""
     who = principal(request)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from django.db import transaction
 from django.db.models import Count
 from django.http import HttpRequest
 from ninja import Query, Router, Schema, Status
 from pydantic import Field
 
 from api import schemas as s
-from api.auth import require_write
+from api.auth import audit, require_write
 from api.errors import ApiError, not_found
 from api.pagination import MAX_LIMIT, paginate
 from orchestration import services
@@ -66,7 +67,10 @@ def cancel_batch(request: HttpRequest, batch_id: int):
     batch = _batch(batch_id)
     if batch.status in BATCH_TERMINAL:
         raise ApiError(409, "conflict", f"batch {batch_id} is {batch.status}: nothing to cancel")
-    return Status(202, _detail(services.batch_cancel(batch_id=batch_id)))
+    with transaction.atomic():
+        batch = services.batch_cancel(batch_id=batch_id)
+        audit(request, "batch.cancel", [("batch", batch_id)])
+    return Status(202, _detail(batch))
 
 
 @router.post("/{int:batch_id}/resume", response={200: s.BatchDetailOut, **ERRORS})
@@ -75,7 +79,9 @@ def resume_batch(request: HttpRequest, batch_id: int):
     require_write(request)
     _batch(batch_id)
     try:
-        batch = services.batch_resume(batch_id=batch_id)
+        with transaction.atomic():
+            batch = services.batch_resume(batch_id=batch_id)
+            audit(request, "batch.resume", [("batch", batch_id)])
     except services.JobError as exc:
         raise ApiError(409, "conflict", str(exc)) from None
     return _detail(batch)

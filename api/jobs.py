@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from django.db import transaction
 from django.http import HttpRequest
 from ninja import Query, Router, Schema, Status
 from pydantic import Field
 
 from api import schemas as s
-from api.auth import require_write
+from api.auth import audit, require_write
 from api.errors import ApiError, not_found
 from api.pagination import MAX_LIMIT, paginate
 from orchestration import services
@@ -62,16 +63,19 @@ def create_jobs(request: HttpRequest, body: s.JobsCreateIn):
         code = "too_large" if status == 413 else "validation_error"
         raise ApiError(status, code, exc.message, details=exc.details) from None
     try:
-        batch = batch_start(
-            marketplaces=body.marketplaces,
-            action=body.action,
-            products=products,
-            mode=body.mode,
-            priority=body.priority,
-            max_retries=body.max_retries,
-            name=body.name,
-            created_by=who.door,
-        )
+        with transaction.atomic():
+            batch = batch_start(
+                marketplaces=body.marketplaces,
+                action=body.action,
+                products=products,
+                mode=body.mode,
+                priority=body.priority,
+                max_retries=body.max_retries,
+                name=body.name,
+                created_by=who.door,
+            )
+            audit(request, "batch.start", [("batch", batch.pk)], count=batch.total_jobs,
+                  details={"marketplaces": body.marketplaces, "action": body.action})  # fmt: skip
     except SelectionError as exc:
         raise ApiError(422, "validation_error", exc.message, details=exc.details) from None
     job_ids = list(batch.jobs.order_by("sequence").values_list("pk", flat=True))
@@ -115,11 +119,13 @@ def get_job(request: HttpRequest, job_id: int):
     return _detail(_job(_job_id_path(job_id)))
 
 
-def _act(request: HttpRequest, job_id: int, action) -> dict:
+def _act(request: HttpRequest, job_id: int, verb: str, action) -> dict:
     require_write(request)
     _job(_job_id_path(job_id))
     try:
-        job = action(job_id)
+        with transaction.atomic():
+            job = action(job_id)
+            audit(request, f"job.{verb}", [("job", job_id)])
     except services.JobError as exc:
         raise ApiError(409, "conflict", str(exc)) from None
     return _detail(job)
@@ -129,13 +135,13 @@ def _act(request: HttpRequest, job_id: int, action) -> dict:
 def cancel_job(request: HttpRequest, job_id: int):
     """Cancel: a waiting job at once; a running one at its next step boundary (202 either way;
     ``cancel_requested`` says a running job was asked to stop). 409 if it has already ended."""
-    return Status(202, _act(request, job_id, lambda pk: services.job_cancel(job_id=pk)))
+    return Status(202, _act(request, job_id, "cancel", lambda pk: services.job_cancel(job_id=pk)))
 
 
 @router.post("/{int:job_id}/retry", response={200: s.JobDetailOut, **ERRORS})
 def retry_job(request: HttpRequest, job_id: int):
     """Retry a failed or cancelled job from its first step not completed."""
-    return _act(request, job_id, lambda pk: services.job_retry(job_id=pk))
+    return _act(request, job_id, "retry", lambda pk: services.job_retry(job_id=pk))
 
 
 @router.post("/{int:job_id}/retry-from-step", response={200: s.JobDetailOut, **ERRORS})
@@ -144,6 +150,7 @@ def retry_job_from_step(request: HttpRequest, job_id: int, body: s.RetryFromStep
     return _act(
         request,
         job_id,
+        "retry_from_step",
         lambda pk: services.job_retry_from_step(job_id=pk, step_order=body.step_order),
     )
 
@@ -151,4 +158,4 @@ def retry_job_from_step(request: HttpRequest, job_id: int, body: s.RetryFromStep
 @router.post("/{int:job_id}/run-now", response={200: s.JobDetailOut, **ERRORS})
 def run_job_now(request: HttpRequest, job_id: int):
     """Run ahead of everything queued on its resource (a reservation); retries a failed job."""
-    return _act(request, job_id, lambda pk: services.job_run_now(job_id=pk))
+    return _act(request, job_id, "run_now", lambda pk: services.job_run_now(job_id=pk))

@@ -13,6 +13,7 @@ from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, HttpRequest
+from django.views.decorators.csrf import csrf_exempt
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, Throttled, ValidationError
 from ninja.throttling import AuthRateThrottle
@@ -155,3 +156,9 @@ api.add_router("/resources", "api.resources.router")
 api.add_router("/uploads", "uploads.api.router")
 api.add_router("/webhooks", "webhooks.api.router")
 api.add_router("/plans", "planning.api.router")
+
+
+@csrf_exempt  # it changes nothing; the CSRF middleware would answer its own HTML page
+def unknown_endpoint(request: HttpRequest, rest: str = ""):
+    """Any other path under /api/: the API's JSON 404, not the site's HTML page."""
+    return error_response(request, 404, "not_found", f"no API endpoint at {request.path[:200]}")

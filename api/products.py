@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from django.db import transaction
 from django.http import HttpRequest
 from ninja import Path, Query, Router, Schema
 from pydantic import Field
 
 from api import schemas as s
-from api.auth import require_write
+from api.auth import audit, require_write
 from api.errors import ApiError, not_found
 from api.pagination import MAX_LIMIT, paginate
 from marketplaces.models import Product
@@ -47,9 +48,12 @@ def get_product(request: HttpRequest, product_id: int):
     return product
 
 
-def _upsert(rows: list[dict]) -> dict:
+def _upsert(request: HttpRequest, rows: list[dict]) -> dict:
     try:
-        created, updated = products_upsert(rows)
+        with transaction.atomic():
+            created, updated = products_upsert(rows)
+            audit(request, "products.upsert", [("product", pk) for pk in created + updated],
+                  details={"created": len(created), "updated": len(updated)})  # fmt: skip
     except ProductRowError as exc:
         raise ApiError(422, "validation_error", str(exc), details={exc.sku: exc.errors}) from None
     return {"created": len(created), "updated": len(updated), "ids": created + updated}
@@ -59,7 +63,7 @@ def _upsert(rows: list[dict]) -> dict:
 def upsert_product(request: HttpRequest, path: Path[SkuPath], body: s.ProductUpsertIn):
     """Create or update the product with this SKU."""
     require_write(request)
-    return _upsert([{"sku": path.sku, **body.dict()}])
+    return _upsert(request, [{"sku": path.sku, **body.dict()}])
 
 
 @router.post("/bulk", response={200: s.UpsertOut, **ERRORS})
@@ -70,4 +74,4 @@ def upsert_products(request: HttpRequest, body: s.ProductsBulkIn):
     skus = [r["sku"] for r in rows]
     if len(set(skus)) != len(skus):
         raise ApiError(422, "validation_error", "a SKU appears twice in the request")
-    return _upsert(rows)
+    return _upsert(request, rows)

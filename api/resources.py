@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from django.db import transaction
 from django.http import HttpRequest
 from ninja import Router
 
 from api import schemas as s
-from api.auth import require_write
+from api.auth import audit, require_write
 from api.errors import not_found
 from orchestration import selectors, services
 from orchestration.services.claims import resource_policies
@@ -33,7 +34,9 @@ def pause_resource(request: HttpRequest, key: str):
     """Nothing new starts on this resource (running jobs finish)."""
     require_write(request)
     _resource(key)
-    services.resource_pause(key=key)
+    with transaction.atomic():
+        services.resource_pause(key=key)
+        audit(request, "resource.pause", [("resource", key)])
     return _resource(key)
 
 
@@ -41,5 +44,7 @@ def pause_resource(request: HttpRequest, key: str):
 def resume_resource(request: HttpRequest, key: str):
     require_write(request)
     _resource(key)
-    services.resource_resume(key=key)
+    with transaction.atomic():
+        services.resource_resume(key=key)
+        audit(request, "resource.resume", [("resource", key)])
     return _resource(key)

@@ -24,7 +24,10 @@ class Command(TenantCommand):
         if options["create"] is not None:
             try:
                 token, raw = token_create(
-                    name=options["create"], read_only=options["read_only"], created_by="command"
+                    name=options["create"],
+                    read_only=options["read_only"],
+                    created_by="command",
+                    door="command",
                 )
             except TokenError as exc:
                 raise CommandError(str(exc)) from None
@@ -46,6 +49,6 @@ class Command(TenantCommand):
         else:
             if not ApiToken.objects.filter(pk=options["revoke"]).exists():
                 raise CommandError(f"no token {options['revoke']} in this tenant")
-            token = token_revoke(token_id=options["revoke"])
+            token = token_revoke(token_id=options["revoke"], actor="command", door="command")
             self.emit(options, {"id": token.pk, "revoked_at": token.revoked_at},
                       f"token {token.pk} revoked")  # fmt: skip

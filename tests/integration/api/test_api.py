@@ -328,3 +328,45 @@ def test_docs_and_schema_are_served(api_a):
     )
     docs = api_a.get("/api/docs")
     assert docs.status_code == 200 and b"openapi.json" in docs.content
+
+
+# --- audit --------------------------------------------------------------------------------
+
+
+def test_api_actions_are_audited_with_the_token_name(api_a):
+    from audit.models import AuditEntry
+
+    job_id = _one_job(api_a)
+    api_a.delete(f"/api/jobs/{job_id}")
+    api_a.post(f"/api/jobs/{job_id}/retry")
+    entries = list(
+        AuditEntry.objects.order_by("pk").values_list("actor", "door", "action", "targets")
+    )
+    assert [e[2] for e in entries] == ["batch.start", "job.cancel", "job.retry"]
+    assert {e[1] for e in entries} == {"api:test writer"} and entries[1][3] == [
+        ["job", str(job_id)]
+    ]
+    # A refused action records nothing.
+    api_a.post(f"/api/jobs/{job_id}/retry")
+    assert AuditEntry.objects.count() == 3
+
+
+def test_token_commands_create_list_revoke(tenant_a, capsys):
+    import json
+
+    from django.core.management import CommandError, call_command
+
+    from api.models import ApiToken
+
+    call_command(
+        "api_token", "--tenant", "test_alpha", "--create", "nightly", "--read-only", "--json"
+    )
+    created = json.loads(capsys.readouterr().out)
+    assert created["token"].startswith("mpo_") and created["read_only"] is True
+    assert ApiClient("alpha.localhost", created["token"]).get("/api/jobs").status_code == 200
+    call_command("api_token", "--tenant", "test_alpha", "--revoke", str(created["id"]))
+    assert ApiToken.objects.get(pk=created["id"]).revoked_at is not None
+    with pytest.raises(CommandError, match="no token"):
+        call_command("api_token", "--tenant", "test_alpha", "--revoke", "999999")
+    with pytest.raises(CommandError, match="needs a name"):
+        call_command("api_token", "--tenant", "test_alpha", "--create", "  ")
