@@ -34,6 +34,7 @@ API = "/v3/application"
 # Etsy seller taxonomy ids for the demo's categories; 69150467 is "Clothing".
 TAXONOMY = {"Jeans": 429, "Jackets": 448, "Sneakers": 1155, "Headphones": 1893}
 DEFAULT_TAXONOMY = 69150467
+MAX_QUANTITY = 999  # per listing
 
 
 class EtsyApi:
@@ -229,6 +230,18 @@ class UpdateInventory(EtsyStep):
         return {"listing_id": listing["listing_id"], "price": f"{price:.2f}", "quantity": quantity}
 
 
+def listing_quantity(ctx: StepContext) -> int:
+    """The quantity to offer: Etsy takes 1 to 999 per listing; more is offered as 999 (the
+    rest stays in stock), 0 cannot be offered (deactivate the listing instead)."""
+    wanted = int(ctx.params["quantity"])
+    if wanted < 1:
+        raise PermanentStepError(
+            "an Etsy listing's quantity is 1 to 999: deactivate the listing to offer none",
+            detail={"quantity": wanted},
+        )
+    return min(wanted, MAX_QUANTITY)
+
+
 class UpdateQuantity(EtsyStep):
     """Sets the listing's quantity (a stock plan's push), keeping its current price."""
 
@@ -237,7 +250,7 @@ class UpdateQuantity(EtsyStep):
     def check(self, ctx: StepContext) -> Output | None:
         api, product = self.api(ctx)
         listing = self.listing_or_fail(api, product)
-        quantity = int(ctx.params["quantity"])
+        quantity = listing_quantity(ctx)
         if listing["quantity"] == quantity:
             return {"listing_id": listing["listing_id"], "quantity": quantity}
         return None
@@ -245,7 +258,7 @@ class UpdateQuantity(EtsyStep):
     def perform(self, ctx: StepContext) -> Output:
         api, product = self.api(ctx)
         listing = self.listing_or_fail(api, product)
-        quantity = int(ctx.params["quantity"])
+        quantity = listing_quantity(ctx)
         offering = {"price": float(amount(listing["price"])), "quantity": quantity,
                     "is_enabled": True}  # fmt: skip
         api.update_inventory(
