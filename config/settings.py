@@ -99,6 +99,7 @@ SHARED_APPS = [
     *_PER_SCHEMA_APPS,
     "django_q",  # shared only: its admin would show every tenant's tasks
     "channels_postgres",
+    "ninja",  # the API docs page from local static files (no CDN: works offline, CSP-clean)
 ]
 TENANT_APPS = [
     *_PER_SCHEMA_APPS,

@@ -327,7 +327,8 @@ def test_docs_and_schema_are_served(api_a):
         paths
     )
     docs = api_a.get("/api/docs")
-    assert docs.status_code == 200 and b"openapi.json" in docs.content
+    assert docs.status_code == 200 and b"/static/ninja/swagger-ui-bundle.js" in docs.content
+    assert b"cdn." not in docs.content  # served from here: works offline and under the CSP
 
 
 # --- audit --------------------------------------------------------------------------------
