@@ -22,7 +22,10 @@ DEFAULTS: dict[str, float] = {
     "DRAIN_SLOTS": 0,  # concurrent drains; 0 = the q2 worker count
     "WAKE_AHEAD_SECONDS": 60.0,  # a drain keeps waiting for retries due this soon
     "CLAIM_BATCH": 32,  # at most this many jobs per claim (within each resource's room)
-    "SYNCHRONOUS_COMMIT": 0,  # 0: workers don't wait for WAL flushes (see dispatch)
+    # 1 (default): a worker's commit returns once its WAL is flushed (durable). 0 is an
+    # operator's opt-out (ORCHESTRATION_SYNCHRONOUS_COMMIT=0): faster, but a PostgreSQL
+    # crash can lose the last fraction of a second of step records (docs/benchmarks.md).
+    "SYNCHRONOUS_COMMIT": 1,
 }
 
 

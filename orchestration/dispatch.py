@@ -612,12 +612,13 @@ def _release_slot_when_possible(slot_id: int | None, worker: str) -> None:
 
 
 def _tune_worker_session() -> None:
-    """Workers' commits don't wait for the WAL flush (``SYNCHRONOUS_COMMIT=off``, the default).
+    """Workers' commits wait for the WAL flush by default (``SYNCHRONOUS_COMMIT=1``).
 
-    A PostgreSQL crash (not a worker crash) may then lose the last fraction of a second of
-    committed step records; those steps run again and their idempotence check finds the
-    effect already there (DESIGN invariant 3). The database itself stays consistent.
-    Set ``ORCHESTRATION_SYNCHRONOUS_COMMIT=1`` to wait for every flush instead.
+    ``ORCHESTRATION_SYNCHRONOUS_COMMIT=0`` is an operator's opt-out: commits then return
+    before the flush, and a PostgreSQL crash (not a worker crash) may lose the last
+    fraction of a second of committed step records; those steps run again and their
+    idempotence check finds the effect already there (DESIGN invariant 3). The database
+    itself stays consistent (docs/benchmarks.md, "Durability").
     """
     with connection.cursor() as cursor:
         if not conf.get("SYNCHRONOUS_COMMIT"):
