@@ -71,7 +71,7 @@ def clean(raw: dict[str, Any]) -> dict[str, Any]:
         raise FilterError(f"unknown filter key(s): {', '.join(unknown)}", unknown[0])
     out: dict[str, Any] = {}
     statuses = raw.get("status")
-    if statuses:
+    if statuses is not None and statuses != "":  # an empty list matches nothing
         statuses = [statuses] if isinstance(statuses, str) else list(statuses)
         bad = [s for s in statuses if s not in JobStatus.__members__.values()]
         if bad:

@@ -123,7 +123,7 @@ def _finish(operation: Operation, status: str) -> None:
         operation.processed = operation.total
 
 
-def operation_run_chunk(*, operation_id: int) -> bool:
+def operation_run_chunk(*, operation_id: int, chunk: int | None = None) -> bool:
     """Handle the operation's next chunk; True while more remains (see the module)."""
     with transaction.atomic():
         operation = (
@@ -146,7 +146,7 @@ def operation_run_chunk(*, operation_id: int) -> bool:
             filters.jobs_matching(operation.job_filter)
             .filter(pk__gt=operation.cursor, pk__lte=operation.max_job_id)
             .order_by("pk")
-            .values_list("pk", flat=True)[:CHUNK]
+            .values_list("pk", flat=True)[: chunk or CHUNK]
         )
         if not ids:
             _finish(operation, Operation.Status.DONE)
@@ -164,12 +164,14 @@ def operation_run_chunk(*, operation_id: int) -> bool:
     return True
 
 
-def operation_run(*, operation_id: int, seconds: float = TASK_SECONDS) -> bool:
+def operation_run(
+    *, operation_id: int, seconds: float = TASK_SECONDS, chunk: int | None = None
+) -> bool:
     """Run chunks for about ``seconds``; True if the operation still has work."""
     deadline = time.monotonic() + seconds
     more = True
     while more and time.monotonic() < deadline:
-        more = operation_run_chunk(operation_id=operation_id)
+        more = operation_run_chunk(operation_id=operation_id, chunk=chunk)
     return more
 
 
@@ -186,3 +188,20 @@ def operations_resume_stalled() -> int:
         Operation.objects.filter(pk=pk, status__in=ACTIVE).update(heartbeat_at=timezone.now())
         operation_enqueue(schema, pk)
     return len(stalled)
+
+
+INLINE_MAX = 500  # a bulk request over at most this many jobs is carried out in the request
+INLINE_SECONDS = 0.6  # … for about this long (then a worker finishes it),
+INLINE_CHUNK = 50  # … in small chunks, so the last one does not push the request past 1 s
+
+
+def operation_start(*, kind: str, job_filter: dict[str, Any], actor: Actor) -> Operation:
+    """``operation_create``, then, when few jobs match, their first chunks in the caller's
+    request (bounded by ``INLINE_SECONDS``): a bulk action over a handful of jobs is done
+    when the page comes back; a large one goes on in a worker, with its progress on its
+    page."""
+    operation = operation_create(kind=kind, job_filter=job_filter, actor=actor)
+    if operation.total <= INLINE_MAX:
+        operation_run(operation_id=operation.pk, seconds=INLINE_SECONDS, chunk=INLINE_CHUNK)
+        operation.refresh_from_db()
+    return operation

@@ -68,6 +68,12 @@ class ResourcePolicyAdmin(admin.ModelAdmin):
         resource_policies()  # rows for every registered provider exist before staff look
         return super().get_queryset(request)
 
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if form.changed_data:
+            _audit(request, "resource.change_policy", [("resource", obj.key)],
+                   details={f: form.cleaned_data[f] for f in form.changed_data})  # fmt: skip
+
     def has_add_permission(self, request):
         return False
 
@@ -78,12 +84,14 @@ class ResourcePolicyAdmin(admin.ModelAdmin):
     def pause(self, request: HttpRequest, queryset: QuerySet[ResourcePolicy]) -> None:
         for policy in queryset:
             services.resource_pause(key=policy.key)
+        _audit(request, "resource.pause", [("resource", p.key) for p in queryset])
         self.message_user(request, f"Paused {queryset.count()} resource(s).", messages.SUCCESS)
 
     @admin.action(description="Resume the selected resources", permissions=["change"])
     def resume(self, request: HttpRequest, queryset: QuerySet[ResourcePolicy]) -> None:
         for policy in queryset:
             services.resource_resume(key=policy.key)
+        _audit(request, "resource.resume", [("resource", p.key) for p in queryset])
         self.message_user(request, f"Resumed {queryset.count()} resource(s).", messages.SUCCESS)
 
 
@@ -199,14 +207,27 @@ class BatchFilter(admin.SimpleListFilter):
 # --- jobs ---------------------------------------------------------------------------------
 
 
-def _run_service(modeladmin, request, job_ids, service, verb: str) -> int:
-    done, refused = 0, []
+def _run_service(modeladmin, request, job_ids, service, verb: str, action: str = "") -> int:
+    done, refused = [], []
     for job_id in job_ids:
         try:
             service(job_id=job_id)
-            done += 1
+            done.append(job_id)
         except services.JobError as exc:
             refused.append(str(exc))
+    if done and action:
+        _audit(request, action, [("job", pk) for pk in done])
+    return _report(modeladmin, request, len(done), refused, verb)
+
+
+def _audit(request: HttpRequest, action: str, objects, **extra: Any) -> None:
+    """An audit entry for a staff action made in the admin (see audit.services)."""
+    from audit.services import record
+
+    record(request.user.get_username(), "admin", action, objects, **extra)
+
+
+def _report(modeladmin, request, done: int, refused: list[str], verb: str) -> int:
     if done:
         modeladmin.message_user(request, f"{verb} {done} job(s).", messages.SUCCESS)
     for reason in refused[:10]:
@@ -291,6 +312,9 @@ class MarketplaceJobAdmin(EngineRowAdminMixin, LiveAdminMixin, admin.ModelAdmin)
             priority=obj.priority if "priority" in changed else None,
             max_retries=obj.max_retries if "max_retries" in changed else None,
         )
+        if changed & {"priority", "max_retries"}:
+            _audit(request, "job.set_options", [("job", obj.pk)],
+                   details={f: getattr(obj, f) for f in sorted(changed & {"priority", "max_retries"})})  # fmt: skip
 
     def delete_model(self, request, obj):
         # The job may have been retried since the page was loaded: decide under its row lock.
@@ -361,19 +385,20 @@ class MarketplaceJobAdmin(EngineRowAdminMixin, LiveAdminMixin, admin.ModelAdmin)
     @admin.action(description="Retry the selected jobs", permissions=["change"])
     def retry(self, request, queryset):
         ids = list(queryset.values_list("pk", flat=True))
-        _run_service(self, request, ids, services.job_retry, "Retried")
+        _run_service(self, request, ids, services.job_retry, "Retried", "job.retry")
         return _show_acted_on(ids)
 
     @admin.action(description="Cancel the selected jobs", permissions=["change"])
     def cancel(self, request, queryset):
         ids = list(queryset.values_list("pk", flat=True))
-        _run_service(self, request, ids, services.job_cancel, "Cancelled")
+        _run_service(self, request, ids, services.job_cancel, "Cancelled", "job.cancel")
         return _show_acted_on(ids)
 
     @admin.action(description="Run the selected jobs now", permissions=["change"])
     def run_now(self, request, queryset):
         ids = list(queryset.values_list("pk", flat=True)[:BULK_CHUNK])
-        if _run_service(self, request, ids, services.job_run_now, "Reserved the next place for"):
+        if _run_service(self, request, ids, services.job_run_now, "Reserved the next place for",
+                        "job.run_now"):  # fmt: skip
             for key in sorted(set(queryset.values_list("resource_key", flat=True)[:BULK_CHUNK])):
                 self.message_user(request, _run_now_outlook(key), messages.INFO)
         return _show_acted_on(ids)
@@ -493,9 +518,12 @@ class MarketplaceJobAdmin(EngineRowAdminMixin, LiveAdminMixin, admin.ModelAdmin)
                     raise services.JobError("choose the step to retry from")
                 job = services.job_retry_from_step(job_id=job.pk, step_order=int(step))
                 message = f"Job {job.pk} will run again from step {step}."
+                _audit(request, "job.retry_from_step", [("job", job.pk)],
+                       details={"step_order": int(step)})  # fmt: skip
             elif verb in self._job_controls():
                 service, done = self._job_controls()[verb]
                 job = service(job_id=job.pk)
+                _audit(request, f"job.{verb}", [("job", job.pk)])
                 message = f"{done} job {job.pk}."
                 if verb == "run_now":
                     message = f"Run now: job {job.pk} {_run_now_outlook(job.resource_key)}"
@@ -520,7 +548,7 @@ class MarketplaceJobAdmin(EngineRowAdminMixin, LiveAdminMixin, admin.ModelAdmin)
 
     def bulk_view(self, request: HttpRequest, verb: str) -> HttpResponse:
         """Retry or cancel everything the current filter matches (every page), after confirming."""
-        if verb not in ("retry", "cancel"):
+        if verb not in ("retry", "cancel", "run_now"):
             return HttpResponse(status=404)
         if not self.has_change_permission(request):
             raise PermissionDenied
@@ -534,18 +562,43 @@ class MarketplaceJobAdmin(EngineRowAdminMixin, LiveAdminMixin, admin.ModelAdmin)
         matching = changelist.get_queryset(request)
         if verb == "retry":
             actionable = matching.filter(status__in=JOB_RETRYABLE_BY_STAFF)
+        elif verb == "run_now":
+            actionable = matching.filter(
+                status__in=[*JOB_RETRYABLE_BY_STAFF, *JOB_CLAIMABLE, JobStatus.PENDING]
+            )
         else:
             actionable = matching.exclude(status__in=[JobStatus.COMPLETED, JobStatus.FAILED,
                                                       JobStatus.CANCELLED])  # fmt: skip
         query = params.get("_changelist_filters", "")
         if request.method == "POST" and "confirm" in request.POST:
-            if verb == "retry":
-                done = 0
-                for ids in _chunks(actionable.order_by("pk").values_list("pk", flat=True)):
-                    done += _run_service(self, request, ids, services.job_retry, "Retried")
-            else:
-                done = services.jobs_cancel(queryset=actionable)
-                self.message_user(request, f"Cancelled {done} job(s).", messages.SUCCESS)
+            # A tracked operation (operations app): small ones finish inside this request,
+            # large ones go on in a worker and their page shows the progress.
+            from audit.services import Actor
+            from operations import filters as operation_filters
+            from operations import services as operations
+
+            try:
+                job_filter = operation_filters.from_changelist_query(query)
+                operation = operations.operation_start(
+                    kind=verb, job_filter=_actionable_filter(verb, job_filter),
+                    actor=Actor(request.user.get_username(), "admin"),
+                )  # fmt: skip
+            except (operation_filters.FilterError, operations.OperationError) as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+                return HttpResponseRedirect(
+                    reverse("tenant_admin:orchestration_marketplacejob_changelist")
+                )
+            if not operation.finished:
+                self.message_user(request, f"Operation {operation.pk} started: {operation.total} "
+                                  "job(s); it goes on in the background.", messages.SUCCESS)  # fmt: skip
+                return HttpResponseRedirect(
+                    reverse("tenant_admin:operations_operation_change", args=[operation.pk])
+                )
+            verbs = {"retry": "Retried", "cancel": "Cancelled", "run_now": "Run now:"}
+            self.message_user(request, f"{verbs[verb]} {operation.succeeded} job(s).",
+                              messages.SUCCESS)  # fmt: skip
+            for reason, count in list(operation.skipped_reasons.items())[:10]:
+                self.message_user(request, f"{count} skipped: {reason}", messages.WARNING)
             # Back to the same filter, any status: the jobs acted on left the status they
             # were chosen by (a "Failed" filter would now show none of them).
             kept = QueryDict(query, mutable=True)
@@ -556,8 +609,10 @@ class MarketplaceJobAdmin(EngineRowAdminMixin, LiveAdminMixin, admin.ModelAdmin)
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,
-            "title": f"{verb.capitalize()} every matching job?",
+            "title": f"{verb.replace('_', ' ').capitalize()} every matching job?",
             "verb": verb,
+            "verb_label": verb.replace("_", " "),
+            "inline_max": operations_inline_max(),
             "count": actionable.count(),
             "matching": matching.count(),
             "filters": [
@@ -578,6 +633,27 @@ class MarketplaceJobAdmin(EngineRowAdminMixin, LiveAdminMixin, admin.ModelAdmin)
         filtered = copy.copy(request)
         filtered.GET = QueryDict(params.get("_changelist_filters", ""))
         return self.get_changelist_instance(filtered)
+
+
+def operations_inline_max() -> int:
+    from operations.services import INLINE_MAX
+
+    return INLINE_MAX
+
+
+# The statuses each bulk verb acts on (the confirmation counts the same jobs).
+_BULK_STATUSES = {
+    "retry": set(JOB_RETRYABLE_BY_STAFF),
+    "run_now": {*JOB_RETRYABLE_BY_STAFF, *JOB_CLAIMABLE, JobStatus.PENDING},
+    "cancel": set(JobStatus) - {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED},
+}
+
+
+def _actionable_filter(verb: str, job_filter: dict[str, Any]) -> dict[str, Any]:
+    """The list's filter narrowed to the statuses the verb acts on."""
+    wanted = _BULK_STATUSES[verb]
+    chosen = set(job_filter.get("status") or wanted)
+    return {**job_filter, "status": sorted(str(s) for s in chosen & wanted)}
 
 
 SHOW_ACTED_ON = 500  # jobs an action's answer lists by id (more: the list as it was)
@@ -604,17 +680,6 @@ def _run_now_outlook(resource_key: str) -> str:
                 f"finishes; other queued {resource_key} work waits behind it.")  # fmt: skip
     return (f"starts now on {resource_key} ({busy} before it); other queued {resource_key} "
             "work waits until it has started.")  # fmt: skip
-
-
-def _chunks(values):
-    chunk: list[int] = []
-    for value in values.iterator(chunk_size=BULK_CHUNK):
-        chunk.append(value)
-        if len(chunk) >= BULK_CHUNK:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 # --- batches ----------------------------------------------------------------------------------
@@ -824,6 +889,7 @@ class BatchAdmin(EngineRowAdminMixin, LiveAdminMixin, admin.ModelAdmin):
                                   messages.WARNING)  # fmt: skip
                 continue
             services.batch_cancel(batch_id=batch_id)
+            _audit(request, "batch.cancel", [("batch", batch_id)])
             cancelled += 1
         if cancelled:
             self.message_user(request, f"Cancelled {cancelled} batch(es).", messages.SUCCESS)
@@ -834,6 +900,7 @@ class BatchAdmin(EngineRowAdminMixin, LiveAdminMixin, admin.ModelAdmin):
         for batch_id in queryset.values_list("pk", flat=True):
             try:
                 services.batch_resume(batch_id=batch_id)
+                _audit(request, "batch.resume", [("batch", batch_id)])
                 resumed += 1
             except services.JobError as exc:  # a group with a job still queued or running
                 self.message_user(request, str(exc), messages.WARNING)
@@ -902,6 +969,7 @@ class BatchAdmin(EngineRowAdminMixin, LiveAdminMixin, admin.ModelAdmin):
         if verb == "resume":
             try:
                 services.batch_resume(batch_id=batch.pk)
+                _audit(request, "batch.resume", [("batch", batch.pk)])
                 self.message_user(request, f"Resumed batch {batch.pk}.", messages.SUCCESS)
             except services.JobError as exc:
                 self.message_user(request, str(exc), messages.WARNING)
@@ -911,6 +979,7 @@ class BatchAdmin(EngineRowAdminMixin, LiveAdminMixin, admin.ModelAdmin):
                                   messages.WARNING)  # fmt: skip
             else:
                 services.batch_cancel(batch_id=batch.pk)
+                _audit(request, "batch.cancel", [("batch", batch.pk)])
                 self.message_user(request, f"Cancelled batch {batch.pk}.", messages.SUCCESS)
         else:
             return HttpResponse(status=404)
@@ -955,6 +1024,8 @@ class BatchAdmin(EngineRowAdminMixin, LiveAdminMixin, admin.ModelAdmin):
                 name=form.cleaned_data["name"], jobs=specs, mode=form.cleaned_data["mode"],
                 created_by=request.user.get_username(),
             )  # fmt: skip
+            _audit(request, "batch.start", [("batch", batch.pk)], count=len(specs),
+                   details={"job_type": form.cleaned_data["job_type"]})  # fmt: skip
             self.message_user(request, f"Started batch {batch.pk} ({len(specs)} jobs).")
             return HttpResponseRedirect(
                 reverse("tenant_admin:orchestration_batch_change", args=[batch.pk])
