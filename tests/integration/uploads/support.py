@@ -74,7 +74,7 @@ def products_csv(count: int, *, prefix: str = "IMP", start: int = 1, bad_every: 
     for i in range(start, start + count):
         price = "-1" if bad_every and i % bad_every == 0 else f"{10 + i % 50}.90"
         lines.append(
-            f"{prefix}-{i:06d},Product {i} with a long enough title,{price},{i % 5},good,"
+            f"{prefix}-{i:06d},Product {i} with a long enough title,{price},{1 + i % 5},good,"
             f"Brand {i % 7},https://img.example.test/{prefix}/{i}.jpg"
         )
     return ("\n".join(lines) + "\n").encode()
