@@ -1,0 +1,80 @@
+"""The command and the admin page: the same parameters, the same refusals, nothing queued
+on bad input."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection
+
+from orchestration.models import MarketplaceJob
+from orchestration.services.runner import run_available_jobs
+from tests.integration.planning.conftest import CATEGORY
+
+
+def plan_season(*args: str) -> tuple[str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    call_command("plan_season", "--tenant", connection.schema_name, *args, stdout=out, stderr=err)
+    return out.getvalue(), err.getvalue()
+
+
+def test_the_command_refuses_bad_parameters_with_every_field_and_queues_nothing(tenant_a):
+    with pytest.raises(CommandError) as refused:
+        plan_season("--preset", "standard", "--category", CATEGORY, "--horizon-weeks", "100",
+                    "--dc-holdback", "2")  # fmt: skip
+    message = str(refused.value)
+    assert "nothing queued" in message and "horizon_weeks" in message and "dc_holdback" in message
+    with pytest.raises(CommandError, match="season_start must be before season_end"):
+        plan_season("--preset", "luxury", "--category", CATEGORY,
+                    "--season-start", "2027-05-01", "--season-end", "2027-04-01")  # fmt: skip
+    with pytest.raises(CommandError, match="unknown tenant"):
+        call_command("plan_season", "--tenant", "nope", "--preset", "standard")
+    assert MarketplaceJob.objects.count() == 0
+
+
+def test_the_command_runs_a_plan_here_and_prints_it_as_json(history):
+    out, _err = plan_season(
+        "--preset", "fast-fashion", "--category", CATEGORY, "--run-here", "--json"
+    )
+    plan = json.loads(out)
+    assert plan["status"] == "completed" and plan["params"]["created_by"] == "cli"
+    inventory = plan["steps"][2]["output"]
+    assert inventory["multiplier"] == 1.25 and len(inventory["quantities"]) == 8
+
+    with pytest.raises(CommandError, match="no historical data for category Hats"):
+        plan_season("--preset", "standard", "--category", "Hats", "--run-here")
+
+
+def test_the_command_waits_for_the_workers_with_a_progress_bar(history):
+    stop = threading.Event()
+    schema = connection.schema_name
+
+    def worker():  # plays the workers: runs whatever is queued in this tenant
+        from django_tenants.utils import schema_context
+
+        try:
+            with schema_context(schema):
+                while not stop.wait(0.2):
+                    run_available_jobs()
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    try:
+        out, err = plan_season("--preset", "standard", "--category", CATEGORY, "--wait")
+    finally:
+        stop.set()
+        thread.join(30)
+    assert out.startswith("plan ") and ": completed" in out.splitlines()[0]
+    assert "quantity" in out and "ACM-0003" in out
+    assert "compute_inventory" in err or "4/4" in err or "done" in err  # the bar
+
+
+def test_the_command_gives_up_waiting_and_says_why(tenant_a):
+    with pytest.raises(CommandError, match=r"still queued after 0.5 s .*workers running"):
+        plan_season("--preset", "standard", "--category", CATEGORY, "--wait", "--timeout", "0.5")
