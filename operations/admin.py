@@ -19,7 +19,7 @@ from django.utils.html import format_html
 from audit.services import Actor
 from config.admin_sites import tenant_admin_site
 from operations import filters, services
-from operations.models import Operation
+from operations.models import Operation, RetentionPolicy
 from orchestration.templatetags.orchestration_ui import when
 
 
@@ -118,3 +118,31 @@ class OperationAdmin(admin.ModelAdmin):
             context.update(self._context(request, operation))
             context["title"] = f"Operation #{operation.pk} · {operation.get_kind_display()} jobs"
         return super().change_view(request, object_id, form_url, context)
+
+
+@admin.register(RetentionPolicy, site=tenant_admin_site)
+class RetentionPolicyAdmin(admin.ModelAdmin):
+    """The tenant's retention settings (one row); changes are audited."""
+
+    list_display = ("__str__", "jobs_days", "runs_days", "activity_days",
+                    "webhook_deliveries_days", "uploads_days", "prune_hour", "last_pruned_at")  # fmt: skip
+    readonly_fields = ("last_pruned_at", "last_result")
+
+    def get_queryset(self, request):
+        RetentionPolicy.objects.get_or_create(pk=1)
+        return super().get_queryset(request)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if form.changed_data:
+            from audit.services import record
+
+            record(request.user.get_username(), "admin", "retention.change",
+                   [("retention", obj.pk)],
+                   details={f: form.cleaned_data[f] for f in form.changed_data})  # fmt: skip

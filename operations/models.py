@@ -63,3 +63,37 @@ class Operation(models.Model):
         if self.finished and self.status == self.Status.DONE:
             return 100
         return (100 * self.processed) // self.total if self.total else 0
+
+
+class RetentionPolicy(models.Model):
+    """How long a tenant keeps finished work (one row per tenant, pk 1). Empty: forever."""
+
+    jobs_days = models.PositiveIntegerField(
+        null=True, blank=True, default=90, help_text="Finished jobs (with their steps and runs)"
+    )
+    runs_days = models.PositiveIntegerField(
+        null=True, blank=True, default=90, help_text="Finished runs of jobs that are kept"
+    )
+    activity_days = models.PositiveIntegerField(
+        null=True, blank=True, default=365,
+        help_text="Events: the audit trail, schedule firings, finished bulk operations",
+    )  # fmt: skip
+    webhook_deliveries_days = models.PositiveIntegerField(
+        null=True, blank=True, default=30, help_text="Delivered or failed webhook deliveries"
+    )
+    uploads_days = models.PositiveIntegerField(
+        null=True, blank=True, default=30, help_text="Finished, failed or aborted uploads"
+    )
+    prune_hour = models.PositiveSmallIntegerField(
+        default=3, help_text="Hour of the day (UTC) the nightly prune runs"
+    )
+    last_pruned_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_result = models.JSONField(default=dict, blank=True, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "retention settings"
+        verbose_name_plural = "retention settings"
+
+    def __str__(self) -> str:
+        return "Retention settings"

@@ -14,3 +14,19 @@ def run_operation(schema_name: str, operation_id: int) -> bool:
     if more:
         operation_enqueue(schema_name, operation_id)
     return more
+
+
+PRUNE_TASK_SECONDS = 120.0  # well under q2's timeout; the task sends itself again if needed
+
+
+def prune_tenant(schema_name: str) -> dict:
+    """The nightly prune of one tenant (``operations.retention``)."""
+    from django_q.tasks import async_task
+
+    from operations.retention import prune
+
+    with schema_context(schema_name):
+        counts, more = prune(seconds=PRUNE_TASK_SECONDS)
+    if more:
+        async_task("operations.tasks.prune_tenant", schema_name)
+    return counts
