@@ -263,6 +263,7 @@ LOGGING = {
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
         "pgserver": {"level": "WARNING"},
+        "axes": {"level": "WARNING"},  # every login at INFO otherwise; lockouts are warnings
     },
 }
 
