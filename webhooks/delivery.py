@@ -23,7 +23,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import math
 import random
 import threading
 import time
@@ -98,11 +97,12 @@ WITH picked AS (
      LIMIT %(limit)s
        FOR UPDATE OF d SKIP LOCKED)
 UPDATE {delivery} d
-   SET next_attempt_at = %(lease)s, attempts = d.attempts + 1, last_attempt_at = %(now)s,
-       claimed_by = %(worker)s
+   SET next_attempt_at = %(now)s + make_interval(secs => GREATEST(%(lease)s,
+           ceil((SELECT count(*) FROM picked) / %(concurrency)s::numeric) * %(timeout)s + 2)),
+       attempts = d.attempts + 1, last_attempt_at = %(now)s, claimed_by = %(worker)s
   FROM picked WHERE d.id = picked.id
 RETURNING d.id, d.attempts, d.event_id::text, d.event_type, d.endpoint_id, d.payload, d.run_id,
-          d.retry_from
+          d.retry_from, d.next_attempt_at
 """
 
 _NEXT_DUE_SQL = """
@@ -120,18 +120,23 @@ def _sql(template: str) -> str:
 
 
 def claim(*, limit: int, worker: str) -> list[Claimed]:
-    """Claim up to ``limit`` due deliveries of the current tenant (committed on return)."""
+    """Claim up to ``limit`` due deliveries of the current tenant (committed on return).
+
+    The lease outlasts the claimed requests (``TIMEOUT`` each, ``CONCURRENCY`` at a time),
+    so a slow receiver is not sent the same event by a second worker while the first waits.
+    """
     now = timezone.now()
-    rounds = math.ceil(limit / max(1, int(conf.get("CONCURRENCY"))))
-    lease = max(conf.get("LEASE_SECONDS"), rounds * conf.get("TIMEOUT") + 10)
+    params = {"now": now, "lease": conf.get("LEASE_SECONDS"), "limit": limit, "worker": worker,
+              "concurrency": max(1, int(conf.get("CONCURRENCY"))), "timeout": conf.get("TIMEOUT")}  # fmt: skip
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(
-            _sql(_CLAIM_SQL),
-            {"now": now, "lease": now + timedelta(seconds=lease), "limit": limit,
-             "worker": worker},
-        )  # fmt: skip
+        cursor.execute(_sql(_CLAIM_SQL), params)
         rows = cursor.fetchall()
-    return sorted((Claimed(*row) for row in rows), key=lambda c: c.id)
+        if rows:
+            from orchestration import dispatch
+
+            # If this worker dies before recording, a drain comes back when the lease ends.
+            dispatch.wake_at(current_schema(), max(row[-1] for row in rows))
+    return sorted((Claimed(*row[:-1]) for row in rows), key=lambda c: c.id)
 
 
 def next_due() -> datetime | None:
