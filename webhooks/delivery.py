@@ -126,7 +126,7 @@ def claim(*, limit: int, worker: str) -> list[Claimed]:
     so a slow receiver is not sent the same event by a second worker while the first waits.
     """
     now = timezone.now()
-    params = {"now": now, "lease": conf.get("LEASE_SECONDS"), "limit": limit, "worker": worker,
+    params: dict[str, Any] = {"now": now, "lease": conf.get("LEASE_SECONDS"), "limit": limit, "worker": worker,
               "concurrency": max(1, int(conf.get("CONCURRENCY"))), "timeout": conf.get("TIMEOUT")}  # fmt: skip
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(_sql(_CLAIM_SQL), params)
