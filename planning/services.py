@@ -122,7 +122,8 @@ def plan_push_output(*, plan_job_id: int) -> dict[str, Any] | None:
     push = PlanPush.objects.filter(plan_job_id=plan_job_id).first()
     if push is None:
         return None
-    return {"batch_id": push.batch_id, "listings": push.listings, "skipped": push.skipped}
+    return {"plan_id": plan_job_id, "batch_id": push.batch_id, "listings": push.listings,
+            "skipped": push.skipped}  # fmt: skip
 
 
 def plan_push(

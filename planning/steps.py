@@ -53,7 +53,9 @@ class PlanStep:
         live.send(ctx, "agent_status", message=f"{self.step_type} started")
         output, summary = self.run(ctx)
         live.send(ctx, "complete", summary=summary)
-        return output
+        # An id first: the job page names a step's output by its ids (the plan's outputs are
+        # drawn below the steps, not dumped into the table).
+        return {"plan_id": ctx.job_id, **output}
 
     def run(self, ctx: StepContext) -> tuple[dict[str, Any], dict[str, Any]]:
         raise NotImplementedError

@@ -116,7 +116,10 @@ def test_each_preset_runs_the_chain_with_its_numbers(plans, preset):
         assert sum(row["clusters"].values()) == pytest.approx(row["net"], abs=0.05)
     total = sum(q["quantity"] for q in inventory["quantities"].values())
     assert inventory["total_quantity"] == total > 0
-    assert out["push_quantities"] == {"batch_id": None, "listings": [], "skipped": []}
+    assert out["push_quantities"] == {
+        "plan_id": ran.job.pk, "batch_id": None, "listings": [], "skipped": []
+    }  # fmt: skip
+    assert all(output["plan_id"] == ran.job.pk for output in out.values())
 
 
 def test_the_forecast_is_the_same_week_a_year_earlier_scaled_by_the_level(plans):

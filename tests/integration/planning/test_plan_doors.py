@@ -13,7 +13,7 @@ from django.db import connection
 
 from orchestration.models import MarketplaceJob
 from orchestration.services.runner import run_available_jobs
-from tests.integration.planning.conftest import CATEGORY
+from tests.integration.planning.conftest import CATEGORY, demo_history
 
 
 def plan_season(*args: str) -> tuple[str, str]:
@@ -78,3 +78,65 @@ def test_the_command_waits_for_the_workers_with_a_progress_bar(history):
 def test_the_command_gives_up_waiting_and_says_why(tenant_a):
     with pytest.raises(CommandError, match=r"still queued after 0.5 s .*workers running"):
         plan_season("--preset", "standard", "--category", CATEGORY, "--wait", "--timeout", "0.5")
+
+
+def logged_in_client():
+    from django.test import Client
+
+    from tests.factories import UserFactory
+
+    client = Client(HTTP_HOST="alpha.localhost")
+    client.force_login(UserFactory(username="planner-admin"))
+    return client
+
+
+@pytest.fixture
+def staff_client(history):
+    """Committed history (the plan runs on the engine's step thread)."""
+    return logged_in_client()
+
+
+@pytest.fixture
+def staff_client_rolled_back(tenant_a):
+    """History inside the test's transaction (only this connection reads it)."""
+    demo_history()
+    return logged_in_client()
+
+
+def test_the_admin_page_shows_field_errors_and_queues_nothing(staff_client_rolled_back):
+    staff_client = staff_client_rolled_back
+    page = staff_client.get("/admin/planning/seasonplan/add/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "Plan a season" in html and 'value="Jackets"' in html  # categories with history
+    assert 'id="plan-presets"' in html and "<script>" not in html  # presets as JSON, no inline JS
+
+    refused = staff_client.post("/admin/planning/seasonplan/add/", {
+        "preset": "standard", "category": CATEGORY, "horizon_weeks": "100",
+        "season_start": "2027-03-01", "season_end": "2027-02-01",
+    })  # fmt: skip
+    assert refused.status_code == 200
+    errors = refused.context["form"].errors
+    assert "less than or equal to 52" in str(errors["horizon_weeks"])
+    assert "season_start must be before season_end" in str(errors["season_end"])
+    assert MarketplaceJob.objects.count() == 0
+
+
+def test_the_admin_page_queues_a_plan_and_its_page_shows_the_outputs(staff_client):
+    response = staff_client.post("/admin/planning/seasonplan/add/", {
+        "preset": "fast-fashion", "category": CATEGORY, "marketplaces": ["ebay"],
+    })  # fmt: skip
+    job = MarketplaceJob.objects.get()
+    assert response.status_code == 302 and response["Location"].endswith(
+        f"/admin/orchestration/marketplacejob/{job.pk}/change/"
+    )
+    assert job.params["created_by"] == "admin:planner-admin" and job.params["marketplaces"] == [
+        "ebay"
+    ]
+    run_available_jobs()
+    page = staff_client.get(response["Location"]).content.decode()
+    assert "Forecast demand" in page and "<svg" in page and "<polyline" in page
+    assert "ACM-0003" in page and "Quantities" in page
+    assert '"series"' not in page  # the context step's history is not dumped into the page
+    listing = staff_client.get("/admin/planning/seasonplan/").content.decode()
+    assert f"Plan #{job.pk}" in listing
