@@ -172,6 +172,9 @@ def _dashboard_retry(request: HttpRequest, job_id: int) -> HttpResponse:
     _require(request, "orchestration.change_marketplacejob")
     try:
         job = services.job_retry(job_id=job_id)
+        from audit.services import record
+
+        record(request.user.get_username(), "dashboard", "job.retry", [("job", job.pk)])
         answer = {"ok": True, "job_id": job.pk, "status": job.status,
                   "message": f"Job {job.pk} queued again."}  # fmt: skip
     except services.JobError as exc:

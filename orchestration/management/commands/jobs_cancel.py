@@ -18,6 +18,7 @@ class Command(TenantCommand):
             if not Batch.objects.filter(pk=options["batch"]).exists():
                 raise CommandError(f"no batch {options['batch']}")
             batch = services.batch_cancel(batch_id=options["batch"])
+            _audit("batch.cancel", [("batch", batch.pk)])
             self.emit(
                 options,
                 {"batch": batch.pk, "status": batch.status},
@@ -29,6 +30,16 @@ class Command(TenantCommand):
         count = services.jobs_cancel(
             queryset=MarketplaceJob.objects.filter(pk__in=options["job_ids"])
         )
+        if count:
+            _audit("job.cancel", [("job", pk) for pk in options["job_ids"]], count=count)
         self.emit(
             options, {"cancelled_or_stopping": count}, f"cancelled or stopping {count} job(s)"
         )
+
+
+def _audit(action: str, objects, **extra) -> None:
+    from audit.services import record
+    from operations.cli import command_actor
+
+    actor = command_actor()
+    record(actor.name, actor.door, action, objects, **extra)

@@ -34,6 +34,14 @@ class Command(TenantCommand):
                 retried.append(job_id)
             except (services.JobError, MarketplaceJob.DoesNotExist) as exc:
                 refused.append({"job": job_id, "reason": str(exc) or "no such job"})
+        if retried:
+            from audit.services import record
+            from operations.cli import command_actor
+
+            actor = command_actor()
+            action = "job.retry_from_step" if options["from_step"] else "job.retry"
+            record(actor.name, actor.door, action, [("job", pk) for pk in retried],
+                   details={"step_order": options["from_step"]} if options["from_step"] else None)  # fmt: skip
         self.emit(options, {"retried": retried, "refused": refused},
                   f"retried {len(retried)} job(s)" + "".join(f"\n  {r['job']}: {r['reason']}" for r in refused))  # fmt: skip
         if refused and not retried:

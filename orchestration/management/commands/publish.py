@@ -21,6 +21,12 @@ class Command(TenantCommand):
         )
         parser.add_argument("--priority", type=int, default=0)
         parser.add_argument("--name", default="")
+        parser.add_argument(
+            "--wait", action="store_true",
+            help="Follow the batch with a progress bar until it ends; the exit code says how: "
+            "0 completed, 2 partial or failed, 3 cancelled, 4 still running after --timeout",
+        )  # fmt: skip
+        parser.add_argument("--timeout", type=float, help="With --wait: give up after N seconds")
 
     def handle(self, *args, **options):
         from marketplaces.models import Product
@@ -52,5 +58,33 @@ class Command(TenantCommand):
             mode=Batch.Mode.SEQUENTIAL if options["sequential"] else Batch.Mode.PARALLEL,
             created_by="cli",
         )
-        self.emit(options, {"batch": batch.pk, "jobs": batch.total_jobs},
-                  f"batch {batch.pk}: {batch.total_jobs} job(s) queued")  # fmt: skip
+        from audit.services import record
+        from operations.cli import command_actor
+
+        actor = command_actor()
+        record(actor.name, actor.door, "batch.start", [("batch", batch.pk)],
+               count=batch.total_jobs)  # fmt: skip
+        if not options["wait"]:
+            self.emit(options, {"batch": batch.pk, "jobs": batch.total_jobs},
+                      f"batch {batch.pk}: {batch.total_jobs} job(s) queued")  # fmt: skip
+            return
+        from operations.progress import wait_with_bar
+        from orchestration.states import BATCH_TERMINAL
+
+        batch = wait_with_bar(
+            lambda: Batch.objects.get(pk=batch.pk),
+            finished=lambda b: b.status in BATCH_TERMINAL,
+            show=not options["json"], stream=self.stderr, timeout=options["timeout"],
+        )  # fmt: skip
+        self.emit(options, {"batch": batch.pk, "jobs": batch.total_jobs, "status": batch.status,
+                            "completed": batch.completed_jobs, "failed": batch.failed_jobs,
+                            "cancelled": batch.cancelled_jobs, "skipped": batch.skipped_jobs},
+                  f"batch {batch.pk}: {batch.status} ({batch.completed_jobs} completed, "
+                  f"{batch.failed_jobs} failed, {batch.cancelled_jobs} cancelled, "
+                  f"{batch.skipped_jobs} skipped of {batch.total_jobs})")  # fmt: skip
+        codes = {"completed": 0, "partial": 2, "failed": 2, "cancelled": 3}
+        code = codes.get(batch.status, 4)
+        if code:
+            raise CommandError(f"batch {batch.pk} ended {batch.status}" if code < 4 else
+                               f"batch {batch.pk} still {batch.status} after {options['timeout']} s",
+                               returncode=code)  # fmt: skip
