@@ -26,7 +26,7 @@ def test_provider_is_registered_with_its_resource_and_steps(marketplace):
     assert marketplace in registered_marketplaces()
     provider = get_provider(marketplace)
     assert provider.resource == RESOURCES[marketplace]
-    assert list(provider.actions()) == ["publish", "update", "unpublish", "sync"]
+    assert list(provider.actions()) == ["publish", "update", "update_quantity", "unpublish", "sync"]
     assert [s.step_type for s in provider.steps("publish")] == PUBLISH_STEPS[marketplace]
     for action in provider.actions():
         for step in provider.steps(action):

@@ -12,6 +12,8 @@ from planning.services import FIXTURES_DIR, history_import
 
 # The marketplace tests' sandbox process and client (a real server over HTTP).
 from tests.integration.marketplaces.conftest import (  # noqa: F401
+    accounts,
+    product,
     sandbox,
     sandbox_http,
     sandbox_process,
