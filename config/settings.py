@@ -363,3 +363,12 @@ UPLOADS_EXPIRE_HOURS = env.int("UPLOADS_EXPIRE_HOURS", default=24)
 # (development and tests, where receivers listen on 127.0.0.1). Timeouts, retries and
 # the lease: ``WEBHOOKS = {...}`` or ``WEBHOOKS_<KEY>`` variables (webhooks/conf.py).
 WEBHOOKS_ALLOW_PRIVATE_URLS = env.bool("WEBHOOKS_ALLOW_PRIVATE_URLS", default=DEBUG)
+
+# --- planning (stock plans as engine jobs; see docs/planning.md) ----------------------
+# Time limits of a plan's steps override what the steps declare (seconds), e.g.
+# PLANNING_STEP_TIMEOUTS=forecast_demand=120,push_quantities=90
+PLANNING = {
+    "STEP_TIMEOUTS": {
+        step: float(limit) for step, limit in env.dict("PLANNING_STEP_TIMEOUTS", default={}).items()
+    },
+}
