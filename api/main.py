@@ -156,6 +156,8 @@ api.add_router("/resources", "api.resources.router")
 api.add_router("/uploads", "uploads.api.router")
 api.add_router("/webhooks", "webhooks.api.router")
 api.add_router("/plans", "planning.api.router")
+api.add_router("/schedules", "scheduler.api.router")
+api.add_router("/operations", "operations.api.router")
 
 
 @csrf_exempt  # it changes nothing; the CSRF middleware would answer its own HTML page
