@@ -99,6 +99,14 @@ def _panel(request: HttpRequest, panel: str) -> dict[str, Any]:
         }
     if panel == "workers":
         return {"health": selectors.worker_health(), "clusters": _clusters()}
+    if panel == "schedules":
+        from scheduler.selectors import upcoming_schedules
+
+        return {"schedules": upcoming_schedules()}
+    if panel == "operations":
+        from operations.selectors import current_operations
+
+        return {"operations": current_operations()}
     raise Http404
 
 
@@ -144,7 +152,8 @@ def _clusters() -> dict[str, Any]:
     }
 
 
-PANELS = ("batches", "queues", "retrying", "throughput", "failures", "workers")
+PANELS = ("batches", "queues", "retrying", "throughput", "failures", "workers", "schedules",
+          "operations")  # fmt: skip
 
 
 def _dashboard(request: HttpRequest) -> HttpResponse:

@@ -150,3 +150,25 @@ def test_schedule_admin_validates_and_previews(tenant_a, client):
     assert preview is not None and preview.group(1).count("<li>") == 5
     assert 'id="schedule-run-now"' in page.text
     assert AuditEntry.objects.get().action == "schedule.create"
+
+
+def test_dashboard_shows_schedules_and_operations(engine, client, staff_actor, products):
+    from scheduler.services import schedule_save
+
+    schedule_save(actor=staff_actor, name="every quarter", action="sync", marketplaces=["ebay"],
+                  all_products=True, skus="", priority=0, sequential=False, cron="",
+                  every_minutes=15, timezone="UTC", active=True)  # fmt: skip
+    batch = _cancelled(engine, 2)
+    from audit.services import Actor
+
+    operation = operations.operation_create(
+        kind="retry", job_filter={"batch": batch.pk}, actor=Actor("ops", "command")
+    )
+    page = client.get("/dashboard/")
+    assert page.status_code == 200
+    assert "every quarter" in page.text and f'data-operation="{operation.pk}"' in page.text
+    panel = client.get("/dashboard/panels/operations/")
+    assert "0 of 2" in panel.text
+    operations.operation_run(operation_id=operation.pk)
+    assert "2 of 2" in client.get("/dashboard/panels/operations/").text
+    assert "every 15 min" in client.get("/dashboard/panels/schedules/").text
