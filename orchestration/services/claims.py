@@ -6,10 +6,18 @@ jobs than the policy's concurrency, its start rate under ``rate_per_minute``, no
 paused, and not reserved by a waiting "run now" job of another. The resource's
 policy row is locked while checking, so two workers can never both take the last
 place (the Vinted bridge never runs two jobs of a tenant at once).
+
+Rate limits are spread over their window (issue 17), like a token bucket refilled at
+``rate_per_minute / 60`` per second with room for about one second of starts: besides at
+most ``rate`` starts in any 60 s, at most ``burst = ceil(rate / 60)`` starts in any
+``burst * 60 / rate`` seconds (60/min: one start per second; 6/min: one per 10 s; 600/min:
+ten per second). A batch of a rate-limited resource then drains evenly instead of starting
+a minute's worth at once and idling for the rest of the minute.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -62,10 +70,21 @@ SELECT p.key, p.concurrency, p.rate_per_minute, p.paused,
                 WHERE j.direct AND j.status = ANY(%s) AND j.resource_key = p.key),
        CASE WHEN p.rate_per_minute IS NULL THEN 0 ELSE
             (SELECT count(*) FROM {run} r
-              WHERE r.resource_key = p.key AND r.started_at >= %s) END
+              WHERE r.resource_key = p.key AND r.started_at >= %s) END,
+       CASE WHEN p.rate_per_minute IS NULL OR p.rate_per_minute <= 0 THEN 0 ELSE
+            (SELECT count(*) FROM {run} r
+              WHERE r.resource_key = p.key
+                AND r.started_at > %s::timestamptz - make_interval(
+                      secs => 60.0 * ceil(p.rate_per_minute / 60.0) / p.rate_per_minute)) END
   FROM {policy} p
  WHERE p.key = ANY(%s) OR %s
 """
+
+
+def rate_spacing(rate_per_minute: int) -> tuple[int, timedelta]:
+    """(burst, window): at most ``burst`` starts in any ``window`` (the SQL above agrees)."""
+    burst = max(1, math.ceil(rate_per_minute / 60))
+    return burst, timedelta(seconds=60 * burst / max(rate_per_minute, 1))
 
 
 @dataclass
@@ -85,14 +104,22 @@ def _rooms(now: datetime, keys: list[str] | None = None) -> dict[str, ResourceRo
         run=JobRun._meta.db_table,
         policy=ResourcePolicy._meta.db_table,
     )
-    params: list[Any] = [[str(s) for s in _RESERVING], now - RATE_WINDOW, keys or [], keys is None]
+    params: list[Any] = [
+        [str(s) for s in _RESERVING],
+        now - RATE_WINDOW,
+        now,
+        keys or [],
+        keys is None,
+    ]
     rooms = {}
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        for key, concurrency, rate, paused, running, reserved, recent in cursor.fetchall():
+        for row in cursor.fetchall():
+            key, concurrency, rate, paused, running, reserved, recent, recent_short = row
             room = 0 if paused else concurrency - running
             if rate is not None:
-                room = min(room, rate - recent)
+                burst = rate_spacing(rate)[0] if rate > 0 else 0
+                room = min(room, rate - recent, burst - recent_short)
             rooms[key] = ResourceRoom(max(room, 0), reserved)
     return rooms
 
@@ -239,6 +266,20 @@ def next_wake_time(now: datetime) -> datetime | None:
             .values_list("started_at", flat=True)
         )
         starts = list(oldest[: policy.rate_per_minute or 1])
+        waits = []  # every limit that holds the resource back; it may start after the last
         if policy.rate_per_minute and len(starts) >= policy.rate_per_minute:
-            candidates.append(starts[0] + RATE_WINDOW)
+            waits.append(starts[0] + RATE_WINDOW)
+        if policy.rate_per_minute:
+            # The spacing window: the next start once the oldest of the last `burst` starts
+            # inside it has left it.
+            burst, window = rate_spacing(policy.rate_per_minute)
+            recent = list(
+                JobRun.objects.filter(resource_key=policy.key, started_at__gt=now - window)
+                .order_by("-started_at")
+                .values_list("started_at", flat=True)[:burst]
+            )
+            if len(recent) >= burst:
+                waits.append(recent[-1] + window)
+        if waits:
+            candidates.append(max(waits))
     return min(candidates) if candidates else None
