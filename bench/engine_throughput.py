@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import re
 import sys
 import time
@@ -78,7 +79,36 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--keep-db", action="store_true", help="leave the bench database in place (debugging)"
     )
+    parser.add_argument(
+        "--no-procrastinate",
+        dest="procrastinate",
+        action="store_false",
+        help="skip the procrastinate peer",
+    )
+    parser.add_argument(
+        "--compare",
+        default="",
+        help=(
+            "KEY=V1,V2: in every round, also run the engine with ORCHESTRATION_KEY=V for each "
+            "value (e.g. COMMIT_DELAY_US=0,1000), to state what a setting buys"
+        ),
+    )
+    parser.add_argument(
+        "--pgbench-seconds",
+        type=int,
+        default=10,
+        help="pgbench single-row-update ceiling per round (0 = skip)",
+    )
     return parser.parse_args(argv)
+
+
+def small_defaults(argv: list[str] | None) -> list[str]:
+    """Under ``CI=true`` the sizes default small (explicit options still win)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        argv = ["--jobs", "100", "--tasks", "200", "--rounds", "1", "--pgbench-seconds", "3",
+                "--profile-jobs", "10", *argv]  # fmt: skip
+    return argv
 
 
 def command_line(args: argparse.Namespace) -> str:
@@ -89,7 +119,7 @@ def command_line(args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
+    args = parse_args(small_defaults(argv))
     harness.install_sigterm_handler()
     started = time.perf_counter()
     machine = harness.machine_info()
@@ -104,30 +134,75 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         harness.announce_database(db, server, embedded)
         env = harness.cluster_env(db.url, workers=args.workers)
         setup = provision(env)
+        setup.update(setup_procrastinate(env, db.url))
         harness.setup_django(env)
         import tests.engine_providers  # noqa: F401  (registers testmkt in this process too)
 
         # Rounds alternate the two runs, so a machine that speeds up or slows down during the
         # benchmark (shared hosts do) weighs on both sides alike; medians resist one bad run.
-        q2_rounds, engine_rounds = [], []
+        q2_rounds, pro_rounds, engine_rounds, ceilings = [], [], [], []
+        variant_rounds: dict[str, list[dict[str, Any]]] = {}
         for number in range(1, args.rounds + 1):
             print(f"  round {number}/{args.rounds}")
-            q2_rounds.append(run_raw_q2(args, env, db.url, group=f"round{number}"))
-            engine_rounds.append(run_engine(args, env, db.url))
+            q2_rounds.append(run_raw_q2(args, env, db.url, db.name, group=f"round{number}"))
+            if args.procrastinate:
+                pro_rounds.append(
+                    run_procrastinate(args, env, db.url, db.name, queue=f"round{number}")
+                )
+            engine_rounds.append(run_engine(args, env, db.url, db.name))
+            for label, variant_env in variants(args, env):
+                print(f"  engine variant {label} ...", flush=True)
+                run = run_engine(args, variant_env, db.url, db.name)
+                variant_rounds.setdefault(label, []).append(run)
+            if args.pgbench_seconds > 0:
+                print(f"  pgbench: single-row updates, {args.workers} clients ...", flush=True)
+                ceilings.append(
+                    harness.pgbench_single_row_updates(
+                        db.url, clients=args.workers, seconds=args.pgbench_seconds
+                    )
+                )
         raw_q2 = _median_run(q2_rounds, "tasks_per_s_steady")
         engine = _median_run(engine_rounds, "steps_per_s_steady")
         raw_q2["rounds_tasks_per_s_steady"] = [r["tasks_per_s_steady"] for r in q2_rounds]
         engine["rounds_steps_per_s_steady"] = [r["steps_per_s_steady"] for r in engine_rounds]
+        procrastinate = None
+        if pro_rounds:
+            procrastinate = _median_run(pro_rounds, "tasks_per_s_steady")
+            procrastinate["rounds_tasks_per_s_steady"] = [
+                r["tasks_per_s_steady"] for r in pro_rounds
+            ]
+        ceiling = ceiling_summary(ceilings, db.url, args)
         profile = profile_in_process(args.profile_jobs, cprofile=args.cprofile)
         settings_used = describe_settings(args)
         database = describe_database(embedded, db.name)
 
     result = assemble(args, machine, database, setup, raw_q2, engine, profile, settings_used)
+    add_peers(result, procrastinate, ceiling)
+    result["engine_variants"] = {
+        label: {
+            "steps_per_s_steady_rounds": [r["steps_per_s_steady"] for r in runs],
+            "median": _median_run(runs, "steps_per_s_steady")["steps_per_s_steady"],
+            "usage_per_step": _median_run(runs, "steps_per_s_steady").get("usage_per_step"),
+        }
+        for label, runs in variant_rounds.items()
+    }
     result["duration_s"] = round(time.perf_counter() - started, 1)
     result["machine"]["loadavg_at_end"] = harness.loadavg()
     path = harness.write_result(NAME, result)
     print_summary(result, path)
     return result
+
+
+def variants(args: argparse.Namespace, env: dict[str, str]) -> list[tuple[str, dict[str, str]]]:
+    if not args.compare:
+        return []
+    key, _, values = args.compare.partition("=")
+    key = key.strip().upper()
+    return [
+        (f"{key}={value.strip()}", dict(env, **{f"ORCHESTRATION_{key}": value.strip()}))
+        for value in values.split(",")
+        if value.strip()
+    ]
 
 
 def _median_run(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
@@ -207,7 +282,7 @@ def _seconds(start: datetime | None, end: datetime | None) -> float | None:
 
 
 def run_raw_q2(
-    args: argparse.Namespace, env: dict[str, str], url: str, *, group: str = "raw"
+    args: argparse.Namespace, env: dict[str, str], url: str, dbname: str, *, group: str = "raw"
 ) -> dict[str, Any]:
     from django.db.models import Count, Max, Min, Q
     from django.utils import timezone
@@ -228,13 +303,19 @@ def run_raw_q2(
     )
     before = db_stats()
     cluster = harness.Cluster(env, harness.RESULTS_DIR / f"{NAME}.q2.qcluster.log.tmp")
+    meter = Meter(url, dbname)
     cluster_start = timezone.now()
     cluster.start()
     try:
         harness.wait_for_count(
-            poller, total, label="raw q2 tasks done", cluster=cluster, timeout=args.timeout
+            meter.wrap(poller, cluster),
+            total,
+            label="raw q2 tasks done",
+            cluster=cluster,
+            timeout=args.timeout,
         )
     finally:
+        usage = meter.finish(cluster)
         cluster.stop()
         poller.close()
     time.sleep(0.5)  # let the cluster's sessions finish ending (they flush their counters)
@@ -263,13 +344,273 @@ def run_raw_q2(
         "cluster_stop_s": round(cluster.stop_seconds or 0, 2),
         "cluster_killed": cluster.killed,
         "db_counters_per_task": {k: round(v / total, 2) for k, v in delta.items()},
+        **usage.per_unit(total, "task"),
     }
+
+
+# --- run 1b: procrastinate (a peer queue on the same server) ---------------------------------
+
+PROCRASTINATE_APP = "bench.procrastinate_app.app"
+
+
+def libpq_url(url: str) -> str:
+    """A libpq conninfo string for ``url`` (TCP or the embedded server's socket form)."""
+    import environ
+    from psycopg.conninfo import make_conninfo
+
+    cfg = environ.Env.db_url_config(url)
+    params = {
+        "dbname": cfg["NAME"],
+        "user": cfg.get("USER") or None,
+        "password": cfg.get("PASSWORD") or None,
+        "host": cfg.get("HOST") or None,
+        "port": str(cfg["PORT"]) if cfg.get("PORT") else None,
+    }
+    return make_conninfo(**{k: v for k, v in params.items() if v is not None})
+
+
+def setup_procrastinate(env: dict[str, str], url: str) -> dict[str, Any]:
+    """Apply procrastinate's schema (its own tables in ``public``) to the bench database."""
+    _out, seconds = _run_checked(
+        [sys.executable, "-m", "procrastinate", "--app", PROCRASTINATE_APP, "schema", "--apply"],
+        env=procrastinate_env(env, url),
+    )
+    return {"schema_apply_s": round(seconds, 2)}
+
+
+def procrastinate_env(env: dict[str, str], url: str) -> dict[str, str]:
+    return dict(env, BENCH_PROCRASTINATE_DSN=libpq_url(url))
+
+
+def _run_checked(argv: list[str], *, env: dict[str, str]) -> tuple[str, float]:
+    import subprocess
+
+    started = time.perf_counter()
+    proc = subprocess.run(
+        argv, cwd=harness.BASE_DIR, env=env, capture_output=True, text=True, timeout=300
+    )
+    if proc.returncode != 0:
+        raise harness.BenchError(f"{' '.join(argv[1:])} failed:\n{proc.stderr[-3000:]}")
+    return proc.stdout + proc.stderr, time.perf_counter() - started
+
+
+def run_procrastinate(
+    args: argparse.Namespace, env: dict[str, str], url: str, dbname: str, *, queue: str
+) -> dict[str, Any]:
+    """``--tasks`` no-op jobs deferred in one batch, then ``--workers`` procrastinate worker
+    processes (concurrency 1 each: one job at a time per process, like a q2 worker) are
+    started and timed until every job has succeeded. Windows from its event table."""
+    os.environ["BENCH_PROCRASTINATE_DSN"] = libpq_url(url)  # read when the app is imported
+    from bench.procrastinate_app import app, noop
+
+    total = args.tasks
+    print(f"  procrastinate: deferring {total} no-op jobs ...", flush=True)
+    t = time.perf_counter()
+    with app.open():
+        noop.configure(queue=queue).batch_defer(*({} for _ in range(total)))
+    enqueue_s = time.perf_counter() - t
+    penv = procrastinate_env(env, url)
+    members = [
+        harness.Cluster(
+            penv,
+            harness.RESULTS_DIR / f"{NAME}.procrastinate{i}.log.tmp",
+            argv=[
+                sys.executable,
+                "-m",
+                "procrastinate",
+                "--app",
+                PROCRASTINATE_APP,
+                "worker",
+                "--name",
+                f"bench{i}",
+                "--concurrency",
+                "1",
+            ],
+        )
+        for i in range(args.workers)
+    ]
+    group = harness.ProcessGroup(members)
+    poller = Poller(
+        url,
+        "SELECT count(*) FROM procrastinate_jobs WHERE queue_name = %s AND status = 'succeeded'",
+        (queue,),
+    )
+    meter = Meter(url, dbname)
+    started_at = time.time()
+    group.start()
+    try:
+        harness.wait_for_count(
+            meter.wrap(poller, group),
+            total,
+            label="procrastinate jobs done",
+            cluster=group,
+            timeout=args.timeout,
+        )
+    finally:
+        usage = meter.finish(group)
+        group.stop()
+        poller.close()
+    with harness.connect(url) as conn:
+        first, last, n = conn.execute(
+            "SELECT min(e.at), max(e.at), count(*) FROM procrastinate_events e "
+            "JOIN procrastinate_jobs j ON j.id = e.job_id "
+            "WHERE j.queue_name = %s AND e.type = 'succeeded'",
+            (queue,),
+        ).fetchone()
+    steady_s = _seconds(first, last)
+    wall_s = round(last.timestamp() - started_at, 3) if last else None
+    return {
+        "tasks": total,
+        "results": n,
+        "enqueue_s": round(enqueue_s, 3),
+        "wall_s": wall_s,
+        "steady_s": steady_s,
+        "tasks_per_s_wall": harness.rate(total, wall_s),
+        "tasks_per_s_steady": harness.rate(total - 1, steady_s),
+        "worker_processes": args.workers,
+        "concurrency_per_process": 1,
+        "cluster_stop_s": round(group.stop_seconds or 0, 2),
+        **usage.per_unit(total, "task"),
+    }
+
+
+# --- where the time goes: CPU (workers, backends) and WAL flushes during a run ----------------
+
+
+class Usage:
+    def __init__(self, worker_cpu_s, backend_cpu_s, wal, commits, seconds, units):
+        self.worker_cpu_s, self.backend_cpu_s = worker_cpu_s, backend_cpu_s
+        self.wal, self.commits, self.seconds = wal, commits, seconds
+        self.units = units  # results counted inside the measured window
+
+    def per_unit(self, count: int, unit: str) -> dict[str, Any]:
+        count = self.units or count
+
+        def per(value):
+            return None if value is None else round(value / count, 2)
+
+        return {
+            f"usage_per_{unit}": {
+                "worker_cpu_us": per(self.worker_cpu_s * 1e6),
+                "backend_cpu_us": per(
+                    None if self.backend_cpu_s is None else self.backend_cpu_s * 1e6
+                ),
+                "commits": per(self.commits),
+                "wal_syncs_server_wide": per(self.wal.get("wal_sync")),
+                "wal_records_server_wide": per(self.wal.get("wal_records")),
+                "wal_bytes_server_wide": per(self.wal.get("wal_bytes")),
+            },
+            "usage_window": {
+                "basis": (
+                    "from the first poll that saw a result to the last poll (start-up "
+                    f"left out), per {unit} completed in that window"
+                ),
+                f"{unit}s": self.units,
+                "seconds": round(self.seconds, 3),
+                "worker_cpu_s": round(self.worker_cpu_s, 3),
+                "backend_cpu_s": self.backend_cpu_s,
+                "commits": self.commits,
+                **self.wal,
+            },
+        }
+
+
+class Meter:
+    """Where a run's time goes, in its steady part: CPU of the worker processes (process
+    trees, psutil), CPU of this database's backends (sampled at every poll), commits of this
+    database (``pg_stat_database``) and WAL records/flushes (``pg_stat_wal``), from the
+    first poll that sees a result to the last poll. WAL counters are server-wide: other
+    databases on a shared server add to them (recorded as measured, named so).
+
+    ``units_per_result`` converts the polled count (jobs) into the unit reported (steps).
+    """
+
+    def __init__(self, url: str, dbname: str, units_per_result: int = 1):
+        self.conn = harness.connect(url)
+        self.backends = harness.BackendCpu(url, dbname)
+        self.dbname = dbname
+        self.units_per_result = units_per_result
+        self.base: dict[str, Any] | None = None
+        self.done = 0
+        self.polls = 0
+
+    def _commits(self) -> int:
+        with contextlib.suppress(Exception):
+            self.conn.execute("SELECT pg_stat_force_next_flush()")
+        return int(
+            self.conn.execute(
+                "SELECT xact_commit FROM pg_stat_database WHERE datname = %s", (self.dbname,)
+            ).fetchone()[0]
+        )
+
+    def _snapshot(self, group) -> dict[str, Any]:
+        self.backends.sample()
+        worker = 0.0
+        with contextlib.suppress(Exception):
+            worker = harness.tree_cpu_seconds(_pids(group))
+        return {
+            "t": time.perf_counter(),
+            "worker": worker,
+            "backend": self.backends.total(),
+            "wal": harness.wal_stats(self.conn),
+            "commits": self._commits(),
+            "done": self.done,
+            "polls": self.polls,
+        }
+
+    def wrap(self, poll, group):
+        def polled() -> int:
+            self.polls += 1
+            self.done = poll()
+            if self.base is None and self.done > 0:
+                self.base = self._snapshot(group)
+            elif self.base is not None:
+                self.backends.sample()
+            return self.done
+
+        return polled
+
+    def finish(self, group) -> Usage:
+        try:
+            if self.base is None:
+                return Usage(0.0, None, {}, 0, 0.0, 0)
+            end = self._snapshot(group)
+            base = self.base
+            backend = (
+                round(end["backend"] - base["backend"], 3)
+                if end["backend"] is not None and base["backend"] is not None
+                else None
+            )
+            polls = end["polls"] - base["polls"]
+            # each poll: one poller statement + one backend sample (autocommit each);
+            # each snapshot: about four of its own
+            commits = end["commits"] - base["commits"] - 2 * polls - 4
+            wal = {k: end["wal"][k] - base["wal"][k] for k in harness.WAL_COLUMNS}
+            return Usage(
+                end["worker"] - base["worker"],
+                backend,
+                wal,
+                commits,
+                end["t"] - base["t"],
+                (end["done"] - base["done"]) * self.units_per_result,
+            )
+        finally:
+            self.backends.close()
+            self.conn.close()
+
+
+def _pids(group) -> list[int]:
+    if isinstance(group, harness.ProcessGroup):
+        return group.pids()
+    return [group.proc.pid] if group.proc is not None else []
 
 
 # --- run 2: the engine ------------------------------------------------------------------------
 
 
-def run_engine(args: argparse.Namespace, env: dict[str, str], url: str) -> dict[str, Any]:
+def run_engine(
+    args: argparse.Namespace, env: dict[str, str], url: str, dbname: str
+) -> dict[str, Any]:
     from django.db.models import Count, Max, Min
     from django.utils import timezone
     from django_q.models import Task
@@ -298,11 +639,12 @@ def run_engine(args: argparse.Namespace, env: dict[str, str], url: str) -> dict[
     )
     before = db_stats()
     cluster = harness.Cluster(env, harness.RESULTS_DIR / f"{NAME}.engine.qcluster.log.tmp")
+    meter = Meter(url, dbname, units_per_result=STEPS_PER_JOB)
     cluster_start = timezone.now()
     cluster.start()
     try:
         harness.wait_for_count(
-            poller,
+            meter.wrap(poller, cluster),
             total,
             label="engine jobs done",
             cluster=cluster,
@@ -310,6 +652,7 @@ def run_engine(args: argparse.Namespace, env: dict[str, str], url: str) -> dict[
             finished=lambda done: bool(poller.last) and poller.last[0] in BATCH_TERMINAL,
         )
     finally:
+        usage = meter.finish(cluster)
         cluster.stop()
         poller.close()
     time.sleep(0.5)
@@ -372,6 +715,7 @@ def run_engine(args: argparse.Namespace, env: dict[str, str], url: str) -> dict[
         "cluster_stop_s": round(cluster.stop_seconds or 0, 2),
         "cluster_killed": cluster.killed,
         "db_counters_per_step": {k: round(v / steps, 2) for k, v in delta.items()},
+        **usage.per_unit(steps, "step"),
     }
 
 
@@ -486,6 +830,62 @@ def profile_in_process(jobs: int, *, cprofile: bool = False) -> dict[str, Any] |
     }
 
 
+# --- peers and the server's ceiling ----------------------------------------------------------
+
+
+def ceiling_summary(
+    ceilings: list[dict[str, Any]], url: str, args: argparse.Namespace
+) -> dict[str, Any] | None:
+    """Median durable pgbench tps of the rounds, plus one non-durable run for reference."""
+    runs = [c for c in ceilings if c.get("tps")]
+    if not runs:
+        return {"error": ceilings[0].get("error")} if ceilings else None
+    median = _median_run(runs, "tps")
+    nondurable = harness.pgbench_single_row_updates(
+        url,
+        clients=args.workers,
+        seconds=max(3, args.pgbench_seconds // 2),
+        options="-c synchronous_commit=off",
+    )
+    return {
+        "durable": median,
+        "rounds_tps": [c["tps"] for c in runs],
+        "synchronous_commit_off": nondurable,
+        "basis": (
+            "pgbench -c <workers>: one UPDATE of one random row of 1,000 per transaction, "
+            "durable (server's synchronous_commit), on the same server and database, once "
+            "per round right after the engine run; the figure is the median round"
+        ),
+    }
+
+
+def add_peers(result: dict[str, Any], procrastinate, ceiling) -> None:
+    summary = result["summary"]
+    engine = summary["engine_steps_per_s"]
+    peers = {"django-q2": summary["q2_tasks_per_s"]}
+    if procrastinate:
+        peers["procrastinate"] = procrastinate["tasks_per_s_steady"]
+        summary["procrastinate_tasks_per_s"] = procrastinate["tasks_per_s_steady"]
+        summary["rounds_procrastinate_tasks_per_s"] = procrastinate["rounds_tasks_per_s_steady"]
+    best_name, best = max(peers.items(), key=lambda kv: kv[1] or 0.0)
+    summary["best_peer"] = best_name
+    summary["ratio_vs_best_peer"] = round(engine / best, 2) if engine and best else None
+    summary["target_met"] = bool(
+        summary["ratio_vs_best_peer"] and summary["ratio_vs_best_peer"] >= TARGET_RATIO
+    )
+    tps = (ceiling or {}).get("durable", {}).get("tps")
+    summary["pgbench_ceiling_tps"] = tps
+    if tps:
+        summary["fraction_of_ceiling"] = {
+            "engine_steps": round(engine / tps, 2) if engine else None,
+            **{name: round(rate / tps, 2) if rate else None for name, rate in peers.items()},
+        }
+    summary["durable_commits"] = bool(result["settings"]["orchestration"]["SYNCHRONOUS_COMMIT"])
+    result["procrastinate"] = procrastinate
+    result["pgbench_ceiling"] = ceiling
+    result["versions"].update(harness.package_versions("procrastinate"))
+
+
 # --- report -------------------------------------------------------------------------------------------
 
 
@@ -594,9 +994,34 @@ def print_summary(result: dict[str, Any], path) -> None:
         f"                  jobs per worker {e['jobs_per_worker']}, {e['drain_tasks']} drain tasks",
         f"  rounds (steady): q2 {s['rounds_q2_tasks_per_s']} tasks/s, engine "
         f"{s['rounds_engine_steps_per_s']} steps/s; figures above are the medians",
-        f"  ratio steps/s / q2 tasks/s: {s['ratio']} (steady), {s['ratio_wall']} (wall); "
-        f"target {s['target_ratio']}: {'met' if s['target_met'] else 'NOT met'}",
+        f"  ratio steps/s / q2 tasks/s: {s['ratio']} (steady), {s['ratio_wall']} (wall)",
     ]
+    if result.get("procrastinate"):
+        pro = result["procrastinate"]
+        lines.append(
+            f"  procrastinate : {pro['tasks']} jobs   first->last result {pro['steady_s']}s -> "
+            f"{pro['tasks_per_s_steady']} jobs/s (rounds {pro['rounds_tasks_per_s_steady']})"
+        )
+    lines.append(
+        f"  durable commits: {s.get('durable_commits')}; best peer {s.get('best_peer')}: "
+        f"ratio {s.get('ratio_vs_best_peer')}, target {s['target_ratio']}: "
+        f"{'met' if s['target_met'] else 'NOT met'}"
+    )
+    if s.get("pgbench_ceiling_tps"):
+        lines.append(
+            f"  pgbench single-row-update ceiling: {s['pgbench_ceiling_tps']:.0f} tps; "
+            f"fractions {s['fraction_of_ceiling']}"
+        )
+    for label, variant in (result.get("engine_variants") or {}).items():
+        lines.append(
+            f"  engine with {label}: {variant['steps_per_s_steady_rounds']} steps/s "
+            f"(median {variant['median']}); per step {variant['usage_per_step']}"
+        )
+    for label, key, unit in (("q2", "raw_q2", "task"), ("procrastinate", "procrastinate", "task"),
+                             ("engine", "engine", "step")):  # fmt: skip
+        usage = (result.get(key) or {}).get(f"usage_per_{unit}")
+        if usage:
+            lines.append(f"  per {unit} ({label}): {usage}")
     profile = result.get("profile_in_process")
     if profile:
         lines.append(

@@ -192,9 +192,11 @@ class Cluster:
     group is killed.
     """
 
-    def __init__(self, env: Mapping[str, str], log_path: Path):
+    def __init__(self, env: Mapping[str, str], log_path: Path, argv: list[str] | None = None):
         self.env = dict(env)
         self.log_path = log_path
+        # Another worker process (a peer queue's) can be run and stopped the same way.
+        self.argv = argv or [sys.executable, "manage.py", "qcluster"]
         self.proc: subprocess.Popen | None = None
         self.stop_seconds: float | None = None
         self.killed = False
@@ -203,7 +205,7 @@ class Cluster:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "wb")  # noqa: SIM115  (closed in stop())
         self.proc = subprocess.Popen(
-            [sys.executable, "manage.py", "qcluster"],
+            self.argv,
             cwd=BASE_DIR,
             env=self.env,
             stdout=self._log,
@@ -573,3 +575,189 @@ def cluster_env(database_url: str, *, workers: int) -> dict[str, str]:
         PYTHONUNBUFFERED="1",
         DEBUG="0",  # as in production: DEBUG records every query in memory
     )
+
+
+# --- added for issue 17 (peers, ceilings, CPU; existing helpers above are unchanged) ----------
+
+
+class ProcessGroup:
+    """Several worker processes (``Cluster`` objects) started, watched and stopped as one;
+    ``wait_for_count`` accepts it wherever it accepts a ``Cluster``."""
+
+    def __init__(self, members: list[Cluster]):
+        self.members = members
+        self.log_path = members[0].log_path if members else RESULTS_DIR
+        self.killed = False
+        self.stop_seconds: float | None = None
+
+    def start(self) -> ProcessGroup:
+        for member in self.members:
+            member.start()
+        return self
+
+    def running(self) -> bool:
+        return all(member.running() for member in self.members)
+
+    def pids(self) -> list[int]:
+        return [m.proc.pid for m in self.members if m.proc is not None]
+
+    def stop(self, timeout: float = 30) -> None:
+        started = time.perf_counter()
+        for member in self.members:
+            member.stop(timeout)
+            self.killed = self.killed or member.killed
+        self.stop_seconds = time.perf_counter() - started
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return "\n".join(m.log_tail(chars // max(len(self.members), 1)) for m in self.members)
+
+    def __enter__(self) -> ProcessGroup:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def tree_cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of these processes and their live descendants (psutil)."""
+    import psutil
+
+    total = 0.0
+    seen: set[int] = set()
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            root = psutil.Process(pid)
+            for proc in [root, *root.children(recursive=True)]:
+                if proc.pid in seen:
+                    continue
+                seen.add(proc.pid)
+                with contextlib.suppress(psutil.Error):
+                    times = proc.cpu_times()
+                    total += times.user + times.system
+    return total
+
+
+class BackendCpu:
+    """CPU seconds of the PostgreSQL backends serving one database (same machine only).
+
+    ``sample()`` (call it while the workers run, e.g. at every poll) records each backend's
+    CPU so far; a backend's figure is its last sample, so backends that end keep what they
+    had used when last seen. ``None`` when the server is not local or /proc is not readable.
+    """
+
+    def __init__(self, url: str, dbname: str):
+        self.conn = connect(url)
+        self.dbname = dbname
+        self.own_pid = self.conn.info.backend_pid
+        self.cpu: dict[int, float] = {}
+        self.available = True
+
+    def sample(self) -> None:
+        import psutil
+
+        if not self.available:
+            return
+        pids = [
+            row[0]
+            for row in self.conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> %s",
+                (self.dbname, self.own_pid),
+            )
+        ]
+        for pid in pids:
+            try:
+                times = psutil.Process(pid).cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            except psutil.Error:
+                self.available = False
+                return
+            self.cpu[pid] = times.user + times.system
+
+    def total(self) -> float | None:
+        return round(sum(self.cpu.values()), 3) if self.available and self.cpu else None
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+WAL_COLUMNS = ("wal_records", "wal_bytes", "wal_write", "wal_sync")
+
+
+def wal_stats(conn) -> dict[str, int]:
+    """``pg_stat_wal`` counters (PostgreSQL 14+; server-wide: other databases count too)."""
+    with contextlib.suppress(Exception):
+        conn.execute("SELECT pg_stat_force_next_flush()")
+    row = conn.execute(f"SELECT {', '.join(WAL_COLUMNS)} FROM pg_stat_wal").fetchone()
+    return dict(zip(WAL_COLUMNS, (int(v) for v in row), strict=True))
+
+
+def find_pgbench() -> str | None:
+    """pgbench of the server's major version if known: system PostgreSQL, then pgserver's."""
+    import glob
+    import shutil
+
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pgbench"), reverse=True)
+    with contextlib.suppress(ImportError):
+        import pgserver  # type: ignore[import-not-found]
+
+        candidates.append(str(Path(pgserver.__file__).parent / "pginstall" / "bin" / "pgbench"))
+    found = shutil.which("pgbench")
+    if found:
+        candidates.append(found)
+    return next((c for c in candidates if os.access(c, os.X_OK)), None)
+
+
+def pgbench_single_row_updates(
+    url: str, *, clients: int, seconds: int, rows: int = 1000, options: str = ""
+) -> dict[str, Any]:
+    """The server's ceiling for durable one-row-update transactions: ``pgbench`` running
+    ``UPDATE bench_ceiling SET n = n + 1 WHERE id = random(1, rows)`` (one statement, one
+    commit each) with ``clients`` connections for ``seconds``. ``options`` goes to
+    ``PGOPTIONS`` (e.g. ``-c synchronous_commit=off`` for the non-durable figure)."""
+    import environ
+
+    binary = find_pgbench()
+    if binary is None:
+        return {"error": "pgbench not found"}
+    with connect(url) as conn:
+        conn.execute("DROP TABLE IF EXISTS bench_ceiling")
+        conn.execute("CREATE TABLE bench_ceiling (id int PRIMARY KEY, n bigint NOT NULL)")
+        conn.execute("INSERT INTO bench_ceiling SELECT g, 0 FROM generate_series(1, %s) g", (rows,))
+        conn.execute("VACUUM ANALYZE bench_ceiling")
+    cfg = environ.Env.db_url_config(url)
+    script = RESULTS_DIR / "pgbench_ceiling.sql.tmp"
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    script.write_text(
+        f"\\set id random(1, {rows})\nUPDATE bench_ceiling SET n = n + 1 WHERE id = :id;\n"
+    )
+    env = dict(os.environ, PGOPTIONS=options)
+    argv = [binary, "-n", "-c", str(clients), "-j", str(clients), "-T", str(seconds), "-f",
+            str(script), "-U", cfg.get("USER") or "postgres"]  # fmt: skip
+    if cfg.get("HOST"):
+        argv += ["-h", str(cfg["HOST"])]
+    if cfg.get("PORT"):
+        argv += ["-p", str(cfg["PORT"])]
+    if cfg.get("PASSWORD"):
+        env["PGPASSWORD"] = str(cfg["PASSWORD"])
+    argv.append(str(cfg["NAME"]))
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=seconds + 120)
+    if proc.returncode != 0:
+        return {"error": (proc.stderr or proc.stdout)[-1000:], "binary": binary}
+    tps = None
+    latency = None
+    for line in proc.stdout.splitlines():
+        if line.startswith("tps =") and tps is None:
+            tps = float(line.split()[2])
+        if line.startswith("latency average ="):
+            latency = float(line.split()[3])
+    return {
+        "tps": tps,
+        "latency_ms": latency,
+        "clients": clients,
+        "seconds": seconds,
+        "options": options or "server defaults",
+        "binary": binary,
+        "statement": "UPDATE bench_ceiling SET n = n + 1 WHERE id = random(1, rows)",
+        "rows": rows,
+    }
