@@ -16,7 +16,8 @@ DEMO_TENANTS = [
     ("Globex Electronics", "globex", "globex.localhost", "globex"),
 ]
 DEMO_PASSWORD = "demo-pass-123"
-VIEWER_APPS = ("orchestration", "marketplaces")  # the read-only role sees these, acts on nothing
+# The read-only role sees these, acts on nothing.
+VIEWER_APPS = ("orchestration", "marketplaces", "planning")
 
 
 class Command(BaseCommand):
