@@ -5,12 +5,13 @@ from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters
 
 from config.admin_sites import tenant_admin_site
-from marketplaces.forms import MarketplaceAccountForm
+from marketplaces.forms import MarketplaceAccountForm, ProductForm
 from marketplaces.models import MarketplaceAccount, Product
 
 
 @admin.register(Product, site=tenant_admin_site)
 class ProductAdmin(admin.ModelAdmin):
+    form = ProductForm
     list_display = ("sku", "title", "brand", "price", "currency", "quantity", "condition")
     search_fields = ("sku", "title", "brand")
     list_filter = ("condition", "category")
