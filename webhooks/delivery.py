@@ -21,6 +21,7 @@ the sweep re-derives that wake-up from the table (``next_due``), so none is lost
 from __future__ import annotations
 
 import functools
+import http.client
 import json
 import logging
 import random
@@ -31,13 +32,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import httpx
 from django.db import connection, transaction
 from django.utils import timezone
 
-from config.netsafety import UnsafeURL, guarded_client
+from config.netsafety import UnsafeURL
 from tenants.db import current_schema
-from webhooks import conf, signing
+from webhooks import conf, sender, signing
 from webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 logger = logging.getLogger(__name__)
@@ -149,33 +149,13 @@ def next_due() -> datetime | None:
 
 # --- send ------------------------------------------------------------------------------
 
-_clients: dict[bool, httpx.Client] = {}
 _pool: ThreadPoolExecutor | None = None
 _lock = threading.Lock()
 
 
-def _client() -> httpx.Client:
-    allow = conf.allow_private_urls()
-    with _lock:
-        client = _clients.get(allow)
-        if client is None:
-            size = int(conf.get("CONCURRENCY")) * 2
-            client = guarded_client(
-                allow_private=allow,
-                timeout=httpx.Timeout(conf.get("TIMEOUT"), connect=conf.get("CONNECT_TIMEOUT")),
-                limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
-                headers={"User-Agent": USER_AGENT},
-            )
-            _clients[allow] = client
-        return client
-
-
 def close_clients() -> None:
     """Close this process's HTTP connections (tests, after their receiver stopped)."""
-    with _lock:
-        for client in _clients.values():
-            client.close()
-        _clients.clear()
+    sender.close_all()
 
 
 def _executor() -> ThreadPoolExecutor:
@@ -208,40 +188,34 @@ def request_headers(
 
 
 def send(url: str, *, headers: dict[str, str], body: bytes) -> Outcome:
-    """POST once; never raises for the receiver's or the network's faults."""
+    """POST once (``webhooks.sender``); never raises for the receiver's or the network's faults."""
     started_at = timezone.now()
     start = time.monotonic()
-    deadline = start + conf.get("TIMEOUT")
-    cap = int(conf.get("RESPONSE_MAX_BYTES"))
     status: int | None = None
     error = ""
-    received = bytearray()
+    received = b""
     try:
-        with _client().stream("POST", url, content=body, headers=headers) as response:
-            status = response.status_code
-            for chunk in response.iter_bytes():
-                received += chunk
-                if len(received) >= cap:
-                    del received[cap:]
-                    break  # capped: the rest is not read (the connection is dropped)
-                if time.monotonic() > deadline:
-                    break
+        answer = sender.post(
+            url, body=body, headers={"User-Agent": USER_AGENT, **headers},
+            timeout=conf.get("TIMEOUT"), connect_timeout=conf.get("CONNECT_TIMEOUT"),
+            max_bytes=int(conf.get("RESPONSE_MAX_BYTES")), allow_private=conf.allow_private_urls(),
+        )  # fmt: skip
+        status, received = answer.status, answer.body
     except UnsafeURL as exc:
         error = f"refused: {exc}"
-    except httpx.TimeoutException as exc:
-        error = f"timeout: {type(exc).__name__}"
-    except httpx.HTTPError as exc:
+    except TimeoutError:
+        error = "timeout: no answer in time"
+    except (OSError, http.client.HTTPException) as exc:
         error = f"{type(exc).__name__}: {exc}"[:500]
     except Exception as exc:  # a bug must not lose the batch's other outcomes
-        logger.exception("webhook send to endpoint failed unexpectedly")
+        logger.exception("webhook send failed unexpectedly")
         error = f"internal: {type(exc).__name__}"
     if status is not None and not 200 <= status < 300 and not error:
         error = f"HTTP {status}" + (" (redirects are not followed)" if 300 <= status < 400 else "")
-    excerpt = bytes(received[: int(conf.get("EXCERPT_CHARS")) * 4]).decode("utf-8", "replace")
-    return Outcome(
-        status_code=status, error=error, excerpt=excerpt[: int(conf.get("EXCERPT_CHARS"))],
-        latency_ms=int((time.monotonic() - start) * 1000), started_at=started_at,
-    )  # fmt: skip
+    chars = int(conf.get("EXCERPT_CHARS"))
+    excerpt = received[: chars * 4].decode("utf-8", "replace")[:chars]
+    return Outcome(status_code=status, error=error, excerpt=excerpt,
+                   latency_ms=int((time.monotonic() - start) * 1000), started_at=started_at)  # fmt: skip
 
 
 # --- record ----------------------------------------------------------------------------

@@ -97,7 +97,7 @@ def test_connection_refused_is_retried_and_recorded(hooks):
     row = WebhookDelivery.objects.get()
     assert stats.sent == 1 and stats.delivered == 0
     assert row.status == "pending" and row.next_attempt_at > timezone.now()
-    assert "ConnectError" in row.last_error and row.last_status_code is None
+    assert "ConnectionRefusedError" in row.last_error and row.last_status_code is None
     endpoint.refresh_from_db()
     assert endpoint.failing_since is not None and endpoint.active
 
@@ -222,3 +222,25 @@ def test_re_enabling_resumes_pending_deliveries(hooks, receiver):
     assert deliver().sent == 0  # a disabled endpoint's deliveries wait
     services.endpoint_update(endpoint_id=endpoint.pk, active=True)
     assert deliver().delivered == 1
+
+
+def test_the_address_is_checked_again_when_sending(hooks, receiver):
+    """An endpoint saved while loopback was allowed is refused at connection time once it
+    is not (the sender resolves and checks each connection's address)."""
+    services.endpoint_create(url=receiver.url)
+    _completed_job(hooks)
+    with override_settings(WEBHOOKS_ALLOW_PRIVATE_URLS=False):
+        deliver()
+    row = WebhookDelivery.objects.get()
+    assert row.status == "pending" and row.last_error.startswith("refused:")
+    assert "loopback" in row.last_error and receiver.snapshot() == []
+
+
+def test_a_long_answer_is_capped(hooks, receiver):
+    services.endpoint_create(url=receiver.url)
+    _completed_job(hooks)
+    with override_settings(WEBHOOKS={"RESPONSE_MAX_BYTES": 5, "EXCERPT_CHARS": 3}):
+        deliver()
+    attempt = WebhookAttempt.objects.get()
+    assert attempt.status_code == 200 and attempt.response_excerpt == '{"o'
+    assert WebhookDelivery.objects.get().status == "delivered"
