@@ -3,6 +3,8 @@ active test tenant, plan jobs run through the engine in this process, and the sa
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from django.test import Client
 
@@ -36,6 +38,21 @@ def history(tx_tenant_a):
     step thread, through a connection of their own)."""
     demo_history()
     return tx_tenant_a
+
+
+def run_until_finished(job_ids, *, timeout: float = 60) -> None:
+    """Run queued work in this process until every job has finished. A resource's start
+    rate (Etsy: one a second) may hold jobs back between rounds: wait, don't fail."""
+    deadline = time.monotonic() + timeout
+    while True:
+        run_available_jobs()
+        waiting = MarketplaceJob.objects.filter(
+            pk__in=list(job_ids), status__in=["pending", "queued", "retrying", "running"]
+        )
+        if not waiting.exists():
+            return
+        assert time.monotonic() < deadline, list(waiting.values_list("pk", "status"))
+        time.sleep(0.2)
 
 
 def run_plan(job_id: int, *, rounds: int = 10) -> MarketplaceJob:

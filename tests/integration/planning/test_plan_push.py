@@ -11,12 +11,11 @@ from decimal import Decimal
 from marketplaces.models import MarketplaceAccount
 from orchestration.models import Batch, MarketplaceJob, MarketplaceTask
 from orchestration.services import job_create, job_retry_from_step
-from orchestration.services.runner import run_available_jobs
 from planning.models import PlanPush
 from planning.params import plan_parameters
 from planning.services import plan_start
 from tests.factories import ProductFactory
-from tests.integration.planning.conftest import CATEGORY, run_plan
+from tests.integration.planning.conftest import CATEGORY, run_plan, run_until_finished
 
 LISTED = ("ACM-0003", "ACM-0004")  # two of the eight Jackets SKUs with history
 # The sandbox operation each marketplace records for a quantity change.
@@ -26,7 +25,7 @@ QUANTITY_OPERATION = {"ebay": "update_quantity", "etsy": "update_listing_invento
 def publish(products, marketplaces) -> None:
     jobs = [job_create(marketplace=m, action="publish", product_id=p.pk)
             for p in products for m in marketplaces]  # fmt: skip
-    run_available_jobs()
+    run_until_finished([job.pk for job in jobs])
     for job in jobs:
         job.refresh_from_db()
         assert job.status == "completed", job.error_message
@@ -73,6 +72,7 @@ def test_pushed_quantities_land_once_even_when_the_push_is_retried(history, sand
     assert ["ACM-0003", "vinted"] in push.skipped  # no Vinted listing: nothing to update
     assert len(push.skipped) == 3 * 8 - 4
     children = MarketplaceJob.objects.filter(batch_id=push.batch_id)
+    run_until_finished(children.values_list("pk", flat=True))
     assert set(children.values_list("status", flat=True)) == {"completed"}
     assert set(children.values_list("action", flat=True)) == {"update_quantity"}
     offered = {"ebay": lambda q: q, "etsy": lambda q: min(q, 999)}  # Etsy's most per listing
@@ -92,7 +92,7 @@ def test_pushed_quantities_land_once_even_when_the_push_is_retried(history, sand
     # And a pushed job run again finds the quantity already there (its check) and sends nothing.
     child = children.first()
     job_retry_from_step(job_id=child.pk, step_order=1)
-    run_available_jobs()
+    run_until_finished([child.pk])
     child.refresh_from_db()
     assert child.status == "completed", child.error_message
     assert MarketplaceTask.objects.get(job_id=child.pk).reused_existing is True
