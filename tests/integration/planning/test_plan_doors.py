@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import threading
+from datetime import date
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -140,3 +141,35 @@ def test_the_admin_page_queues_a_plan_and_its_page_shows_the_outputs(staff_clien
     assert '"series"' not in page  # the context step's history is not dumped into the page
     listing = staff_client.get("/admin/planning/seasonplan/").content.decode()
     assert f"Plan #{job.pk}" in listing
+
+
+def test_import_history_is_all_or_nothing_and_names_the_bad_line(tenant_a, tmp_path):
+    from planning.models import Store, WeeklySales
+
+    stores = tmp_path / "stores.csv"
+    stores.write_text(
+        "code,name,cluster,region,size_sqm\nS1,One,urban,Berlin,100\nS2,Two,outlet,,\n"
+    )
+    sales = tmp_path / "sales.csv"
+    sales.write_text(
+        "week,store,sku,category,units\n2026-11-18,S1,A-1,Hats,3\n2026-11-23,S2,A-1,Hats,-1\n"
+    )
+    args = ("import_history", "--tenant", connection.schema_name, "--stores", str(stores))
+    with pytest.raises(CommandError, match="nothing imported: line 3: units must not be negative"):
+        call_command(*args, "--sales", str(sales))
+    assert Store.objects.count() == 0 and WeeklySales.objects.count() == 0
+    with pytest.raises(CommandError, match="no such file"):
+        call_command(*args, "--sales", str(tmp_path / "missing.csv"))
+
+    sales.write_text(
+        "week,store,sku,category,units\n2026-11-18,S1,A-1,Hats,3\n2026-11-23,S2,A-1,Hats,4\n"
+    )
+    out = io.StringIO()
+    call_command(*args, "--sales", str(sales), "--json", stdout=out)
+    assert json.loads(out.getvalue()) == {"stores": 2, "sales": 2}
+    # Weeks are stored as their Monday; a second import updates instead of duplicating.
+    assert sorted(WeeklySales.objects.values_list("week", flat=True)) == [
+        date(2026, 11, 16), date(2026, 11, 23),
+    ]  # fmt: skip
+    call_command(*args, "--sales", str(sales), stdout=io.StringIO())
+    assert WeeklySales.objects.count() == 2
