@@ -26,6 +26,12 @@ DEFAULTS: dict[str, float] = {
     # operator's opt-out (ORCHESTRATION_SYNCHRONOUS_COMMIT=0): faster, but a PostgreSQL
     # crash can lose the last fraction of a second of step records (docs/benchmarks.md).
     "SYNCHRONOUS_COMMIT": 1,
+    # Group commit for durable workers (issue 17): a committing drain waits this many µs
+    # before its WAL flush when COMMIT_SIBLINGS other transactions are open, so one flush
+    # covers several workers' steps. Needs a superuser or GRANT SET ON PARAMETER
+    # commit_delay; without it the drain logs once and commits without the delay.
+    "COMMIT_DELAY_US": 0,
+    "COMMIT_SIBLINGS": 1,
 }
 
 

@@ -623,11 +623,29 @@ def _tune_worker_session() -> None:
     with connection.cursor() as cursor:
         if not conf.get("SYNCHRONOUS_COMMIT"):
             cursor.execute("SET synchronous_commit TO off")
+        elif conf.get("COMMIT_DELAY_US") > 0:
+            _set_group_commit(cursor)
         # The runner's hot statements are server-side prepared; with the default plan cache
         # mode PostgreSQL re-plans a custom plan for each execution (their CTEs cost more to
         # plan than to run: measured 60% of their time). Their generic plan is the same
         # primary-key lookups, so plan once per connection.
         cursor.execute("SET plan_cache_mode TO force_generic_plan")
+
+
+def _set_group_commit(cursor) -> None:
+    """``commit_delay``/``commit_siblings`` for this session (durable commits only): one WAL
+    flush then covers the steps other workers commit meanwhile (docs/benchmarks.md). The
+    settings need a superuser or ``GRANT SET ON PARAMETER``; refused, the drain goes on
+    without them (the session is in autocommit here, so the error leaves nothing behind)."""
+    from django.db import DatabaseError
+
+    delay = int(conf.get("COMMIT_DELAY_US"))
+    siblings = int(conf.get("COMMIT_SIBLINGS"))
+    try:
+        cursor.execute(f"SET commit_delay TO {delay}")
+        cursor.execute(f"SET commit_siblings TO {siblings}")
+    except DatabaseError as exc:
+        logger.warning("commit_delay not set (%s): commits flush one by one", exc)
 
 
 def tenants_with_active_runs() -> list[str]:
