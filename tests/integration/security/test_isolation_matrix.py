@@ -362,3 +362,50 @@ def test_api_throttle_keys_are_per_tenant(tenant_a, tenant_b, settings, fast_pas
     )
     assert beta.status_code == 200
     cache.clear()
+
+
+# --- the live socket (/ws/live/): subscriptions by id ----------------------------------------
+
+SOCKET_DOORS = [  # (subscription request with the target's ids, what the error names)
+    ({"subscribe": "batch", "id": "{batch}"}, "no such batch"),
+    ({"subscribe": "job", "id": "{job}"}, "no such job"),
+    ({"subscribe": "jobs", "ids": ["{job}"]}, "no such jobs"),
+]
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_socket_subscriptions_to_foreign_ids_and_hosts(clean_tenants, release_channel_layer):
+    from asgiref.sync import sync_to_async
+
+    from tests.conftest import _ensure_tenant
+    from tests.integration.live.scenarios import login_cookie
+    from tests.integration.live.sockets import close_code, communicator, open_live, subscribe
+
+    alpha_tenant = await sync_to_async(_ensure_tenant)("alpha")
+    beta_tenant = await sync_to_async(_ensure_tenant)("beta")
+    beta = await sync_to_async(build_world)(beta_tenant, "beta")
+    cookie = await sync_to_async(login_cookie)(alpha_tenant, "alpha-socket-admin")
+
+    # Alpha's session on beta's host: refused before any subscription.
+    assert await close_code(communicator("beta.localhost", cookie)) == 4403
+
+    # On alpha's host, beta's ids are "no such …", with nothing of beta's in the answer.
+    socket = await open_live("alpha.localhost", cookie)
+    try:
+        for request, wanted in SOCKET_DOORS:
+            filled = {
+                k: (
+                    [int(beta.fill(i)) for i in v]
+                    if isinstance(v, list)
+                    else int(beta.fill(v))
+                    if "{" in str(v)
+                    else v
+                )
+                for k, v in request.items()
+            }
+            reply = await subscribe(socket, **filled)
+            assert reply["type"] == "error" and wanted in reply["error"], (filled, reply)
+            assert MARKER not in json.dumps(reply)
+    finally:
+        await socket.disconnect()
