@@ -372,3 +372,9 @@ PLANNING = {
         step: float(limit) for step, limit in env.dict("PLANNING_STEP_TIMEOUTS", default={}).items()
     },
 }
+
+# --- operator: audit, scheduler, operations (see docs/operations.md) --------------------
+# Bulk operations: jobs per chunk (one transaction), and how many jobs a bulk request may
+# carry out itself before a worker takes over.
+OPERATIONS_CHUNK = env.int("OPERATIONS_CHUNK", default=200)
+OPERATIONS_INLINE_MAX = env.int("OPERATIONS_INLINE_MAX", default=500)

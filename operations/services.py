@@ -17,6 +17,7 @@ import time
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -30,7 +31,7 @@ from tenants.db import current_schema
 
 logger = logging.getLogger(__name__)
 
-CHUNK = 200  # jobs per transaction
+CHUNK = settings.OPERATIONS_CHUNK  # jobs per transaction
 TASK_SECONDS = 10.0  # one q2 task runs chunks for this long, then hands back
 STALLED_AFTER = timedelta(seconds=30)  # no chunk for this long: the periodic tick re-sends
 ACTIVE = (Operation.Status.PENDING, Operation.Status.RUNNING)
@@ -190,7 +191,8 @@ def operations_resume_stalled() -> int:
     return len(stalled)
 
 
-INLINE_MAX = 500  # a bulk request over at most this many jobs is carried out in the request
+# A bulk request over at most this many jobs is carried out in the request …
+INLINE_MAX = settings.OPERATIONS_INLINE_MAX
 INLINE_SECONDS = 0.6  # … for about this long (then a worker finishes it),
 INLINE_CHUNK = 50  # … in small chunks, so the last one does not push the request past 1 s
 

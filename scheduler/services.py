@@ -199,7 +199,8 @@ def _fire(schedule: Schedule, slot: datetime, *, by: str = "") -> ScheduleFiring
         message=message, by=by,
     )  # fmt: skip
     schedule.last_run_at = now
-    schedule.last_outcome = f"{outcome}: {message}"[:300]
+    started = outcome == ScheduleFiring.Outcome.STARTED
+    schedule.last_outcome = (message if started else f"{outcome}: {message}")[:300]
     if batch is not None:
         schedule.last_batch = batch
     return firing
