@@ -1,7 +1,7 @@
 """A plan's live messages from real django-q2 workers through a real ASGI server (uvicorn,
-channels-postgres): ``agent_status``, ``progress``, ``complete`` per step, in order, each with
-type, timestamp, tenant and job id; five plans of two tenants and five users at once, each
-socket receiving only its own plan's messages."""
+channels-postgres): five plans of two tenants and five users at once, each socket receiving
+only its own plan's ``agent_status``, ``progress``, ``complete`` per step, in order, each
+with type, timestamp, tenant and job id."""
 
 from __future__ import annotations
 
@@ -51,30 +51,21 @@ def finished(job_id: int):
     )  # fmt: skip
 
 
-def test_a_plans_steps_stream_their_messages_in_order(server, start_cluster):
-    alpha = _ensure_tenant("alpha")
-    with tenant_context(alpha):
-        demo_history()
-    cookie = login_cookie(alpha, "planner")
-    start_cluster(workers=2)
-    job_id = pending_plan(alpha)
-    with server.websocket(cookie=cookie) as ws:
-        assert receive(ws)["type"] == "hello"
-        assert subscribe(ws, subscribe="job", id=job_id)["of"] == "job"
-        enqueue(alpha, job_id)
-        received = [m for _, m in receive_until(ws, finished(job_id), timeout=120)]
-
-    assert received[-1]["status"] == "completed", received[-1]
-    plan = [m for m in received if m["type"] in PLAN_TYPES]
+def assert_plan_stream(messages: list[dict], *, tenant: str, job_id: int) -> None:
+    """The plan's messages: every one with type, timestamp, tenant and job id; per step, in
+    step order, ``agent_status``, then ``progress`` (long steps), then ``complete``."""
+    assert messages[-1]["status"] == "completed", messages[-1]
+    assert {m["tenant"] for m in messages} == {tenant}
+    assert {m["job_id"] for m in messages} == {job_id}
+    plan = [m for m in messages if m["type"] in PLAN_TYPES]
     for message in plan:
-        assert message["tenant"] == "test_alpha" and message["job_id"] == job_id
         assert datetime.fromisoformat(message["timestamp"])
-    # Per step, in step order: agent_status, then progress (one or more), then complete.
     assert [m["step"] for m in plan if m["type"] == "agent_status"] == STEPS
+    assert [m["step"] for m in plan if m["type"] == "complete"] == STEPS
     for step in STEPS:
         types = [m["type"] for m in plan if m["step"] == step]
         assert types[0] == "agent_status" and types[-1] == "complete", (step, types)
-        assert set(types[1:-1]) <= {"progress"}, (step, types)  # long steps report progress
+        assert set(types[1:-1]) <= {"progress"}, (step, types)
     forecast_progress = [m["progress"] for m in plan
                          if m["type"] == "progress" and m["step"] == "forecast_demand"]  # fmt: skip
     assert forecast_progress[-1] == {"done": 8, "total": 8, "percent": 100, "of": "products"}
@@ -84,7 +75,9 @@ def test_a_plans_steps_stream_their_messages_in_order(server, start_cluster):
     assert steps_seen == sorted(steps_seen, key=STEPS.index)  # no step's message out of turn
 
 
-def test_five_plans_of_two_tenants_each_reach_only_their_watcher(server, start_cluster):
+def test_five_plans_of_two_tenants_stream_in_order_each_to_its_own_watcher(server, start_cluster):
+    """Three users of alpha and two of beta each watch their own plan, all running at once
+    on a real cluster; job ids of the two tenants may be equal, the groups are not."""
     tenants = {"alpha": _ensure_tenant("alpha"), "beta": _ensure_tenant("beta")}
     for tenant in tenants.values():
         with tenant_context(tenant):
@@ -113,10 +106,4 @@ def test_five_plans_of_two_tenants_each_reach_only_their_watcher(server, start_c
             received = {user: [m for _, m in f.result()] for user, f in futures.items()}
 
     for t, user in watchers:
-        messages = received[user]
-        assert messages[-1]["status"] == "completed", (user, messages[-1])
-        assert {m["tenant"] for m in messages} == {f"test_{t}"}, user
-        assert {m["job_id"] for m in messages} == {plans[user]}, user
-        plan = [m for m in messages if m["type"] in PLAN_TYPES]
-        assert [m["step"] for m in plan if m["type"] == "agent_status"] == STEPS, user
-        assert [m["step"] for m in plan if m["type"] == "complete"] == STEPS, user
+        assert_plan_stream(received[user], tenant=f"test_{t}", job_id=plans[user])
