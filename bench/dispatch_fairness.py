@@ -37,7 +37,6 @@ import re
 import sys
 import time
 from collections import Counter
-from datetime import datetime
 from typing import Any
 
 from bench import harness
@@ -145,8 +144,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 def provision(env: dict[str, str]) -> dict[str, Any]:
-    print("  migrate_schemas ...", flush=True)
-    _, migrate_s = harness.manage("migrate_schemas", "--noinput", env=env)
+    migrate_s = harness.migrate(env)
     print(f"  migrated in {migrate_s:.1f}s; creating {len(REAL_TENANTS)} tenants ...", flush=True)
     tenants = harness.create_tenants(REAL_TENANTS, env=env)
     print(f"  tenants created in {sum(tenants.values()):.1f}s")
@@ -600,10 +598,7 @@ def _slots() -> list[dict[str, Any]]:
     return list(DrainSlot.objects.order_by("pk").values("pk", "holder", "held_until"))
 
 
-def _seconds(start: datetime | None, end: datetime | None) -> float | None:
-    if start is None or end is None:
-        return None
-    return round((end - start).total_seconds(), 3)
+_seconds = harness.seconds_between
 
 
 def run_latency(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
@@ -867,13 +862,7 @@ def describe_settings(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def describe_database(embedded: bool, name: str) -> dict[str, Any]:
-    (row,) = _execute("SHOW server_version")
-    return {
-        "server": "embedded (pgserver)" if embedded else "DATABASE_URL",
-        "server_version": row[0],
-        "bench_database": name,
-    }
+describe_database = harness.describe_database
 
 
 def assemble(args, machine, database, setup, cycles, latency, settings_used) -> dict[str, Any]:

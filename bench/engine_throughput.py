@@ -35,7 +35,6 @@ import re
 import sys
 import time
 from collections import Counter
-from datetime import datetime
 from typing import Any
 
 from bench import harness
@@ -55,7 +54,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m bench.engine_throughput",
         description="Engine steps/s vs raw django-q2 tasks/s on a fresh database.",
     )
-    parser.add_argument("--jobs", type=int, default=1000, help="engine jobs, 5 no-op steps each")
+    parser.add_argument("--jobs", type=int, default=400, help="engine jobs, 5 no-op steps each")
     parser.add_argument("--tasks", type=int, default=1000, help="raw django-q2 no-op tasks")
     parser.add_argument("--workers", type=int, default=2, help="qcluster workers (Q_WORKERS)")
     parser.add_argument(
@@ -87,11 +86,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--compare",
-        default="",
+        default="COMMIT_DELAY_US=1000",
         help=(
             "KEY=V1,V2: in every round, also run the engine with ORCHESTRATION_KEY=V for each "
             "value (e.g. COMMIT_DELAY_US=0,1000), to state what a setting buys"
         ),
+    )
+    parser.add_argument(
+        "--rate-curve-seconds",
+        type=int,
+        default=70,
+        help="run a 60/min resource this long with a real cluster and record its starts (0 = skip)",
     )
     parser.add_argument(
         "--pgbench-seconds",
@@ -106,15 +111,16 @@ def small_defaults(argv: list[str] | None) -> list[str]:
     """Under ``CI=true`` the sizes default small (explicit options still win)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        argv = ["--jobs", "100", "--tasks", "200", "--rounds", "1", "--pgbench-seconds", "3",
-                "--profile-jobs", "10", *argv]  # fmt: skip
+        argv = ["--jobs", "100", "--tasks", "200", "--rounds", "1", "--pgbench-seconds", "3", "--rate-curve-seconds", "25",
+                "--profile-jobs", "10", "--compare", "", *argv]  # fmt: skip
     return argv
 
 
 def command_line(args: argparse.Namespace) -> str:
     return (
         f".venv/bin/python -m bench.{NAME} --jobs {args.jobs} --tasks {args.tasks} "
-        f"--workers {args.workers} --rounds {args.rounds}"
+        f"--workers {args.workers} --rounds {args.rounds} --compare '{args.compare}' "
+        f"--pgbench-seconds {args.pgbench_seconds} --rate-curve-seconds {args.rate_curve_seconds}"
     )
 
 
@@ -173,11 +179,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             ]
         ceiling = ceiling_summary(ceilings, db.url, args)
         profile = profile_in_process(args.profile_jobs, cprofile=args.cprofile)
+        rate_curve = run_rate_curve(args, env) if args.rate_curve_seconds > 0 else None
         settings_used = describe_settings(args)
         database = describe_database(embedded, db.name)
 
     result = assemble(args, machine, database, setup, raw_q2, engine, profile, settings_used)
     add_peers(result, procrastinate, ceiling)
+    result["rate_curve"] = rate_curve
     result["engine_variants"] = {
         label: {
             "steps_per_s_steady_rounds": [r["steps_per_s_steady"] for r in runs],
@@ -215,8 +223,7 @@ def _median_run(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
 
 
 def provision(env: dict[str, str]) -> dict[str, float]:
-    print("  migrate_schemas ...", flush=True)
-    _, migrate_s = harness.manage("migrate_schemas", "--noinput", env=env)
+    migrate_s = harness.migrate(env)
     _, tenant_s = harness.manage(
         "create_tenant",
         "--name",
@@ -272,10 +279,7 @@ class Poller:
         self.conn.close()  # its session's counters are flushed when it ends
 
 
-def _seconds(start: datetime | None, end: datetime | None) -> float | None:
-    if start is None or end is None:
-        return None
-    return round((end - start).total_seconds(), 3)
+_seconds = harness.seconds_between
 
 
 # --- run 1: raw django-q2 ------------------------------------------------------------------
@@ -830,6 +834,94 @@ def profile_in_process(jobs: int, *, cprofile: bool = False) -> dict[str, Any] |
     }
 
 
+# --- a rate-limited resource drains evenly (claims.py) ---------------------------------------
+
+RATE_PER_MINUTE = 60
+
+
+def run_rate_curve(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
+    """The no-op resource limited to 60 starts/min, a batch of more jobs than fit, a real
+    cluster for ``--rate-curve-seconds``: starts per second (``JobRun.started_at``). Spread
+    starts show about one a second; the old rule started a minute's worth at once."""
+    import itertools
+    import math
+    from datetime import timedelta
+
+    from django.db.models import F, Min
+    from django_tenants.utils import schema_context
+
+    from orchestration.models import JobRun
+    from orchestration.services import JobSpec, batch_create, resource_set_limits
+
+    seconds = args.rate_curve_seconds
+    jobs = math.ceil(seconds * RATE_PER_MINUTE / 60) + 20
+    print(f"  rate curve: {jobs} jobs on a {RATE_PER_MINUTE}/min resource for {seconds}s ...")
+    with schema_context(SCHEMA):
+        # The runs of the earlier rounds (same resource) would fill the 60-s window: age
+        # them (throw-away data), so the curve starts from an empty window.
+        JobRun.objects.filter(resource_key="noop").update(
+            started_at=F("started_at") - timedelta(minutes=5)
+        )
+        resource_set_limits(key="noop", concurrency=64, rate_per_minute=RATE_PER_MINUTE)
+        batch = batch_create(
+            name="rate curve",
+            jobs=[JobSpec(marketplace=MARKETPLACE, action=ACTION) for _ in range(jobs)],
+        )
+    cluster = harness.Cluster(env, harness.RESULTS_DIR / f"{NAME}.rate.qcluster.log.tmp")
+    cluster.start()
+    try:
+        # Start-up first (liveness bound), then `seconds` from the first start.
+        harness.wait_for_count(
+            lambda: int(_rate_runs(batch.pk) > 0), 1, label="rate curve: first start",
+            cluster=cluster, timeout=args.timeout,
+        )  # fmt: skip
+        deadline = time.monotonic() + seconds + 1
+        while time.monotonic() < deadline:
+            if not cluster.running():
+                raise harness.BenchError(f"qcluster exited: {cluster.log_tail()}")
+            time.sleep(1)
+    finally:
+        cluster.stop()
+    with schema_context(SCHEMA):
+        runs = JobRun.objects.filter(job__batch_id=batch.pk)
+        first = runs.aggregate(t=Min("started_at"))["t"]
+        starts = sorted(
+            (t - first).total_seconds() for t in runs.values_list("started_at", flat=True)
+        )
+        resource_set_limits(key="noop", concurrency=64, rate_per_minute=None)
+    starts = [t for t in starts if t < seconds]
+    per_second = [0] * seconds
+    for t in starts:
+        per_second[int(t)] += 1
+    gaps = [round(b - a, 3) for a, b in itertools.pairwise(starts)]
+    busiest = max(
+        (sum(1 for t in starts if w <= t < w + 10) for w in range(max(seconds - 10, 1))),
+        default=0,
+    )
+    return {
+        "rate_per_minute": RATE_PER_MINUTE,
+        "seconds": seconds,
+        "starts": len(starts),
+        "starts_per_second": per_second,
+        "start_offsets_s": [round(t, 3) for t in starts],
+        "max_starts_in_1s": max(per_second, default=0),
+        "max_starts_in_10s": busiest,
+        "longest_gap_s": max(gaps, default=None),
+        "median_gap_s": sorted(gaps)[len(gaps) // 2] if gaps else None,
+        "target": "about one start per second (max 1 in any second, no idle stretch of ~54 s)",
+        "basis": "JobRun.started_at of a batch of noopmkt.noop5 jobs, from the first start",
+    }
+
+
+def _rate_runs(batch_id: int) -> int:
+    from django_tenants.utils import schema_context
+
+    from orchestration.models import JobRun
+
+    with schema_context(SCHEMA):
+        return JobRun.objects.filter(job__batch_id=batch_id).count()
+
+
 # --- peers and the server's ceiling ----------------------------------------------------------
 
 
@@ -911,17 +1003,7 @@ def describe_settings(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def describe_database(embedded: bool, name: str) -> dict[str, Any]:
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute("SHOW server_version")
-        version = cursor.fetchone()[0]
-    return {
-        "server": "embedded (pgserver)" if embedded else "DATABASE_URL",
-        "server_version": version,
-        "bench_database": name,
-    }
+describe_database = harness.describe_database
 
 
 def assemble(args, machine, database, setup, raw_q2, engine, profile, settings_used) -> dict:

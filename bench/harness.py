@@ -761,3 +761,35 @@ def pgbench_single_row_updates(
         "statement": "UPDATE bench_ceiling SET n = n + 1 WHERE id = random(1, rows)",
         "rows": rows,
     }
+
+
+# --- shared by engine_throughput, dispatch_fairness and live_admin ------------------------------
+
+
+def seconds_between(start, end) -> float | None:
+    """``end - start`` in seconds (3 decimals); None if either is missing."""
+    if start is None or end is None:
+        return None
+    return round((end - start).total_seconds(), 3)
+
+
+def migrate(env: Mapping[str, str]) -> float:
+    """``manage.py migrate_schemas`` on the bench database; seconds."""
+    print("  migrate_schemas ...", flush=True)
+    _, seconds = manage("migrate_schemas", "--noinput", env=env)
+    return seconds
+
+
+def describe_database(embedded: bool, name: str, **extra: Any) -> dict[str, Any]:
+    """Which server, its version and the bench database (Django must be set up)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW server_version")
+        version = cursor.fetchone()[0]
+    return {
+        "server": "embedded (pgserver)" if embedded else "DATABASE_URL",
+        "server_version": version,
+        "bench_database": name,
+        **extra,
+    }

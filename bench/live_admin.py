@@ -226,8 +226,7 @@ def quiet() -> None:
 
 
 def provision(env: dict[str, str]) -> dict[str, float]:
-    print("  migrate_schemas ...", flush=True)
-    _, migrate_s = harness.manage("migrate_schemas", "--noinput", env=env)
+    migrate_s = harness.migrate(env)
     tenant_s = harness.create_tenant_with_staff(
         SCHEMA, DOMAIN, username=USERNAME, password=PASSWORD, env=env
     )
@@ -901,16 +900,9 @@ def describe_database(embedded: bool, name: str) -> dict[str, Any]:
     from django.db import connection
 
     with connection.cursor() as cursor:
-        cursor.execute("SHOW server_version")
-        version = cursor.fetchone()[0]
         cursor.execute("SELECT count(*) FROM pg_available_extensions WHERE name = 'pg_trgm'")
         trgm = bool(cursor.fetchone()[0])
-    return {
-        "server": "embedded (pgserver)" if embedded else "DATABASE_URL",
-        "server_version": version,
-        "pg_trgm_available": trgm,
-        "bench_database": name,
-    }
+    return harness.describe_database(embedded, name, pg_trgm_available=trgm)
 
 
 def admin_findings(admin: dict[str, Any]) -> list[str]:

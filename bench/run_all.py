@@ -27,6 +27,8 @@ NOT_BENCHMARKS = {
     "chaos_pg",
     "chaos_procs",
     "chaos_providers",
+    "procrastinate_app",  # the procrastinate peer's app (engine_throughput)
+    "report",  # SUMMARY.md and charts, written after the benchmarks
 }
 
 
@@ -52,6 +54,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{name}] exit {code} after {time.perf_counter() - started:.0f}s\n")
         if code != 0:
             failed.append(name)
+    from bench.report import write_report
+
+    try:
+        print(f"summary: {write_report()}")
+    except Exception as exc:  # the figures are written; a chart failing must not hide them
+        print(f"report failed: {exc!r}", file=sys.stderr)
+        failed.append("report")
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
         return 1
