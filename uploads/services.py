@@ -354,6 +354,22 @@ def uploads_expire_stale(*, now=None) -> int:
     return expired
 
 
+def marketplaces_check(marketplaces: Sequence[str]) -> list[str]:
+    """The marketplaces an import may publish to, normalised; ``UploadInvalid`` names the
+    unknown ones."""
+    from orchestration import steps
+
+    chosen = list(dict.fromkeys(m.strip().lower() for m in marketplaces))
+    known = [m for m in steps.registered_marketplaces() if m != CATALOG]
+    unknown = [m for m in chosen if m not in known]
+    if unknown:
+        raise UploadInvalid(
+            f"unknown marketplace(s): {', '.join(unknown)} (known: {', '.join(known)})",
+            details={"field": "marketplaces", "unknown": unknown, "known": known},
+        )
+    return chosen
+
+
 def upload_start_import(
     *, upload_id: uuid.UUID, marketplaces: Sequence[str] = (), created_by: str = ""
 ) -> Upload:
@@ -362,17 +378,9 @@ def upload_start_import(
     ``marketplaces``: where the imported products are published afterwards (a batch of
     publish jobs); empty = import only.
     """
-    from orchestration import steps
     from orchestration.services import job_create
 
-    chosen = list(dict.fromkeys(m.strip().lower() for m in marketplaces))
-    unknown = [m for m in chosen if m == CATALOG or m not in steps.registered_marketplaces()]
-    if unknown:
-        known = [m for m in steps.registered_marketplaces() if m != CATALOG]
-        raise UploadInvalid(
-            f"unknown marketplace(s): {', '.join(unknown)} (known: {', '.join(known)})",
-            details={"field": "marketplaces", "unknown": unknown, "known": known},
-        )
+    chosen = marketplaces_check(marketplaces)
     with transaction.atomic():
         upload = _get_locked(upload_id)
         if upload.import_job_id is not None:

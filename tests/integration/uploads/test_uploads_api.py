@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 
 import pytest
@@ -231,6 +232,13 @@ def test_stale_uploads_expire_and_the_schedule_exists(client_a, django_capture_o
     assert Upload.objects.get(pk=stale).state == "expired"
     assert not storage.upload_dir(stale).exists()
     assert Upload.objects.get(pk=fresh).state == "receiving"
+    # The migration's schedule (tests that commit flush the public tables, so run it again:
+    # it is idempotent, one schedule in all).
+    from django.apps import apps
+
+    migration = importlib.import_module("uploads.migrations.0002_expire_schedule")
+    migration.create_schedule(apps, None)
+    migration.create_schedule(apps, None)
     schedule = Schedule.objects.get(name="uploads-expire-stale")
     assert schedule.func == "uploads.tasks.expire_stale_uploads_all_tenants"
 
