@@ -32,6 +32,7 @@ class SafeReporterFilter(SafeExceptionReporterFilter):
 
     def cleanse_setting(self, key: Any, value: Any) -> Any:
         cleansed = super().cleanse_setting(key, value)
-        if isinstance(cleansed, str):
-            return mask_url_credentials(cleansed)
+        if isinstance(cleansed, str):  # lazy strings too (django-axes' settings are)
+            masked = mask_url_credentials(str(cleansed))
+            return masked if masked != str(cleansed) else cleansed
         return cleansed
