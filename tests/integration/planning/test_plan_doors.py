@@ -37,7 +37,8 @@ def test_the_command_refuses_bad_parameters_with_every_field_and_queues_nothing(
     assert MarketplaceJob.objects.count() == 0
 
 
-def test_the_command_runs_a_plan_here_and_prints_it_as_json(history):
+def test_the_command_runs_a_plan_here_or_waits_for_the_workers_with_a_progress_bar(history):
+    """One test for both (each committed test pays a truncation): --run-here, then --wait."""
     out, _err = plan_season(
         "--preset", "fast-fashion", "--category", CATEGORY, "--run-here", "--json"
     )
@@ -49,8 +50,6 @@ def test_the_command_runs_a_plan_here_and_prints_it_as_json(history):
     with pytest.raises(CommandError, match="no historical data for category Hats"):
         plan_season("--preset", "standard", "--category", "Hats", "--run-here")
 
-
-def test_the_command_waits_for_the_workers_with_a_progress_bar(history):
     stop = threading.Event()
     schema = connection.schema_name
 
