@@ -3,10 +3,11 @@
 ``operation_create`` stores the filter, how many jobs it matches and the highest job id
 (jobs created later are not swept in), records the audit entry and, after commit, sends a
 q2 task carrying the schema name. ``operation_run_chunk`` handles the next ``CHUNK`` jobs
-(by id, after the operation's cursor) in one transaction that also moves the cursor and
-the counters, under the operation's row lock taken with SKIP LOCKED: two workers never
-handle one chunk, a crash rolls a chunk back whole (it is done again), and no lock is held
-longer than one chunk. Jobs that cannot be acted on are skipped with the service's reason.
+(by id, after the operation's cursor) under a session advisory lock of that operation (two
+workers never run one operation at once), each job in the engine service's own short
+transaction, moving the cursor and counters every ``SAVE_EVERY`` jobs: no row lock lives
+longer than one job's service call. Jobs that cannot be acted on are skipped with the
+service's reason.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from audit import services as audit
@@ -124,44 +125,71 @@ def _finish(operation: Operation, status: str) -> None:
         operation.processed = operation.total
 
 
+# What a chunk writes on the operation row (never ``cancel_requested``: a Stop made while
+# the chunk runs must not be overwritten).
+_PROGRESS_FIELDS = ["status", "started_at", "finished_at", "heartbeat_at", "cursor", "processed",
+                    "total", "succeeded", "skipped", "skipped_reasons"]  # fmt: skip
+SAVE_EVERY = 20  # jobs between two progress writes inside a chunk
+
+
 def operation_run_chunk(*, operation_id: int, chunk: int | None = None) -> bool:
-    """Handle the operation's next chunk; True while more remains (see the module)."""
-    with transaction.atomic():
-        operation = (
-            Operation.objects.select_for_update(skip_locked=True)
-            .filter(pk=operation_id, status__in=ACTIVE)
-            .first()
-        )
-        if operation is None:  # finished, gone, or another worker is on it
-            return False
-        now = timezone.now()
-        operation.heartbeat_at = now
-        if operation.cancel_requested:
-            _finish(operation, Operation.Status.CANCELLED)
-            operation.save()
-            return False
-        if operation.status == Operation.Status.PENDING:
-            operation.status = Operation.Status.RUNNING
-            operation.started_at = now
-        ids = list(
-            filters.jobs_matching(operation.job_filter)
-            .filter(pk__gt=operation.cursor, pk__lte=operation.max_job_id)
-            .order_by("pk")
-            .values_list("pk", flat=True)[: chunk or CHUNK]
-        )
-        if not ids:
-            _finish(operation, Operation.Status.DONE)
-            operation.save()
-            return False
-        done, reasons = _apply(operation.kind, ids)
-        operation.cursor = ids[-1]
-        operation.processed += len(ids)
+    """Handle the operation's next chunk; True while more remains (see the module).
+
+    One worker at a time per operation: a session advisory lock, taken without waiting (a
+    second worker returns at once). No row lock is held across the chunk: each job is acted
+    on in the engine service's own transaction, and the cursor and counters move every
+    ``SAVE_EVERY`` jobs. After a crash, at most those jobs are visited again; the service
+    refuses what was already done (counted as skipped, with its reason)."""
+    key = f"operations.operation:{current_schema()}:{operation_id}"
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(hashtext(%s))", [key])
+        (locked,) = cursor.fetchone()
+    if not locked:
+        return False
+    try:
+        return _run_chunk(operation_id, chunk or CHUNK)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(hashtext(%s))", [key])
+
+
+def _run_chunk(operation_id: int, chunk: int) -> bool:
+    operation = Operation.objects.filter(pk=operation_id, status__in=ACTIVE).first()
+    if operation is None:  # finished or gone
+        return False
+    now = timezone.now()
+    operation.heartbeat_at = now
+    if operation.cancel_requested:
+        _finish(operation, Operation.Status.CANCELLED)
+        operation.save(update_fields=_PROGRESS_FIELDS)
+        return False
+    if operation.status == Operation.Status.PENDING:
+        operation.status = Operation.Status.RUNNING
+        operation.started_at = now
+    ids = list(
+        filters.jobs_matching(operation.job_filter)
+        .filter(pk__gt=operation.cursor, pk__lte=operation.max_job_id)
+        .order_by("pk")
+        .values_list("pk", flat=True)[:chunk]
+    )
+    if not ids:
+        _finish(operation, Operation.Status.DONE)
+        operation.save(update_fields=_PROGRESS_FIELDS)
+        return False
+    for start in range(0, len(ids), SAVE_EVERY):
+        part = ids[start : start + SAVE_EVERY]
+        done, reasons = _apply(operation.kind, part)
+        operation.cursor = part[-1]
+        operation.processed += len(part)
         operation.total = max(operation.total, operation.processed)
         operation.succeeded += done
-        operation.skipped += len(ids) - done
+        operation.skipped += len(part) - done
         for reason, count in reasons.items():
             operation.skipped_reasons[reason] = operation.skipped_reasons.get(reason, 0) + count
-        operation.save()
+        operation.heartbeat_at = timezone.now()
+        operation.save(update_fields=_PROGRESS_FIELDS)
+        if Operation.objects.filter(pk=operation_id, cancel_requested=True).exists():
+            return True  # the next call ends it (cancelled)
     return True
 
 
