@@ -42,6 +42,8 @@ from orchestration.services.claims import resource_policies
 from tests.engine_providers import MARKETPLACE
 from tests.factories import ProductFactory
 from tests.integration.live.scenarios import make_staff
+from uploads.models import Upload
+from uploads.services import upload_create
 
 MARKER = "Zq-secret-of"  # in every name/title/sku of the target tenant's objects
 
@@ -54,6 +56,7 @@ class Door:
     kind: str  # "admin" (session), "api" (token), "page" (session, non-admin)
     writes: bool
     data: dict[str, Any] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
     # Names (a SKU, a resource key) rather than ids: the same name in the caller's tenant is
     # the caller's own object, so acting there is fine; the target's must stay untouched.
     by_name: bool = False
@@ -122,8 +125,14 @@ DOORS: list[Door] = [
     Door("api resource pause", "post", "/api/resources/{resource_key}/pause", "api", True,
          by_name=True),
     Door("api plans list", "get", "/api/plans", "api", False),
-    # Uploads, webhooks, schedules: add their rows here as they land, e.g.
-    # Door("api upload", "get", "/api/uploads/{upload}", "api", False),
+    # --- uploads ---
+    Door("api upload", "get", "/api/uploads/{upload}", "api", False),
+    Door("api upload part", "put", "/api/uploads/{upload}/parts/1", "api", True,
+         headers={"X-Part-SHA256": "0" * 64}),
+    Door("api upload complete", "post", "/api/uploads/{upload}/complete", "api", True),
+    Door("api upload import", "post", "/api/uploads/{upload}/import", "api", True),
+    Door("api upload delete", "delete", "/api/uploads/{upload}", "api", True),
+    # Webhooks, schedules: add their rows here as they land.
 ]  # fmt: skip
 
 
@@ -138,6 +147,7 @@ class World:
     sku: str
     resource: int
     resource_key: str
+    upload: str
 
     def fill(self, text: str) -> str:
         return text.format(**{k: v for k, v in vars(self).items() if k != "tenant"})
@@ -152,6 +162,7 @@ class World:
                 ),
                 sorted(Product.objects.values_list("pk", "sku", "title", "price", "quantity")),
                 sorted(ResourcePolicy.objects.values_list("key", "paused")),
+                sorted(Upload.objects.values_list("pk", "state", "filename")),
             )
 
 
@@ -168,7 +179,10 @@ def build_world(tenant, owner: str) -> World:
         job = MarketplaceJob.objects.filter(batch=batch).order_by("pk").first()
         assert job is not None
         policy = resource_policies()[job.resource_key]
-        return World(tenant, job.pk, batch.pk, product.pk, product.sku, policy.pk, policy.key)
+        upload = upload_create(filename=f"{MARKER}-{owner}.csv", size=10, sha256="0" * 64)
+        return World(
+            tenant, job.pk, batch.pk, product.pk, product.sku, policy.pk, policy.key, str(upload.pk)
+        )
 
 
 @dataclass
@@ -186,7 +200,9 @@ class Caller:
         if door.kind == "api":
             token = self.read_token if as_viewer else self.token
             client = Client(HTTP_HOST=host, raise_request_exception=False)
-            kwargs: dict[str, Any] = {"headers": {"Authorization": f"Bearer {token}"}}
+            kwargs: dict[str, Any] = {
+                "headers": {"Authorization": f"Bearer {token}", **door.headers}
+            }
             if door.method in ("post", "put"):
                 kwargs.update(data=json.dumps(data), content_type="application/json")
             return getattr(client, door.method)(path, **kwargs)
