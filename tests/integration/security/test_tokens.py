@@ -171,3 +171,29 @@ def test_markup_in_a_plain_text_error_body_is_dropped(local_server):
         http.call("op", "GET", "/x")
     assert "<img" not in str(raised.value)
     assert local_server.hits == ["/x"]
+
+
+def test_stored_error_text_is_escaped_in_the_admin_and_dashboard(tenant_a):
+    """Whatever reached a job's error (a marketplace's words), pages render it as text."""
+    from orchestration.models import MarketplaceJob
+    from orchestration.services import JobSpec, batch_create
+    from tests.engine_providers import MARKETPLACE
+
+    batch = batch_create(name="x", jobs=[JobSpec(marketplace=MARKETPLACE, action="three")])
+    payload = '<script>alert("pwned")</script><img src=x onerror=alert(1)>'
+    # Display only (not a status change): the text a failed step would have left.
+    MarketplaceJob.objects.filter(batch=batch).update(error_message=payload)
+    job = MarketplaceJob.objects.get(batch=batch)
+    client = staff_client(tenant_a, "escape-admin")
+    shown = 0
+    for url in [
+        "/admin/orchestration/marketplacejob/",
+        f"/admin/orchestration/marketplacejob/{job.pk}/change/",
+        f"/admin/orchestration/marketplacejob/{job.pk}/timeline/",
+        "/dashboard/",
+    ]:
+        html = client.get(url).text
+        assert payload not in html and "<script>alert" not in html, url
+        assert "onerror=alert(1)>" not in html, url
+        shown += "&lt;script&gt;alert(" in html
+    assert shown >= 2  # the text is there, as text
