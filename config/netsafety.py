@@ -194,12 +194,14 @@ class _GuardedBackend(httpcore.SyncBackend):
 class GuardedTransport(httpx.HTTPTransport):
     """An httpx transport that only connects to addresses ``check_host`` allows.
 
-    No proxy (a proxy would do the connecting): build clients with ``trust_env=False``
-    (``guarded_client`` does).
+    No proxy (a proxy would do the connecting): httpx mounts the environment's proxies
+    only on clients without an explicit transport, and ``guarded_client`` also sets
+    ``trust_env=False``. The transport itself keeps ``trust_env`` for its TLS context, so
+    ``SSL_CERT_FILE``/``SSL_CERT_DIR`` (a company CA) still apply.
     """
 
     def __init__(self, *, allow_private: bool | None = None, **kwargs: Any) -> None:
-        super().__init__(trust_env=False, **kwargs)
+        super().__init__(**kwargs)
         pool = self._pool
         if not isinstance(pool, httpcore.ConnectionPool):  # pragma: no cover - httpx changed
             raise RuntimeError("GuardedTransport needs httpx's ConnectionPool")
