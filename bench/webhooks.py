@@ -11,7 +11,7 @@ threaded HTTP receiver in this process (answers 200 at once, keeps connections a
    Target: ≥ 500/s.
 2. **Latency**: with the cluster running, ``--jobs`` (300) no-op jobs are queued in small
    groups; each completion writes its ``job.run.completed`` event in the finishing
-   statement. Latency = the receiver's clock when the request arrived − the event's
+   statement. Latency = the receiver's clock when the request arrived minus the event's
    ``timestamp`` (set just before the commit). p50/p95.
 
 Nothing here asserts on timings. Under ``CI=true`` the sizes default small.
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "target": {
             "deliveries_per_s": TARGET_PER_S,
             "met": backlog["deliveries_per_s"] >= TARGET_PER_S,
-        },  # fmt: skip
+        },
         "duration_s": round(time.perf_counter() - started, 1),
     }
     result["machine"]["loadavg_at_end"] = harness.loadavg()

@@ -128,7 +128,10 @@ def test_webhook_04_receiver_down_then_500s_then_back_nothing_lost(tx_tenant_a, 
         # (The retried job's completed event waits for its failed one: per-job order.)
         lambda: (
             WebhookDelivery.objects.count() == 7
-            and WebhookDelivery.objects.filter(last_error__contains="ConnectionRefusedError").count() == 6
+            and WebhookDelivery.objects.filter(
+                last_error__contains="ConnectionRefusedError"
+            ).count()
+            == 6
         ),
         timeout=90,
         what="every event to have been tried against the closed port",
