@@ -361,9 +361,11 @@ UPLOADS_EXPIRE_HOURS = env.int("UPLOADS_EXPIRE_HOURS", default=24)
 
 # --- webhooks (outbound; see docs/webhooks.md) ---------------------------------------
 # Endpoints on private, loopback or link-local addresses are refused unless this is true
-# (development and tests, where receivers listen on 127.0.0.1). Timeouts, retries and
+# (by default as NETSAFETY_ALLOW_PRIVATE: development and tests). Timeouts, retries and
 # the lease: ``WEBHOOKS = {...}`` or ``WEBHOOKS_<KEY>`` variables (webhooks/conf.py).
-WEBHOOKS_ALLOW_PRIVATE_URLS = env.bool("WEBHOOKS_ALLOW_PRIVATE_URLS", default=NETSAFETY_ALLOW_PRIVATE)
+WEBHOOKS_ALLOW_PRIVATE_URLS = env.bool(
+    "WEBHOOKS_ALLOW_PRIVATE_URLS", default=NETSAFETY_ALLOW_PRIVATE
+)
 
 # --- planning (stock plans as engine jobs; see docs/planning.md) ----------------------
 # Time limits of a plan's steps override what the steps declare (seconds), e.g.
