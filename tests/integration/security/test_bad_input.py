@@ -256,7 +256,7 @@ ACCOUNT_FORM = {"marketplace": "ebay", "shop_id": "s", "base_url": "", "is_activ
 def form_values() -> list[str]:
     """The corpus as form text; a dozen representative ones (each post costs a full save)."""
     values = [v if isinstance(v, str) else json.dumps(v) for v in BAD_VALUES if v is not None]
-    return [*values[::3], "a\x00b", "x" * 100_000, '["javascript:alert(1)"]', '{"$gt": ""}']
+    return [*values[::4], "a\x00b", "x" * 100_000, '["javascript:alert(1)"]', '{"$gt": ""}']
 
 
 def test_admin_forms_refuse_bad_values_without_losing_anything(tenant_a, stored):
@@ -267,11 +267,8 @@ def test_admin_forms_refuse_bad_values_without_losing_anything(tenant_a, stored)
     before = stored()
     cases = [
         (f"/admin/marketplaces/product/{product.pk}/change/", PRODUCT_FORM, f)
-        for f in ("price", "quantity", "images", "sku")
-    ] + [
-        ("/admin/marketplaces/marketplaceaccount/add/", ACCOUNT_FORM, f)
-        for f in ("marketplace", "base_url")
-    ]
+        for f in ("price", "quantity", "images")
+    ] + [("/admin/marketplaces/marketplaceaccount/add/", ACCOUNT_FORM, "base_url")]
     for url, valid, field in cases:
         for value in form_values():
             response = client.post(url, {**valid, field: value})
