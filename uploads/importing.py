@@ -28,7 +28,6 @@ from typing import Any
 
 from django.db import connection, transaction
 from django.utils import timezone
-from psycopg.types.json import Jsonb
 
 from orchestration.steps import (
     PermanentStepError,
@@ -314,7 +313,14 @@ def _chunks(rows: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str
 _UPSERT = """
 INSERT INTO {table} AS p (sku, title, description, price, currency, quantity, brand, size,
                           condition, category, images, created_at, updated_at)
-VALUES {values}
+SELECT sku, title, description, price, currency, quantity, brand, size, condition, category,
+       images::jsonb, %(now)s, %(now)s
+  FROM unnest(%(sku)s::text[], %(title)s::text[], %(description)s::text[],
+              %(price)s::numeric[], %(currency)s::text[], %(quantity)s::int[],
+              %(brand)s::text[], %(size)s::text[], %(condition)s::text[],
+              %(category)s::text[], %(images)s::text[])
+       AS r(sku, title, description, price, currency, quantity, brand, size, condition,
+            category, images)
 ON CONFLICT (sku) DO UPDATE SET
     title = EXCLUDED.title, description = EXCLUDED.description, price = EXCLUDED.price,
     currency = EXCLUDED.currency, quantity = EXCLUDED.quantity, brand = EXCLUDED.brand,
@@ -328,24 +334,19 @@ WHERE (p.title, p.description, p.price, p.currency, p.quantity, p.brand, p.size,
        EXCLUDED.category, EXCLUDED.images)
 RETURNING (xmax = 0)
 """
+_COLUMNS = ("sku", "title", "description", "price", "currency", "quantity", "brand", "size",
+            "condition", "category")  # fmt: skip
 
 
 def products_bulk_upsert(rows: Sequence[dict[str, Any]]) -> tuple[int, int]:
-    """Insert or update products by SKU in one statement: (created, updated). Rows that
-    would not change anything are left alone (not counted)."""
+    """Insert or update products by SKU in one statement (one array per column): (created,
+    updated). Rows that would not change anything are left alone (not counted)."""
     from marketplaces.models import Product
 
-    now = timezone.now()
-    params: list[Any] = []
-    for row in rows:
-        params += [row["sku"], row["title"], row["description"], row["price"], row["currency"],
-                   row["quantity"], row["brand"], row["size"], row["condition"],
-                   row["category"], Jsonb(row["images"]), now, now]  # fmt: skip
-    placeholder = "(" + ", ".join(["%s"] * 13) + ")"
-    sql = _UPSERT.format(
-        table=connection.ops.quote_name(Product._meta.db_table),
-        values=", ".join([placeholder] * len(rows)),
-    )
+    params: dict[str, Any] = {name: [row[name] for row in rows] for name in _COLUMNS}
+    params["images"] = [json.dumps(row["images"]) for row in rows]
+    params["now"] = timezone.now()
+    sql = _UPSERT.format(table=connection.ops.quote_name(Product._meta.db_table))
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         inserted = [flag for (flag,) in cursor.fetchall()]
