@@ -77,15 +77,11 @@ def fire_due_all_tenants(now: datetime | None = None) -> dict[str, int]:
 
 def operator_tick(now: datetime | None = None) -> dict[str, dict[str, int]]:
     """Everything periodic of the operator's apps (the watchdog calls it every sweep)."""
-    result = {"fired": fire_due_all_tenants(now)}
-    try:
-        from operations.periodic import resume_stalled_all_tenants
-    except ImportError:  # operations not built yet
-        return result
-    result["operations"] = resume_stalled_all_tenants()
-    try:
-        from operations.retention import prune_due_all_tenants
-    except ImportError:
-        return result
-    result["pruned"] = prune_due_all_tenants(now)
-    return result
+    from operations.periodic import resume_stalled_all_tenants
+    from operations.retention import prune_due_all_tenants
+
+    return {
+        "fired": fire_due_all_tenants(now),
+        "operations": resume_stalled_all_tenants(),
+        "pruned": prune_due_all_tenants(now),
+    }
