@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.db import connection
 from django.http import HttpRequest
 from ninja.security import APIKeyCookie, HttpBearer
 
 from api.errors import ApiError
 from api.services import token_authenticate
+from tenants.db import current_schema
 
 WRITE_PERMISSION = "orchestration.change_marketplacejob"
 READ_PERMISSION = "orchestration.view_marketplacejob"
@@ -47,7 +47,7 @@ class TokenAuth(HttpBearer):
             kind="token",
             label=found.name,
             can_write=not found.read_only,
-            schema_name=connection.schema_name,
+            schema_name=current_schema(),
             token_id=found.pk,
         )
 
@@ -67,13 +67,13 @@ class StaffSessionAuth(APIKeyCookie):
             kind="session",
             label=user.get_username(),
             can_write=user.has_perm(WRITE_PERMISSION),
-            schema_name=connection.schema_name,
+            schema_name=current_schema(),
             user_id=user.pk,
         )
 
 
 def principal(request: HttpRequest) -> ApiPrincipal:
-    return request.auth  # type: ignore[attr-defined,return-value]
+    return request.auth  # type: ignore[attr-defined]
 
 
 def audit(

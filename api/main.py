@@ -10,12 +10,14 @@ from __future__ import annotations
 import logging
 
 from django.conf import settings
-from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
+from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import DataError
 from django.http import Http404, HttpRequest
 from django.views.decorators.csrf import csrf_exempt
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, Throttled, ValidationError
+from ninja.parser import Parser
 from ninja.throttling import AuthRateThrottle
 
 from api.auth import StaffSessionAuth, TokenAuth
@@ -38,7 +40,24 @@ class CallerThrottle(AuthRateThrottle):
         return super().allow_request(request)
 
 
+class StrictJsonParser(Parser):
+    """JSON bodies without NUL characters (PostgreSQL text cannot hold them: refused as input
+    here rather than failing at the database)."""
+
+    def parse_body(self, request: HttpRequest):
+        body = request.body
+        if b"\\u0000" in body:
+            raise ApiError(
+                422,
+                "validation_error",
+                "text may not contain NUL (\\u0000) characters",
+                details=[{"field": None, "in": "body", "message": "NUL character"}],
+            )
+        return super().parse_body(request)
+
+
 api = NinjaAPI(
+    parser=StrictJsonParser(),
     title="Marketplace publishing API",
     version="1",
     description=(
@@ -118,9 +137,32 @@ def _throttled(request: HttpRequest, exc: Throttled):
 
 @api.exception_handler(HttpError)
 def _http_error(request: HttpRequest, exc: HttpError):
+    if isinstance(exc.__cause__, ApiError):  # raised by the body parser, wrapped by ninja
+        return _api_error(request, exc.__cause__)
     codes = {400: "bad_request", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
     return error_response(
         request, exc.status_code, codes.get(exc.status_code, "error"), str(exc.message)
+    )
+
+
+@api.exception_handler(RequestDataTooBig)
+def _too_big(request: HttpRequest, exc: Exception):
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    return error_response(
+        request,
+        413,
+        "too_large",
+        f"request body over {limit:,} bytes",
+        details={"limit_bytes": limit},
+    )
+
+
+@api.exception_handler(DataError)
+def _data_error(request: HttpRequest, exc: Exception):
+    # A value the database cannot store (a NUL in a query parameter, an out-of-range number
+    # the schema let through): the input's fault, answered as such.
+    return error_response(
+        request, 422, "validation_error", "a value cannot be stored (e.g. a NUL character)"
     )
 
 

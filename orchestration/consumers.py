@@ -113,6 +113,9 @@ def _ids(content: dict[str, Any], kind: str) -> list[int] | None:
     return sorted(set(raw))
 
 
+_NOT_JSON = object()
+
+
 class LiveConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
         self.tenant = self.scope.get("tenant")
@@ -163,7 +166,17 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             return False
         return True
 
+    @classmethod
+    async def decode_json(cls, text_data: str) -> Any:
+        try:
+            return await super().decode_json(text_data)
+        except ValueError:  # not JSON: answered as an error below, the socket stays open
+            return _NOT_JSON
+
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        if content is _NOT_JSON:
+            await self._error("expected JSON text")
+            return
         if not await self._allowed_now(
             force="subscribe" in content if isinstance(content, dict) else False
         ):
@@ -181,7 +194,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
 
     async def _subscribe(self, content: dict[str, Any]) -> None:
         kind = content.get("subscribe")
-        if kind not in _NEEDS:
+        if not isinstance(kind, str) or kind not in _NEEDS:
             await self._error(f"unknown subscription {kind!r}", request=content)
             return
         if kind not in self.kinds:

@@ -18,6 +18,7 @@ from django_tenants.utils import get_public_schema_name
 
 from config.admin_sites import tenant_admin_site
 from orchestration import dispatch, selectors, services
+from orchestration.models import MarketplaceJob
 from tenants.db import current_schema
 
 DASHBOARD_PERMS = ("orchestration.view_batch", "orchestration.view_marketplacejob")
@@ -188,6 +189,8 @@ def _dashboard_retry(request: HttpRequest, job_id: int) -> HttpResponse:
                   "message": f"Job {job.pk} queued again."}  # fmt: skip
     except services.JobError as exc:
         answer = {"ok": False, "job_id": job_id, "message": str(exc)}
+    except MarketplaceJob.DoesNotExist:
+        raise Http404(f"no job {job_id} in this workspace") from None
     if request.headers.get("x-requested-with") == "fetch":
         return JsonResponse(answer, status=200 if answer["ok"] else 409)
     return HttpResponseRedirect(reverse("dashboard"))

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import DataError
 from django_tenants.utils import schema_context
 
 from tenants.models import Tenant
@@ -29,7 +30,12 @@ class TenantCommand(BaseCommand):
             )
             raise CommandError(f"unknown tenant {schema!r} (known: {known or 'none'})")
         with schema_context(schema):
-            return super().execute(*args, **options)
+            try:
+                return super().execute(*args, **options)
+            except DataError as exc:  # e.g. a NUL in an argument: bad input, not a crash
+                raise CommandError(
+                    f"a value cannot be stored: {str(exc).splitlines()[0]}"
+                ) from None
 
     def emit(self, options: dict, payload: Any, text: str) -> None:
         if options["json"]:

@@ -132,7 +132,7 @@ def test_create_jobs_by_sku_and_id_on_two_marketplaces(api_a):
         ({"marketplaces": ["ebay"], "products": {"ids": [-1]}}, "products.ids"),
         ({"marketplaces": ["ebay"], "products": {"all": True}, "mode": "random"}, "mode"),
         ({"marketplaces": ["ebay"]}, "products"),
-        ({"marketplaces": ["ebay"], "products": {"skus": ["a\x00b"]}}, "products.skus"),
+        ({"marketplaces": ["ebay"], "products": {"skus": ["a\x01b"]}}, "products.skus"),
     ],
 )
 def test_invalid_job_requests_are_422_with_field_errors(api_a, body, field):
@@ -140,6 +140,14 @@ def test_invalid_job_requests_are_422_with_field_errors(api_a, body, field):
     details = assert_error(api_a.post("/api/jobs", body), 422, "validation_error")["details"]
     assert field in [d["field"] for d in details], details
     assert not MarketplaceJob.objects.exists()
+
+
+def test_nul_characters_are_refused_before_the_database(api_a):
+    body = {"marketplaces": ["ebay"], "products": {"skus": ["a\x00b"]}}
+    assert "NUL" in assert_error(api_a.post("/api/jobs", body), 422, "validation_error")["message"]
+    assert_error(api_a.get("/api/jobs?sku=%00"), 422, "validation_error")
+    too_big = api_a.post("/api/products/bulk", {"products": [{"sku": "x" * 3_000_000}]})
+    assert assert_error(too_big, 413, "too_large")["details"]["limit_bytes"] > 0
 
 
 def test_unknown_products_and_marketplaces_are_422_naming_them(api_a):

@@ -104,8 +104,7 @@ DOORS: list[Door] = [
     Door("dashboard", "get", "/dashboard/", "page", False),
     *[Door(f"dashboard panel {p}", "get", f"/dashboard/panels/{p}/", "page", False)
       for p in ("batches", "queues", "retrying", "throughput", "failures", "workers")],
-    Door("dashboard retry", "post", "/dashboard/jobs/{job}/retry/", "page", True,
-         bug="another tenant's (or any missing) job id: MarketplaceJob.DoesNotExist, a 500"),
+    Door("dashboard retry", "post", "/dashboard/jobs/{job}/retry/", "page", True),
     # --- API ---
     Door("api job", "get", "/api/jobs/{job}", "api", False),
     Door("api jobs list", "get", "/api/jobs", "api", False),
