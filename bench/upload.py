@@ -190,6 +190,7 @@ def _import(http, env: dict[str, str], rows: int, workdir: Path) -> dict[str, An
                 time.sleep(0.2)
     if job.status != "completed":
         raise harness.BenchError(f"import {job.status}: {job.error_message}")
+    assert job.completed_at is not None and job.started_at is not None
     seconds = (job.completed_at - job.started_at).total_seconds()
     with schema_context(SCHEMA):
         steps = {
