@@ -91,6 +91,10 @@ def _read_snapshot(tenant, kind: str, ids: list[int]) -> dict[str, Any] | None:
 def _entity(message: dict[str, Any]) -> tuple | None:
     """What a live message is a snapshot of (to drop one older than what was already sent)."""
     kind = message.get("type")
+    if kind == "complete" and message.get("batch_id") is None:
+        # A step's own "complete" (a plan's steps): one per job, step and attempt, never
+        # mistaken for another job's or step's.
+        return (kind, "job", message.get("job_id"), message.get("step"), message.get("attempt"))
     if kind in ("batch_progress", "complete"):
         return (kind, message.get("batch_id"))
     if kind == "job_status":
