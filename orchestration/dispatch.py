@@ -431,8 +431,10 @@ def serve_tenant(
     with schema_context(schema_name):
         # Webhook deliveries first, for a share of the turn (jobs get the rest, and leave
         # what they do not use to the deliveries): neither starves the other.
+        share, every = webhooks_share()
         start = time.monotonic()
-        _deliver_webhooks(schema_name, until=start + (until - start) * webhooks_share())
+        _deliver_webhooks(schema_name, until=start + (until - start) * share)
+        hooks_next = time.monotonic() + every
         while (now := time.monotonic()) < until:
             try:
                 claimed = claim_jobs(limit=claim_size(pace.get(schema_name), until - now))
@@ -453,14 +455,19 @@ def serve_tenant(
             per_job = (time.monotonic() - started) / len(claimed)
             previous = pace.get(schema_name)
             pace[schema_name] = per_job if previous is None else (previous + per_job) / 2
+            if (now := time.monotonic()) >= hooks_next:
+                # The events these jobs just wrote go out within the turn, not after it.
+                _deliver_webhooks(schema_name, until=now + (until - now) * share)
+                hooks_next = time.monotonic() + every
         _deliver_webhooks(schema_name, until=until, last=True)
     return ran
 
 
-def webhooks_share() -> float:
+def webhooks_share() -> tuple[float, float]:
+    """(share of a turn given to webhook deliveries, seconds between their passes)."""
     from webhooks import conf as webhooks_conf
 
-    return webhooks_conf.get("TURN_SHARE")
+    return webhooks_conf.get("TURN_SHARE"), webhooks_conf.get("PASS_SECONDS")
 
 
 def _deliver_webhooks(schema_name: str, *, until: float, last: bool = False) -> None:

@@ -20,6 +20,7 @@ DEFAULTS: dict[str, float] = {
     "CONCURRENCY": 8,  # requests in flight per drain
     "CLAIM_MAX": 128,  # deliveries claimed at once, at most
     "TURN_SHARE": 0.5,  # of a tenant's turn, given to deliveries while jobs wait too
+    "PASS_SECONDS": 0.25,  # while a turn runs jobs, deliveries get a pass this often
 }
 
 
