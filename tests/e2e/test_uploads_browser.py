@@ -173,9 +173,9 @@ def test_the_import_page_resumes_after_a_reload(browser, server, tx_tenant_a, tm
     # No worker runs here: the import job stays queued; the upload itself is complete.
     expect(page.locator("#import-job")).to_be_visible(timeout=30_000)
     expect(page.locator("#import-job-status")).to_have_text("queued")
-    # Parts 1-3 were not sent again. (Part 4, the request the route held before the reload,
-    # leaves no resource-timing entry here; the server has it: the upload completed.)
-    assert _parts_sent_by_this_page(page) == [5, 6, 7]
+    # Parts 1-3 were not sent again. (Part 4, whose request the route held before the
+    # reload, may leave no resource-timing entry; the server has it: the upload completed.)
+    assert set(_parts_sent_by_this_page(page)) in ({4, 5, 6, 7}, {5, 6, 7})
     upload = Upload.objects.get()
     assert upload.state == "completed"
     assert upload.import_job_id is not None
