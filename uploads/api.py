@@ -191,7 +191,10 @@ def complete_upload(request: HttpRequest, upload_id: uuid.UUID, body: CompleteIn
     upload = services.upload_complete(upload_id=upload_id)
     if body is not None and (body.start_import or body.marketplaces):
         upload = services.upload_start_import(
-            upload_id=upload_id, marketplaces=body.marketplaces, created_by=who.label
+            upload_id=upload_id,
+            marketplaces=body.marketplaces,
+            created_by=who.label,
+            door=who.door,
         )
     return selectors.upload_progress(selectors.upload_get(upload.pk))
 
@@ -202,7 +205,10 @@ def start_import(request: HttpRequest, upload_id: uuid.UUID, body: ImportIn | No
     """Start the import job of a complete upload (asking again returns the same job)."""
     who = require_write(request)
     services.upload_start_import(
-        upload_id=upload_id, marketplaces=body.marketplaces if body else [], created_by=who.label
+        upload_id=upload_id,
+        marketplaces=body.marketplaces if body else [],
+        created_by=who.label,
+        door=who.door,
     )
     return Status(202, selectors.upload_progress(selectors.upload_get(upload_id)))
 

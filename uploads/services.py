@@ -371,13 +371,18 @@ def marketplaces_check(marketplaces: Sequence[str]) -> list[str]:
 
 
 def upload_start_import(
-    *, upload_id: uuid.UUID, marketplaces: Sequence[str] = (), created_by: str = ""
+    *,
+    upload_id: uuid.UUID,
+    marketplaces: Sequence[str] = (),
+    created_by: str = "",
+    door: str = "",
 ) -> Upload:
     """Start the import job of a complete upload (once: asking again returns the same job).
 
     ``marketplaces``: where the imported products are published afterwards (a batch of
-    publish jobs); empty = import only.
+    publish jobs); empty = import only. With ``door``, the start is in the audit trail.
     """
+    from audit.services import record
     from orchestration.services import job_create
 
     chosen = marketplaces_check(marketplaces)
@@ -399,4 +404,7 @@ def upload_start_import(
         )
         upload.import_job = job
         upload.save(update_fields=["import_job"])
+        if door:
+            record(created_by or door, door, "import.start", [("upload", upload.pk), ("job", job.pk)],
+                   details={"filename": upload.filename, "marketplaces": chosen})  # fmt: skip
     return upload

@@ -136,6 +136,11 @@ def test_import_needs_a_complete_upload_and_known_marketplaces(shop):
     first = shop.json("post", f"/api/uploads/{done['upload_id']}/import").json()
     second = shop.json("post", f"/api/uploads/{done['upload_id']}/import").json()
     assert first["import_job_id"] == second["import_job_id"]  # one job per upload
+    from audit.models import AuditEntry
+
+    started = AuditEntry.objects.get(action="import.start")  # once, by the first request
+    assert started.door.startswith("api:")
+    assert ["job", str(first["import_job_id"])] in started.targets
     assert_error(shop.json("delete", f"/api/uploads/{done['upload_id']}"), 409, "conflict")
 
 

@@ -75,7 +75,10 @@ class Command(TenantCommand):
             services.marketplaces_check(options["marketplace"])  # before any upload
             upload = self._upload(path, size, show=show, console=console)
             upload = services.upload_start_import(
-                upload_id=upload.pk, marketplaces=options["marketplace"], created_by="cli"
+                upload_id=upload.pk,
+                marketplaces=options["marketplace"],
+                created_by="command",
+                door="command",
             )
         except services.UploadError as exc:
             raise CommandError(exc.message) from None
