@@ -53,6 +53,11 @@ logger = logging.getLogger(__name__)
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
+# A new cluster that has made no progress yet is called stalled only after this many stall
+# periods (a slow start on a loaded machine is not a deadlock).
+STARTUP_PATIENCE = 3
+
+
 @dataclass
 class WatchdogConfig:
     tick: float = 1.0  # seconds between two checks
@@ -212,6 +217,13 @@ class Watchdog:
         stall = timedelta(seconds=self.config.stall)
         if now - self.cluster_started < stall:
             return None  # still starting
+        if now - self.cluster_started < STARTUP_PATIENCE * stall and not (
+            self._progressed_since_start()
+        ):
+            # A cluster that has done nothing yet may just be slow to start (imports and
+            # worker spawns on a loaded machine): killing it would only start the next one
+            # as slowly. Judged after a few stall periods, or as soon as it has worked.
+            return None
         progress = (
             WorkerCluster.objects.filter(name=self.name)
             .values_list("last_progress_at", flat=True)

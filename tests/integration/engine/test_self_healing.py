@@ -212,6 +212,24 @@ def test_the_watchdog_gives_a_new_cluster_time_to_start(tenant_a):
     assert watchdog.stall_reason() is None
 
 
+def test_a_slow_start_is_not_a_stall_until_a_few_stall_periods(tenant_a):
+    """A cluster that has not worked yet gets 3 stall periods (on a loaded machine a start can
+    take longer than one); once it has worked, one period without progress is a stall."""
+    connection.set_schema_to_public()
+    watchdog = _watchdog(started_ago=12)  # stall = 5 s: past one period, within three
+    DrainSlot.objects.create(holder="queued", queued_at=timezone.now() - timedelta(seconds=60))
+    assert watchdog.stall_reason() is None
+    watchdog.cluster_started = timezone.now() - timedelta(seconds=16)
+    assert "waited" in watchdog.stall_reason()
+    # A cluster that worked since its start and then stopped is judged after one period.
+    watchdog.cluster_started = timezone.now() - timedelta(seconds=12)
+    WorkerCluster.objects.filter(name=watchdog.name).update(
+        last_progress_at=timezone.now() - timedelta(seconds=11)
+    )
+    DrainSlot.objects.update(queued_at=timezone.now() - timedelta(seconds=8))  # after it worked
+    assert "waited 8s" in watchdog.stall_reason()
+
+
 def test_a_drifted_running_count_does_not_hide_a_tenants_lost_runs(engine):
     job = job_create(marketplace=MARKETPLACE, action="three", params=engine.params())
     (claim,) = claim_jobs(limit=1, worker="gone-host:1")
