@@ -11,11 +11,12 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from django.db import transaction
 from django.http import HttpRequest
 from ninja import Query, Router, Schema, Status
 from pydantic import Field
 
-from api.auth import require_write
+from api.auth import audit, require_write
 from api.errors import ApiError, not_found
 from api.pagination import MAX_LIMIT, paginate
 from api.schemas import ErrorOut
@@ -134,9 +135,12 @@ def create_endpoint(request: HttpRequest, body: EndpointIn):
     """Create an endpoint. The answer holds its signing secret, this once."""
     who = require_write(request)
     try:
-        created = services.endpoint_create(url=body.url, event_types=body.event_types,
-                                           description=body.description, active=body.active,
-                                           created_by=who.label)  # fmt: skip
+        with transaction.atomic():
+            created = services.endpoint_create(url=body.url, event_types=body.event_types,
+                                               description=body.description, active=body.active,
+                                               created_by=who.label)  # fmt: skip
+            audit(request, "webhook.create", [("webhook_endpoint", created.endpoint.pk)],
+                  details={"url": created.endpoint.url})  # fmt: skip
     except services.WebhookError as exc:
         raise _invalid(exc) from None
     out = EndpointOut.model_validate(created.endpoint).model_dump()
@@ -156,10 +160,13 @@ def update_endpoint(request: HttpRequest, endpoint_id: int, body: EndpointPatch)
     notice and resumes pending deliveries)."""
     require_write(request)
     _endpoint(endpoint_id)
+    changes = body.model_dump(exclude_unset=True)
     try:
-        return services.endpoint_update(
-            endpoint_id=endpoint_id, **body.model_dump(exclude_unset=True)
-        )
+        with transaction.atomic():
+            endpoint = services.endpoint_update(endpoint_id=endpoint_id, **changes)
+            audit(request, "webhook.update", [("webhook_endpoint", endpoint_id)],
+                  details={"fields": sorted(changes)})  # fmt: skip
+            return endpoint
     except services.WebhookError as exc:
         raise _invalid(exc) from None
 
@@ -169,7 +176,9 @@ def delete_endpoint(request: HttpRequest, endpoint_id: int):
     """Delete an endpoint and its delivery log."""
     require_write(request)
     _endpoint(endpoint_id)
-    services.endpoint_delete(endpoint_id=endpoint_id)
+    with transaction.atomic():
+        services.endpoint_delete(endpoint_id=endpoint_id)
+        audit(request, "webhook.delete", [("webhook_endpoint", endpoint_id)])
     return Status(204, None)
 
 
@@ -180,7 +189,9 @@ def rotate_secret(request: HttpRequest, endpoint_id: int):
     """A new signing secret, shown this once; later deliveries are signed with it."""
     require_write(request)
     _endpoint(endpoint_id)
-    created = services.endpoint_rotate_secret(endpoint_id=endpoint_id)
+    with transaction.atomic():
+        created = services.endpoint_rotate_secret(endpoint_id=endpoint_id)
+        audit(request, "webhook.rotate_secret", [("webhook_endpoint", endpoint_id)])
     return {**EndpointOut.model_validate(created.endpoint).model_dump(), "secret": created.secret}
 
 
@@ -235,4 +246,7 @@ def redeliver(request: HttpRequest, body: RedeliverIn):
     missing = [i for i in ids if i not in found]
     if missing:
         raise ApiError(404, "not_found", "webhook deliveries not found", details={"ids": missing})
-    return Status(202, {"queued": services.deliveries_redeliver(delivery_ids=ids)})
+    with transaction.atomic():
+        queued = services.deliveries_redeliver(delivery_ids=ids)
+        audit(request, "webhook.redeliver", [("webhook_delivery", i) for i in ids])
+    return Status(202, {"queued": queued})

@@ -83,6 +83,10 @@ def test_update_disable_enable_and_delete(api):
     assert api.call("patch", url, {"active": True}).json()["active"] is True
     assert api.delete(url).status_code == 204
     assert_error(api.get(url), 404, "not_found")
+    from audit.models import AuditEntry
+
+    actions = list(AuditEntry.objects.order_by("pk").values_list("action", flat=True))
+    assert actions == ["webhook.create", "webhook.update", "webhook.update", "webhook.delete"]
 
 
 def test_delivery_log_detail_redeliver_and_ping(api, hooks):
