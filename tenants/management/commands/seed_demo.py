@@ -17,7 +17,8 @@ DEMO_TENANTS = [
 ]
 DEMO_PASSWORD = "demo-pass-123"
 # The read-only role sees these, acts on nothing.
-VIEWER_APPS = ("orchestration", "marketplaces", "planning")
+VIEWER_APPS = ("orchestration", "marketplaces", "planning", "uploads", "webhooks", "scheduler",
+               "operations", "audit")  # fmt: skip
 
 
 class Command(BaseCommand):

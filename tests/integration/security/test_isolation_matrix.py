@@ -31,19 +31,27 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import Permission
 from django.core.cache import cache
+from django.db import connection
 from django.test import Client
 from django_tenants.utils import tenant_context
 
 from api.services import token_create
+from audit.services import Actor
 from marketplaces.models import Product
+from operations.models import Operation
+from operations.services import operation_create
 from orchestration.models import Batch, MarketplaceJob, ResourcePolicy
 from orchestration.services import JobSpec, batch_create
 from orchestration.services.claims import resource_policies
+from scheduler.models import Schedule, ScheduleFiring
+from scheduler.services import schedule_save
 from tests.engine_providers import MARKETPLACE
 from tests.factories import ProductFactory
 from tests.integration.live.scenarios import make_staff
 from uploads.models import Upload
 from uploads.services import upload_create
+from webhooks.models import WebhookDelivery, WebhookEndpoint
+from webhooks.services import endpoint_create
 
 MARKER = "Zq-secret-of"  # in every name/title/sku of the target tenant's objects
 
@@ -131,7 +139,27 @@ DOORS: list[Door] = [
     Door("api upload complete", "post", "/api/uploads/{upload}/complete", "api", True),
     Door("api upload import", "post", "/api/uploads/{upload}/import", "api", True),
     Door("api upload delete", "delete", "/api/uploads/{upload}", "api", True),
-    # Webhooks, schedules: add their rows here as they land.
+    # --- webhooks ---
+    Door("api webhook endpoint", "get", "/api/webhooks/endpoints/{webhook}", "api", False),
+    Door("api webhook endpoints list", "get", "/api/webhooks/endpoints", "api", False),
+    Door("api webhook update", "patch", "/api/webhooks/endpoints/{webhook}", "api", True,
+         {"description": "overwritten"}),
+    Door("api webhook rotate", "post", "/api/webhooks/endpoints/{webhook}/rotate-secret", "api", True),
+    Door("api webhook ping", "post", "/api/webhooks/endpoints/{webhook}/ping", "api", True),
+    Door("api webhook delete", "delete", "/api/webhooks/endpoints/{webhook}", "api", True),
+    Door("api webhook deliveries", "get", "/api/webhooks/deliveries?endpoint={webhook}", "api", False),
+    Door("admin webhook endpoint", "get", "/admin/webhooks/webhookendpoint/{webhook}/change/", "admin", False),
+    # --- schedules and bulk operations ---
+    Door("api schedule", "get", "/api/schedules/{schedule}", "api", False),
+    Door("api schedules list", "get", "/api/schedules", "api", False),
+    Door("api schedule update", "patch", "/api/schedules/{schedule}", "api", True,
+         {"name": "overwritten"}),
+    Door("api schedule run", "post", "/api/schedules/{schedule}/run", "api", True),
+    Door("api schedule pause", "post", "/api/schedules/{schedule}/pause", "api", True),
+    Door("api schedule delete", "delete", "/api/schedules/{schedule}", "api", True),
+    Door("admin schedule", "get", "/admin/scheduler/schedule/{schedule}/change/", "admin", False),
+    Door("api operation", "get", "/api/operations/{operation}", "api", False),
+    Door("api operation cancel", "post", "/api/operations/{operation}/cancel", "api", True),
 ]  # fmt: skip
 
 
@@ -147,6 +175,9 @@ class World:
     resource: int
     resource_key: str
     upload: str
+    webhook: int
+    schedule: int
+    operation: int
 
     def fill(self, text: str) -> str:
         return text.format(**{k: v for k, v in vars(self).items() if k != "tenant"})
@@ -162,6 +193,13 @@ class World:
                 sorted(Product.objects.values_list("pk", "sku", "title", "price", "quantity")),
                 sorted(ResourcePolicy.objects.values_list("key", "paused")),
                 sorted(Upload.objects.values_list("pk", "state", "filename")),
+                sorted(
+                    WebhookEndpoint.objects.values_list("pk", "description", "secret", "active")
+                ),
+                sorted(WebhookDelivery.objects.values_list("pk", "status")),
+                sorted(Schedule.objects.values_list("pk", "name", "active", "next_run_at")),
+                sorted(ScheduleFiring.objects.values_list("pk")),
+                sorted(Operation.objects.values_list("pk", "status")),
             )
 
 
@@ -179,9 +217,18 @@ def build_world(tenant, owner: str) -> World:
         assert job is not None
         policy = resource_policies()[job.resource_key]
         upload = upload_create(filename=f"{MARKER}-{owner}.csv", size=10, sha256="0" * 64)
+        with connection.cursor() as cursor:  # ids the caller's own tenant has not used
+            for table in ("webhooks_webhookendpoint", "scheduler_schedule", "operations_operation"):
+                cursor.execute("SELECT setval(pg_get_serial_sequence(%s, 'id'), 700000)", [table])
+        webhook = endpoint_create(url="http://127.0.0.1:9/hook", description=f"{MARKER} {owner}")
+        actor = Actor(f"{owner}-setup", "command")
+        schedule = schedule_save(actor=actor, name=f"{MARKER} {owner} nightly", action="publish",
+                                 marketplaces=["ebay"], all_products=True, every_minutes=60)  # fmt: skip
+        operation = operation_create(kind="cancel", job_filter={"status": "failed"}, actor=actor)
         return World(
-            tenant, job.pk, batch.pk, product.pk, product.sku, policy.pk, policy.key, str(upload.pk)
-        )
+            tenant, job.pk, batch.pk, product.pk, product.sku, policy.pk, policy.key,
+            str(upload.pk), webhook.endpoint.pk, schedule.pk, operation.pk,
+        )  # fmt: skip
 
 
 @dataclass
@@ -202,7 +249,7 @@ class Caller:
             kwargs: dict[str, Any] = {
                 "headers": {"Authorization": f"Bearer {token}", **door.headers}
             }
-            if door.method in ("post", "put"):
+            if door.method in ("post", "put", "patch"):
                 kwargs.update(data=json.dumps(data), content_type="application/json")
             return getattr(client, door.method)(path, **kwargs)
         client = self.viewer if as_viewer else self.admin
@@ -219,7 +266,8 @@ def make_caller(tenant, prefix: str) -> Caller:
     with tenant_context(tenant):
         viewer_user.user_permissions.add(
             *Permission.objects.filter(
-                content_type__app_label="marketplaces", codename__startswith="view_"
+                content_type__app_label__in=["marketplaces", "webhooks", "scheduler", "operations"],
+                codename__startswith="view_",
             )
         )
         # A server error is an answer to report, not an exception in the test.
