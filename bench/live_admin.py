@@ -568,7 +568,7 @@ FILL_SQL = """
 INSERT INTO orchestration_marketplacejob (
     batch_id, sequence, product_id, sku, marketplace, resource_key, action, params, status,
     priority, direct, max_retries, retry_count, run_after, cancel_requested, error_message,
-    result, current_run_id, created_at, started_at, completed_at, updated_at)
+    result, current_run_id, created_at, started_at, completed_at, updated_at, concurrency_key)
 SELECT CASE WHEN g %% 5 = 0 THEN NULL ELSE (%(batches)s::bigint[])[1 + g %% %(nbatches)s] END,
        g %% 1000, NULL, 'SKU-' || lpad((g %% 200000)::text, 7, '0'),
        (%(marketplaces)s::text[])[1 + g %% %(nmarkets)s],
@@ -580,7 +580,7 @@ SELECT CASE WHEN g %% 5 = 0 THEN NULL ELSE (%(batches)s::bigint[])[1 + g %% %(nb
        CASE WHEN s.status NOT IN ('pending', 'queued') THEN c.at + interval '2 seconds' END,
        CASE WHEN s.status IN ('completed', 'failed', 'cancelled', 'skipped')
             THEN c.at + interval '9 seconds' END,
-       c.at
+       c.at, ''
   FROM generate_series(%(first)s::bigint, %(last)s::bigint) AS g
  CROSS JOIN LATERAL (SELECT (g * 7919) %% 100 AS h) AS r
  CROSS JOIN LATERAL (SELECT {status} AS status) AS s
