@@ -299,7 +299,7 @@ def write_report() -> Path:
                 f"| {name} | {c.get('p50')} / {c.get('p95')} / {c.get('p99')} | {c.get('count')} | "
                 f"{'met' if d.get('p95_within_100ms') else 'not met'} |"
             )
-        steps_rate = (live.get("settings") or {}).get("step_ms")
+        steps_rate = (live.get("settings") or {}).get("step_sleep_ms")
         lines += ["", f"Load during this measurement: the benchmark's own batch (step time {steps_rate} ms), "
                   "not ≥ 1,000 steps/s: latency under that load is not measured yet.", ""]  # fmt: skip
         if latency:
