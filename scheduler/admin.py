@@ -23,12 +23,16 @@ from scheduler.models import Schedule, ScheduleFiring
 
 
 class ScheduleForm(forms.ModelForm):
-    marketplaces = forms.MultipleChoiceField(widget=forms.CheckboxSelectMultiple)
+    # Required for publish/update/sync (schedule_check); a stock plan may only compute.
+    marketplaces = forms.MultipleChoiceField(widget=forms.CheckboxSelectMultiple, required=False)
 
     class Meta:
         model = Schedule
         fields = list(services.EDITABLE)
-        widgets = {"skus": forms.Textarea(attrs={"rows": 3})}
+        widgets = {
+            "skus": forms.Textarea(attrs={"rows": 3}),
+            "plan": forms.Textarea(attrs={"rows": 2}),
+        }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -60,7 +64,7 @@ class ScheduleAdmin(admin.ModelAdmin):
     readonly_fields = ("preview", "next_run_at", "last_run_at", "last_batch_link", "last_outcome",
                        "firings")  # fmt: skip
     fieldsets = (
-        (None, {"fields": ("name", "action", "marketplaces", "all_products", "skus", "priority",
+        (None, {"fields": ("name", "action", "marketplaces", "plan", "all_products", "skus", "priority",
                            "sequential")}),
         ("When", {"fields": ("cron", "every_minutes", "timezone", "active", "preview")}),
         ("Runs", {"fields": ("next_run_at", "last_run_at", "last_batch_link", "last_outcome",
@@ -85,6 +89,9 @@ class ScheduleAdmin(admin.ModelAdmin):
 
     @admin.display(description="What")
     def what(self, obj: Schedule) -> str:
+        if obj.action == Schedule.Action.PLAN:
+            plan = obj.plan if isinstance(obj.plan, dict) else {}
+            return f"stock plan · {plan.get('preset', 'custom')} · {plan.get('category', '?')}"
         products = (
             "all products" if obj.all_products else f"{len(services.split_skus(obj.skus))} SKU(s)"
         )

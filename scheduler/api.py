@@ -4,6 +4,7 @@ Thin over ``scheduler.services`` (validation, next run, audit with the token's n
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from django.http import HttpRequest
 from ninja import Router, Schema, Status
@@ -23,7 +24,8 @@ ERRORS = {401: s.ErrorOut, 403: s.ErrorOut, 404: s.ErrorOut, 422: s.ErrorOut}
 class ScheduleIn(Schema):
     name: str = Field(max_length=200)
     action: str = "publish"
-    marketplaces: list[str] = Field(min_length=1, max_length=20)
+    marketplaces: list[str] = Field(default_factory=list, max_length=20)
+    plan: dict[str, Any] = Field(default_factory=dict, description="Stock plan: preset + overrides")
     all_products: bool = False
     skus: list[str] = Field(default_factory=list, max_length=100_000)
     priority: int = Field(default=0, ge=-100, le=100)
@@ -38,6 +40,7 @@ class SchedulePatch(Schema):
     name: str | None = Field(default=None, max_length=200)
     action: str | None = None
     marketplaces: list[str] | None = None
+    plan: dict[str, Any] | None = None
     all_products: bool | None = None
     skus: list[str] | None = None
     priority: int | None = Field(default=None, ge=-100, le=100)
@@ -53,6 +56,7 @@ class ScheduleOut(Schema):
     name: str
     action: str
     marketplaces: list[str]
+    plan: dict[str, Any]
     all_products: bool
     skus: list[str]
     priority: int

@@ -16,10 +16,20 @@ class Schedule(models.Model):
         PUBLISH = "publish", "Publish"
         UPDATE = "update", "Update price/quantity"
         SYNC = "sync", "Sync status"
+        PLAN = "plan", "Stock plan"
 
     name = models.CharField(max_length=200)
     action = models.CharField(max_length=16, choices=Action.choices, default=Action.PUBLISH)
     marketplaces = models.JSONField(default=list, help_text="Marketplaces to run on")
+    plan = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text=(
+            'Stock plan only: a preset and overrides, e.g. {"preset": "standard", "category": '
+            '"Jeans"}; each firing plans the season starting the next Monday, and pushes the '
+            "quantities to the marketplaces ticked above"
+        ),
+    )
     all_products = models.BooleanField(default=False)
     skus = models.TextField(blank=True, help_text="Or these products: one SKU per line")
     priority = models.SmallIntegerField(default=0, help_text="Higher runs first")

@@ -32,8 +32,8 @@ from scheduler.models import Schedule, ScheduleFiring
 logger = logging.getLogger(__name__)
 
 MAX_PRODUCTS = 100_000  # products per fired batch
-EDITABLE = ("name", "action", "marketplaces", "all_products", "skus", "priority", "sequential",
-            "cron", "every_minutes", "timezone", "active")  # fmt: skip
+EDITABLE = ("name", "action", "marketplaces", "plan", "all_products", "skus", "priority",
+            "sequential", "cron", "every_minutes", "timezone", "active")  # fmt: skip
 
 
 class ScheduleError(ValueError):
@@ -59,15 +59,18 @@ def schedule_check(values: dict[str, Any]) -> None:
             "action",
         )
     marketplaces = values.get("marketplaces")
-    if not isinstance(marketplaces, list) or not marketplaces:
+    if values["action"] == Schedule.Action.PLAN:
+        plan_parameters_of(values)  # the plan's own validation, reported on the plan field
+    elif not isinstance(marketplaces, list) or not marketplaces:
         raise ScheduleError("choose at least one marketplace", "marketplaces")
-    for marketplace in marketplaces:
-        try:
-            steps.steps_for(str(marketplace), values["action"])
-        except steps.UnknownProvider as exc:
-            raise ScheduleError(str(exc), "marketplaces") from exc
-    if not values.get("all_products") and not split_skus(values.get("skus") or ""):
-        raise ScheduleError("tick 'all products' or give at least one SKU", "skus")
+    else:
+        for marketplace in marketplaces:
+            try:
+                steps.steps_for(str(marketplace), values["action"])
+            except steps.UnknownProvider as exc:
+                raise ScheduleError(str(exc), "marketplaces") from exc
+        if not values.get("all_products") and not split_skus(values.get("skus") or ""):
+            raise ScheduleError("tick 'all products' or give at least one SKU", "skus")
     try:
         timing.check(
             cron=values.get("cron") or "",
@@ -77,6 +80,30 @@ def schedule_check(values: dict[str, Any]) -> None:
     except timing.TimingError as exc:
         field = "timezone" if "timezone" in str(exc) else "cron"
         raise ScheduleError(str(exc), field) from exc
+
+
+def plan_parameters_of(values: dict[str, Any]) -> Any:
+    """A plan schedule's parameters as a firing now would use them (the season starts the
+    next Monday unless the plan fixes it); ``ScheduleError`` on the ``plan`` field."""
+    from pydantic import ValidationError
+
+    from planning.params import field_errors, plan_parameters
+
+    plan = values.get("plan")
+    if not isinstance(plan, dict):
+        raise ScheduleError('a plan is an object, e.g. {"preset": "standard", …}', "plan")
+    overrides = {k: v for k, v in plan.items() if k != "preset"}
+    overrides.setdefault("marketplaces", list(values.get("marketplaces") or []))
+    preset = plan.get("preset")
+    try:
+        return plan_parameters(preset=preset if isinstance(preset, str) else None,
+                               overrides=overrides)  # fmt: skip
+    except (ValidationError, TypeError, ValueError) as exc:
+        if isinstance(exc, ValidationError):
+            message = "; ".join(f"{e['field']}: {e['message']}" for e in field_errors(exc))
+        else:
+            message = str(exc)
+        raise ScheduleError(f"invalid plan: {message}", "plan") from None
 
 
 def _next_run(schedule: Schedule, after: datetime) -> datetime:
@@ -107,6 +134,8 @@ def schedule_save(*, actor: Actor, schedule_id: int | None = None, **values: Any
             setattr(schedule, field, value)
         schedule.cron = (schedule.cron or "").strip()
         schedule.every_minutes = schedule.every_minutes or None
+        if schedule.plan is None:  # an empty field of the admin form
+            schedule.plan = {}
         schedule_check({f: getattr(schedule, f) for f in EDITABLE})
         schedule.next_run_at = _next_run(schedule, timezone.now()) if schedule.active else None
         schedule.save()
@@ -163,13 +192,23 @@ def _products(schedule: Schedule) -> list[tuple[int, str]]:
 
 
 def _start_batch(schedule: Schedule, slot: datetime) -> Batch:
+    name = f"{schedule.name} · {slot.astimezone(timing.zone(schedule.timezone)):%Y-%m-%d %H:%M %Z}"
+    if schedule.action == Schedule.Action.PLAN:
+        from planning import selectors as plans
+        from planning.services import PLAN_MAX_RETRIES
+
+        values = {f: getattr(schedule, f) for f in EDITABLE}
+        params = plan_parameters_of(values).as_job_params()
+        params["created_by"] = f"schedule #{schedule.pk}"
+        plan = JobSpec(plans.MARKETPLACE, plans.ACTION, None, "", params, schedule.priority,
+                       PLAN_MAX_RETRIES)  # fmt: skip
+        return batch_create(name=name[:200], jobs=[plan], created_by=f"schedule #{schedule.pk}")
     specs = [
         JobSpec(marketplace, schedule.action, pk, sku, None, schedule.priority)
         for pk, sku in _products(schedule)
         for marketplace in schedule.marketplaces
     ]
     mode = Batch.Mode.SEQUENTIAL if schedule.sequential else Batch.Mode.PARALLEL
-    name = f"{schedule.name} · {slot.astimezone(timing.zone(schedule.timezone)):%Y-%m-%d %H:%M %Z}"
     return batch_create(
         name=name[:200], jobs=specs, mode=mode, created_by=f"schedule #{schedule.pk}"
     )

@@ -152,6 +152,21 @@ def test_schedule_admin_validates_and_previews(tenant_a, client):
     assert AuditEntry.objects.get().action == "schedule.create"
 
 
+def test_schedule_admin_takes_a_stock_plan(tenant_a, client):
+    add = "/admin/scheduler/schedule/add/"
+    plan = {"action": "plan", "name": "weekly jeans plan", "all_products": ""}
+    missing = client.post(add, _schedule_form(**plan, plan='{"preset": "standard"}'))
+    assert missing.status_code == 200 and "invalid plan: category" in missing.text
+    saved = client.post(
+        add, _schedule_form(**plan, plan='{"preset": "standard", "category": "Jeans"}')
+    )
+    assert saved.status_code == 302
+    schedule = Schedule.objects.get()
+    assert schedule.plan == {"preset": "standard", "category": "Jeans"}
+    listing = client.get("/admin/scheduler/schedule/")
+    assert "stock plan · standard · Jeans" in listing.text
+
+
 def test_dashboard_shows_schedules_and_operations(engine, client, staff_actor, products):
     from scheduler.services import schedule_save
 

@@ -242,3 +242,49 @@ def test_fire_due_all_tenants_is_tenant_sealed(tx_tenant_a):
         assert not Batch.objects.exists()
     with ctx(schema):
         assert Batch.objects.count() == 1
+
+
+# --- stock plans -----------------------------------------------------------------------------
+
+
+def _plan_schedule(actor, plan, **overrides):
+    values = {"action": "plan", "marketplaces": ["ebay"], "all_products": False, "plan": plan}
+    return _schedule(actor, **{**values, **EVERY_15, **overrides})
+
+
+@pytest.mark.parametrize(
+    ("plan", "message"),
+    [
+        ({"preset": "standard"}, "category"),  # a plan needs its category
+        ({"preset": "weekly-ish", "category": "Jeans"}, "preset"),
+        ({"preset": "standard", "category": "Jeans", "horizon_weeks": 100}, "horizon_weeks"),
+        ({"preset": "standard", "category": "Jeans", "dc_holdback": 2}, "dc_holdback"),
+        (["standard"], "object"),
+    ],
+)
+def test_bad_plan_schedules_are_refused_on_the_plan_field(tenant_a, staff_actor, plan, message):
+    with pytest.raises(ScheduleError, match=message) as caught:
+        _plan_schedule(staff_actor, plan)
+    assert caught.value.field == "plan"
+    assert not Schedule.objects.exists()
+
+
+def test_a_plan_schedule_fires_a_plan_job_for_the_next_season(tenant_a, staff_actor):
+    from planning import selectors as plans
+
+    schedule = _plan_schedule(staff_actor, {"preset": "standard", "category": "Jeans"},
+                              marketplaces=["ebay", "etsy"])  # fmt: skip
+    _make_due(schedule, timezone.now() - timedelta(minutes=1))
+    (fired,) = services.schedules_fire_due()
+    assert fired.outcome == "started", fired.message
+    (job,) = MarketplaceJob.objects.filter(batch_id=fired.batch_id)
+    assert (job.marketplace, job.action) == (plans.MARKETPLACE, plans.ACTION)
+    assert job.status == "queued" and job.params["category"] == "Jeans"
+    assert job.params["marketplaces"] == ["ebay", "etsy"]
+    assert job.params["horizon_weeks"] == 26  # the standard preset
+    start = datetime.fromisoformat(str(job.params["season_start"])).date()
+    assert start.weekday() == 0 and start > timezone.localdate()  # the next Monday
+    # The plan's batch is what the next slot waits for, like any schedule's.
+    _make_due(schedule, timezone.now() - timedelta(minutes=1))
+    (second,) = services.schedules_fire_due()
+    assert second.outcome == "skipped" and f"#{fired.batch_id}" in second.message
