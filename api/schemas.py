@@ -145,30 +145,6 @@ class BatchPage(Schema):
     next_cursor: str | None
 
 
-class ProductIn(Schema):
-    sku: str = Field(min_length=1, max_length=64)
-    title: str = Field(min_length=1, max_length=140)
-    description: str = Field(default="", max_length=20_000)
-    price: Decimal = Field(gt=0, max_digits=10, decimal_places=2)
-    currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$", description="ISO 4217 code")
-    quantity: int = Field(default=1, ge=0, le=2_147_483_647)
-    brand: str = Field(default="", max_length=80)
-    size: str = Field(default="", max_length=40)
-    condition: Literal["new", "like_new", "very_good", "good", "satisfactory"] = "good"
-    category: str = Field(default="", max_length=120)
-    images: list[str] = Field(default_factory=list, max_length=20)
-
-    @model_validator(mode="after")
-    def _printable(self) -> ProductIn:
-        for name in ("sku", "title", "brand", "size", "category", "currency"):
-            value = getattr(self, name)
-            if any(ord(c) < 32 for c in value):
-                raise ValueError(f"{name} has control characters")
-        if any(len(url) > 2000 for url in self.images):
-            raise ValueError("an image URL has at most 2000 characters")
-        return self
-
-
 class ProductUpsertIn(Schema):
     """A product by SKU; the SKU comes from the path."""
 
@@ -182,6 +158,22 @@ class ProductUpsertIn(Schema):
     condition: Literal["new", "like_new", "very_good", "good", "satisfactory"] = "good"
     category: str = Field(default="", max_length=120)
     images: list[str] = Field(default_factory=list, max_length=20)
+
+    @model_validator(mode="after")
+    def _printable(self) -> ProductUpsertIn:
+        for name in ("sku", "title", "brand", "size", "category"):
+            value = getattr(self, name, "")
+            if any(ord(c) < 32 for c in value):
+                raise ValueError(f"{name} has control characters")
+        if any(len(url) > 2000 for url in self.images):
+            raise ValueError("an image URL has at most 2000 characters")
+        return self
+
+
+class ProductIn(ProductUpsertIn):
+    """A product with its SKU (bulk upserts)."""
+
+    sku: str = Field(min_length=1, max_length=64)
 
 
 class ProductsBulkIn(Schema):

@@ -306,6 +306,8 @@ def test_bad_products_are_422_and_nothing_is_written(api_a):
     assert "price" in [
         d["field"] for d in assert_error(bad_price, 422, "validation_error")["details"]
     ]
+    control = api_a.put("/api/products/by-sku/KEEP-1", {"title": "a\x07b", "price": "1"})
+    assert "control characters" in str(assert_error(control, 422, "validation_error")["details"])
     dup = api_a.post("/api/products/bulk", {"products": [
         {"sku": "D-1", "title": "a", "price": "1"}, {"sku": "D-1", "title": "b", "price": "1"}]})  # fmt: skip
     assert_error(dup, 422, "validation_error")
