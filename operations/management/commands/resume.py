@@ -2,37 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from django.core.management.base import CommandError
-
-from audit.services import record
-from operations.cli import OperatorCommand, command_actor
-from orchestration import services
-from orchestration.models import ResourcePolicy
-from orchestration.services.claims import resource_policies
+from operations.management.commands.pause import Command as PauseCommand
 
 
-class Command(OperatorCommand):
+class Command(PauseCommand):
     help = "Resume a resource of a tenant (--resource) or the tenant's whole queue."
-
-    def add_arguments(self, parser):
-        super().add_arguments(parser)
-        parser.add_argument(
-            "--resource", help="Resource key, e.g. ebay (default: the whole tenant)"
-        )
-
-    def handle_tenant(self, schema: str, **options: Any) -> tuple[Any, str]:
-        actor = command_actor()
-        key = options["resource"]
-        if key:
-            resource_policies()
-            if not ResourcePolicy.objects.filter(key=key).exists():
-                known = ", ".join(ResourcePolicy.objects.values_list("key", flat=True))
-                raise CommandError(f"unknown resource {key!r} (known: {known})")
-            services.resource_resume(key=key)
-            record(actor.name, actor.door, "resource.resume", [("resource", key)])
-            return {"resource": key, "paused": False}, f"{schema}: resource {key} resumed"
-        services.tenant_resume(schema_name=schema)
-        record(actor.name, actor.door, "tenant.resume", [("tenant", schema)])
-        return {"tenant": schema, "paused": False}, f"{schema}: every resource resumed"
+    paused = False
