@@ -24,3 +24,17 @@ def database_url(settings_dict) -> str:
     if str(host).startswith("/"):
         return f"postgresql://{auth}@/{host}/{settings_dict['NAME']}"
     return f"postgresql://{auth}@{host}:{port or 5432}/{settings_dict['NAME']}"
+
+
+def plain_session(settings_dict, *, autocommit: bool = False):
+    """A psycopg session on the test database outside Django (socket or TCP host alike: a
+    socket directory in a URL's path would be read as the database name)."""
+    import psycopg
+
+    params = {"dbname": settings_dict["NAME"], "user": settings_dict["USER"],
+              "host": settings_dict["HOST"]}  # fmt: skip
+    if settings_dict["PORT"]:
+        params["port"] = settings_dict["PORT"]
+    if settings_dict["PASSWORD"]:
+        params["password"] = settings_dict["PASSWORD"]
+    return psycopg.connect(psycopg.conninfo.make_conninfo(**params), autocommit=autocommit)

@@ -21,17 +21,12 @@ from orchestration.models import Batch, MarketplaceJob
 from orchestration.services import JobSpec, batch_cancel, batch_create, jobs_cancel
 from orchestration.services.runner import _finish_completed, claim_jobs
 from tests.engine_providers import MARKETPLACE
+from tests.helpers import plain_session
 
 
 def _session() -> psycopg.Connection:
     """A plain session on the test database, outside Django."""
-    settings = connection.settings_dict
-    params = {"dbname": settings["NAME"], "user": settings["USER"], "host": settings["HOST"]}
-    if settings["PORT"]:
-        params["port"] = settings["PORT"]
-    if settings["PASSWORD"]:
-        params["password"] = settings["PASSWORD"]
-    return psycopg.connect(psycopg.conninfo.make_conninfo(**params))
+    return plain_session(connection.settings_dict)
 
 
 @contextlib.contextmanager

@@ -172,19 +172,18 @@ def test_stalled_operations_are_sent_again(engine):
 def test_one_worker_at_a_time_per_operation(tx_tenant_a, tmp_path):
     """While another session runs an operation (holds its advisory lock), a second worker's
     call returns at once and handles nothing; once released, the work goes on."""
-    import psycopg
     from django.db import connection
 
     from orchestration.services import batch_cancel as cancel_batch
     from tests.engine_providers import MARKETPLACE
-    from tests.helpers import database_url
+    from tests.helpers import plain_session
 
     spec = engine_services.JobSpec(marketplace=MARKETPLACE, action="one")
     batch = engine_services.batch_create(name="b", jobs=[spec, spec, spec])
     cancel_batch(batch_id=batch.pk)
     operation = services.operation_create(kind="retry", job_filter={"batch": batch.pk}, actor=ADMIN)
     key = f"operations.operation:{connection.schema_name}:{operation.pk}"
-    with psycopg.connect(database_url(connection.settings_dict), autocommit=True) as other:
+    with plain_session(connection.settings_dict, autocommit=True) as other:
         other.execute("SELECT pg_advisory_lock(hashtext(%s))", [key])
         assert services.operation_run_chunk(operation_id=operation.pk) is False
         operation.refresh_from_db()
