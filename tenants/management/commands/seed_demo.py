@@ -1,3 +1,5 @@
+import os
+
 from django.core.management.base import BaseCommand
 from django_tenants.utils import tenant_context
 
@@ -27,6 +29,7 @@ class Command(BaseCommand):
     )
 
     def handle(self, *args, **opts):
+        port = os.environ.get("PORT", "8000")  # what make run serves on (config/stack.py)
         public = ensure_public_tenant()
         ensure_staff_user(tenant=public, username="platform", password=DEMO_PASSWORD)
         for name, schema, domain, fixture in DEMO_TENANTS:
@@ -47,5 +50,5 @@ class Command(BaseCommand):
                 history = load_demo_history(fixture=fixture)  # stock planning's sales and stores
             state = "created" if result.created_tenant else "exists"
             self.stdout.write(
-                f"{schema:8} {state:8} {result.seconds:5.2f}s  products +{created}  sales rows {history['sales']}  http://{domain}:8000/admin/"
+                f"{schema:8} {state:8} {result.seconds:5.2f}s  products +{created}  sales rows {history['sales']}  http://{domain}:{port}/admin/"
             )
