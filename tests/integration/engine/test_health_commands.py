@@ -72,3 +72,14 @@ def test_recover_runs_fails_an_expired_lease_now(engine, capsys):
         assert JobRun.objects.get(pk=claim.run_id).error_kind == "worker_lost"
     call_command("recover_runs")
     assert "recovered 0 lost run(s)" in capsys.readouterr().out
+
+
+def test_run_tenant_jobs_runs_that_tenants_jobs_in_its_schema(engine):
+    from orchestration import tasks
+    from orchestration.models import MarketplaceJob
+
+    job = job_create(marketplace=MARKETPLACE, action="one", params=engine.params())
+    connection.set_schema_to_public()  # a worker starts anywhere; the task names its tenant
+    assert tasks.run_tenant_jobs("test_alpha") == 1
+    with schema_context("test_alpha"):
+        assert MarketplaceJob.objects.get(pk=job.pk).status == "completed"
