@@ -83,7 +83,9 @@ class OperatorCommand(BaseCommand):
         self.after_output(payloads, **options)
 
     def handle_tenant(self, schema: str, **options: Any) -> tuple[Any, str]:
-        raise NotImplementedError
+        """(JSON payload, text line) for one tenant: every operator command defines it (as
+        Django's ``BaseCommand.handle`` does, the base raises when one forgets)."""
+        raise NotImplementedError(f"{type(self).__module__} must define handle_tenant()")
 
     def after_output(self, payloads: dict[str, Any], **options: Any) -> None:
         """A hook to set the exit code from what happened."""

@@ -58,7 +58,8 @@ class PlanStep:
         return {"plan_id": ctx.job_id, **output}
 
     def run(self, ctx: StepContext) -> tuple[dict[str, Any], dict[str, Any]]:
-        raise NotImplementedError
+        """(output, summary) of the step's work: each of the four plan steps defines it."""
+        raise NotImplementedError(f"{type(self).__name__} must define run()")
 
     def __repr__(self) -> str:
         return f"<planning.{self.step_type} step>"
