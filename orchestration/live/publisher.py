@@ -1,32 +1,15 @@
-"""The live channel: engine events become snapshot messages on tenant-prefixed groups.
-
-Subscribed to ``orchestration.events`` when the app is ready, so web and worker
-processes both publish. Each event becomes one message per group that shows it:
-
-- ``t.<schema>.overview``: every batch's progress and completion, jobs entering or
-  leaving FAILED or RETRYING, run-now reservations, failed runs;
-- ``t.<schema>.batch.<id>``: that batch's progress and completion, its jobs entering or
-  leaving FAILED or RETRYING, its reservations, failed runs;
-- ``t.<schema>.job.<id>``: everything about the job (status, steps, runs).
-
-Messages are snapshots (``type``, ``timestamp``, ``tenant``, ids, ``status``,
-``progress``, ``error``), so a duplicate is harmless and a dropped one is fixed by
-the next. Sending happens on one background thread per process with its own event
-loop and its own channel-layer connections (``Publisher``); callers (on-commit
-hooks in workers and web requests) only enqueue. A batch's progress goes out at
-most every ``PROGRESS_INTERVAL`` per group; final states (terminal statuses,
-``complete``) go out at once and are never dropped. See docs/live.md.
+"""The publisher: one background thread per process with its own event loop and its own
+channel-layer connections, fed by a queue, so callers (on-commit hooks) never wait on the
+network. It coalesces snapshots of one thing, throttles a batch's progress per group,
+sends job-level messages in chunks and retries final ones (docs/live.md).
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
 import collections
 import contextlib
-import functools
 import logging
-import multiprocessing.util
 import os
 import threading
 import time
@@ -35,15 +18,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from channels import DEFAULT_CHANNEL_LAYER
-from django.core.signals import setting_changed
-from django_tenants.utils import get_public_schema_name
 
-from orchestration import events
-from orchestration.states import BATCH_TERMINAL, JOB_TERMINAL, JobStatus, TaskStatus
+from orchestration.live.messages import LIVE_MESSAGE, Outgoing
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("orchestration.live")
 
-LIVE_MESSAGE = "live.message"  # the channel-layer type; LiveConsumer.live_message sends it on
 PROGRESS_INTERVAL = 0.1  # seconds between two progress messages of one batch (per group)
 MAX_PENDING = 50_000  # job-level messages waiting to be sent; beyond, non-final ones are dropped
 SEND_TIMEOUT = 5.0
@@ -56,91 +35,6 @@ CONCURRENT_SENDS = 8  # otherwise (Redis): sends in flight at once (its pool is 
 IDLE_CLOSE_SECONDS = 60.0  # an idle publisher releases its connections
 FINAL_SEND_ATTEMPTS = 5  # with backoff: a final state survives a ~5 s layer outage
 APPLICATION_NAME = "orchestration-live"  # the publisher's PostgreSQL connections
-
-_TASK_DONE = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
-
-
-def group_name(schema: str, kind: str, pk: int | None = None) -> str:
-    """``t.<schema>.overview``, ``t.<schema>.batch.<id>``, ``t.<schema>.job.<id>``."""
-    return f"t.{schema}.{kind}" if pk is None else f"t.{schema}.{kind}.{pk}"
-
-
-@dataclass(frozen=True)
-class Outgoing:
-    group: str
-    key: tuple  # the entity the message is a snapshot of, e.g. ("batch_progress", 5)
-    message: dict[str, Any]
-    final: bool = False  # never dropped, never delayed
-    throttled: bool = False  # at most one per PROGRESS_INTERVAL per (group, key)
-    urgent: bool = False  # batch-level: goes before any job-level backlog
-
-
-@functools.cache
-def _public_schema() -> str:
-    return get_public_schema_name()  # a settings lookup per event showed in profiles
-
-
-def outgoing_for(event: events.Event) -> list[Outgoing]:
-    """The messages one engine event becomes, with their groups."""
-    schema = event.tenant
-    if not schema or schema == _public_schema():
-        return []
-    message = event.as_message()
-    overview = group_name(schema, "overview")
-    batch = group_name(schema, "batch", event.batch_id) if event.batch_id else None
-    job = group_name(schema, "job", event.job_id) if event.job_id else None
-
-    if event.type in ("batch_progress", "complete") and batch:
-        groups = (overview, batch)
-        key = ("batch_progress", event.batch_id)
-        if event.type == "complete":
-            # The final progress snapshot, then ``complete``: a batch's stream ends there.
-            final_progress = dict(message, type="batch_progress")
-            return [
-                *(Outgoing(g, key, final_progress, final=True, urgent=True) for g in groups),
-                *(
-                    Outgoing(g, ("complete", event.batch_id), message, final=True, urgent=True)
-                    for g in groups
-                ),
-            ]
-        final = event.status in BATCH_TERMINAL
-        return [Outgoing(g, key, message, final=final, throttled=True, urgent=True) for g in groups]
-
-    out: list[Outgoing] = []
-    if event.type == "job_status" and job:
-        key = ("job_status", event.job_id)
-        final = event.status in JOB_TERMINAL
-        out.append(Outgoing(job, key, message, final=final))
-        if _overview_shows(event):
-            # Failures, jobs backing off and reservations: dashboards and batch pages count
-            # and list them (a batch page watches the jobs it shows through their own groups).
-            out.extend(Outgoing(g, key, message, final=final) for g in (overview, batch) if g)
-    elif event.type == "task_progress" and job:
-        final = event.status in _TASK_DONE
-        out.append(Outgoing(job, ("task_progress", event.task_id), message, final=final))
-    elif event.type.startswith("run_") and job:
-        key = (event.type, event.run_id)
-        out.append(Outgoing(job, key, message, final=True))
-        if event.type == "run_failed":
-            out.extend(Outgoing(g, key, message, final=True) for g in (overview, batch) if g)
-    else:
-        target = job or batch
-        if target:
-            out.append(Outgoing(target, (event.type, event.job_id or event.batch_id), message))
-    return out
-
-
-_WATCHED_ON_OVERVIEW = frozenset({JobStatus.FAILED, JobStatus.RETRYING})
-
-
-def _overview_shows(event: events.Event) -> bool:
-    """Dashboards list failures, jobs backing off and run-now reservations: a job's status
-    goes to the overview when it enters or leaves one of those."""
-    return (
-        event.status in _WATCHED_ON_OVERVIEW
-        or event.data.get("from") in _WATCHED_ON_OVERVIEW
-        or bool(event.data.get("direct"))
-    )
 
 
 @dataclass
@@ -426,62 +320,3 @@ async def _group_send_many(layer: Any, pairs: list[tuple[str, dict[str, Any]]]) 
                 wave[group] = message
         await asyncio.gather(*(layer.group_send(g, m) for g, m in wave.items()))
         pending = rest
-
-
-# --- the process's publisher ---------------------------------------------------------
-
-_publisher: Publisher | None = None
-_publisher_lock = threading.Lock()
-
-
-def get_publisher() -> Publisher:
-    """This process's publisher, started on first use (after a fork, a new one)."""
-    global _publisher
-    current = _publisher
-    if current is not None and current.pid == os.getpid() and current.alive:
-        return current
-    with _publisher_lock:
-        if _publisher is None or _publisher.pid != os.getpid() or not _publisher.alive:
-            _publisher = Publisher()
-            # Forked workers (django-q2) leave through multiprocessing, not atexit.
-            multiprocessing.util.Finalize(None, stop_publisher, exitpriority=10)
-        return _publisher
-
-
-def stop_publisher(timeout: float = 2.0) -> None:
-    """Send what is queued and stop the thread (exit, tests, a settings change)."""
-    global _publisher
-    with _publisher_lock:
-        current, _publisher = _publisher, None
-    if current is not None and current.pid == os.getpid():
-        current.stop(timeout)
-
-
-def flush(timeout: float = 5.0) -> bool:
-    """Wait until this process's queued live messages are sent (tests, diagnostics)."""
-    current = _publisher
-    if current is None or current.pid != os.getpid():
-        return True
-    return current.flush(timeout)
-
-
-def publish_event(event: events.Event) -> None:
-    items = outgoing_for(event)
-    if items:
-        get_publisher().publish(items)
-
-
-def _after_fork_in_child() -> None:
-    global _publisher, _publisher_lock
-    _publisher, _publisher_lock = None, threading.Lock()
-
-
-def _on_setting_changed(setting: str, **kwargs: Any) -> None:
-    if setting == "CHANNEL_LAYERS":
-        stop_publisher()
-
-
-events.subscribe(publish_event)
-setting_changed.connect(_on_setting_changed, dispatch_uid="orchestration-live-layers")
-os.register_at_fork(after_in_child=_after_fork_in_child)
-atexit.register(stop_publisher)

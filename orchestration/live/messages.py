@@ -1,0 +1,104 @@
+"""What an engine event becomes on the live channel: snapshot messages and their groups.
+
+Pure shaping, no sending (``orchestration.live.publisher`` sends): which groups show an
+event, which message is final (never dropped, never delayed), which is throttled (a
+batch's progress) and which goes before the job-level backlog (batch-level).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+from django_tenants.utils import get_public_schema_name
+
+from orchestration import events
+from orchestration.states import BATCH_TERMINAL, JOB_TERMINAL, JobStatus, TaskStatus
+
+LIVE_MESSAGE = "live.message"  # the channel-layer type; LiveConsumer.live_message sends it on
+
+_TASK_DONE = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
+
+
+def group_name(schema: str, kind: str, pk: int | None = None) -> str:
+    """``t.<schema>.overview``, ``t.<schema>.batch.<id>``, ``t.<schema>.job.<id>``."""
+    return f"t.{schema}.{kind}" if pk is None else f"t.{schema}.{kind}.{pk}"
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    group: str
+    key: tuple  # the entity the message is a snapshot of, e.g. ("batch_progress", 5)
+    message: dict[str, Any]
+    final: bool = False  # never dropped, never delayed
+    throttled: bool = False  # at most one per PROGRESS_INTERVAL per (group, key)
+    urgent: bool = False  # batch-level: goes before any job-level backlog
+
+
+@functools.cache
+def _public_schema() -> str:
+    return get_public_schema_name()  # a settings lookup per event showed in profiles
+
+
+def outgoing_for(event: events.Event) -> list[Outgoing]:
+    """The messages one engine event becomes, with their groups."""
+    schema = event.tenant
+    if not schema or schema == _public_schema():
+        return []
+    message = event.as_message()
+    overview = group_name(schema, "overview")
+    batch = group_name(schema, "batch", event.batch_id) if event.batch_id else None
+    job = group_name(schema, "job", event.job_id) if event.job_id else None
+
+    if event.type in ("batch_progress", "complete") and batch:
+        groups = (overview, batch)
+        key = ("batch_progress", event.batch_id)
+        if event.type == "complete":
+            # The final progress snapshot, then ``complete``: a batch's stream ends there.
+            final_progress = dict(message, type="batch_progress")
+            return [
+                *(Outgoing(g, key, final_progress, final=True, urgent=True) for g in groups),
+                *(
+                    Outgoing(g, ("complete", event.batch_id), message, final=True, urgent=True)
+                    for g in groups
+                ),
+            ]
+        final = event.status in BATCH_TERMINAL
+        return [Outgoing(g, key, message, final=final, throttled=True, urgent=True) for g in groups]
+
+    out: list[Outgoing] = []
+    if event.type == "job_status" and job:
+        key = ("job_status", event.job_id)
+        final = event.status in JOB_TERMINAL
+        out.append(Outgoing(job, key, message, final=final))
+        if _overview_shows(event):
+            # Failures, jobs backing off and reservations: dashboards and batch pages count
+            # and list them (a batch page watches the jobs it shows through their own groups).
+            out.extend(Outgoing(g, key, message, final=final) for g in (overview, batch) if g)
+    elif event.type == "task_progress" and job:
+        final = event.status in _TASK_DONE
+        out.append(Outgoing(job, ("task_progress", event.task_id), message, final=final))
+    elif event.type.startswith("run_") and job:
+        key = (event.type, event.run_id)
+        out.append(Outgoing(job, key, message, final=True))
+        if event.type == "run_failed":
+            out.extend(Outgoing(g, key, message, final=True) for g in (overview, batch) if g)
+    else:
+        target = job or batch
+        if target:
+            out.append(Outgoing(target, (event.type, event.job_id or event.batch_id), message))
+    return out
+
+
+_WATCHED_ON_OVERVIEW = frozenset({JobStatus.FAILED, JobStatus.RETRYING})
+
+
+def _overview_shows(event: events.Event) -> bool:
+    """Dashboards list failures, jobs backing off and run-now reservations: a job's status
+    goes to the overview when it enters or leaves one of those."""
+    return (
+        event.status in _WATCHED_ON_OVERVIEW
+        or event.data.get("from") in _WATCHED_ON_OVERVIEW
+        or bool(event.data.get("direct"))
+    )
