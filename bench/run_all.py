@@ -1,4 +1,4 @@
-"""Run every benchmark in ``bench/`` (each module exposing ``main()``), one process each.
+"""Run every benchmark in ``bench/`` (each module or package exposing ``main()``), one process each.
 
 Each benchmark sets Django up against its own throw-away database, so each one runs in
 a fresh interpreter (``python -m bench.<name>``). Extra arguments are passed to every
@@ -21,13 +21,8 @@ from bench.harness import BASE_DIR
 # The fault suite is not a benchmark: `make chaos` runs it on its own.
 NOT_BENCHMARKS = {
     "harness",
-    "noop",
     "run_all",
     "chaos",
-    "chaos_pg",
-    "chaos_procs",
-    "chaos_providers",
-    "procrastinate_app",  # the procrastinate peer's app (engine_throughput)
     "report",  # SUMMARY.md and charts, written after the benchmarks
 }
 
@@ -35,9 +30,10 @@ NOT_BENCHMARKS = {
 def benchmarks() -> list[str]:
     names = []
     for info in sorted(pkgutil.iter_modules(bench.__path__), key=lambda m: m.name):
-        if info.name in NOT_BENCHMARKS or info.name.startswith("_") or info.ispkg:
+        if info.name in NOT_BENCHMARKS or info.name.startswith("_"):
             continue
         module = importlib.import_module(f"bench.{info.name}")  # no Django at import time
+        # a package (``python -m bench.<name>`` runs its ``__main__``) exports ``main`` too
         if callable(getattr(module, "main", None)):
             names.append(info.name)
     return names

@@ -3,7 +3,7 @@
 - ``base``: paths, ``BenchError``, SIGTERM as an exit;
 - ``database``: the server, the throw-away database, Django set up against it;
 - ``processes``: ``manage.py`` children, a real ``qcluster`` (``Cluster``), several as one;
-- ``asgi``: a real uvicorn (``AsgiServer``);
+- ``asgi``: a real uvicorn (``AsgiServer``); ``browser``: Chromium logged in to the admin;
 - ``progress``: waiting for a count, with a progress line;
 - ``stats``: percentiles, distributions, rates;
 - ``sql``: statements by kind;
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from bench.harness.asgi import AsgiServer
 from bench.harness.base import BASE_DIR, RESULTS_DIR, BenchError, install_sigterm_handler
+from bench.harness.browser import CHROMIUM, CHROMIUM_ARGS, open_logged_in
 from bench.harness.database import (
     BenchDatabase,
     announce_database,
@@ -59,6 +60,8 @@ from bench.harness.usage import WAL_COLUMNS, BackendCpu, tree_cpu_seconds, wal_s
 
 __all__ = [
     "BASE_DIR",
+    "CHROMIUM",
+    "CHROMIUM_ARGS",
     "RESULTS_DIR",
     "WAL_COLUMNS",
     "AsgiServer",
@@ -86,6 +89,7 @@ __all__ = [
     "measured_lines",
     "migrate",
     "now_iso",
+    "open_logged_in",
     "package_versions",
     "percentile",
     "pgbench_single_row_updates",

@@ -85,9 +85,9 @@ def write_result(name: str, data: Mapping[str, Any]) -> Path:
     return path
 
 
-def measured_lines(result: Mapping[str, Any], path: Path) -> list[str]:
-    """The closing lines of a benchmark's summary: the commit measured, where the JSON went and
-    the command that reruns it."""
+def measured_lines(result: Mapping[str, Any], path: Path, *, took: bool = False) -> list[str]:
+    """The closing lines of a benchmark's summary: the commit measured, where the JSON went
+    (and how long the run took, with ``took``) and the command that reruns it."""
     lines = []
     git = result.get("git") or {}
     if git.get("commit"):
@@ -96,12 +96,10 @@ def measured_lines(result: Mapping[str, Any], path: Path) -> list[str]:
             f"  measured: commit {git['commit'][:10]}"
             + (f" + {len(dirty)} uncommitted files outside bench/" if dirty else "")
         )
-    written = (
-        f"  took {result['duration_s']}s; written to {path}"
-        if "duration_s" in result
-        else (f"  written to {path}")
-    )
-    return [*lines, written, f"  rerun: {result['command']}"]
+    written = f"written to {path}"
+    if took:
+        written = f"took {result['duration_s']}s; {written}"
+    return [*lines, f"  {written}", f"  rerun: {result['command']}"]
 
 
 def run_cli(main: Callable[[], Any], name: str) -> None:

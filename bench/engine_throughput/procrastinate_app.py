@@ -2,7 +2,7 @@
 
 ``BENCH_PROCRASTINATE_DSN`` (a libpq URL) names the benchmark's throw-away database; the
 benchmark applies procrastinate's schema there, defers jobs with ``batch_defer`` and runs
-``python -m procrastinate --app bench.procrastinate_app.app worker`` processes (one job at
+``python -m procrastinate --app bench.engine_throughput.procrastinate_app.app worker`` processes (one job at
 a time each, as many processes as django-q2 has workers). Not a benchmark module itself
 (no ``main()``); imported by procrastinate's CLI and by ``bench.engine_throughput``.
 """

@@ -1,0 +1,137 @@
+"""Part 1's figures: each value the pages showed, matched to the database timestamp of its state."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from datetime import datetime
+from typing import Any
+
+from bench import harness
+from bench.live_admin.constants import TARGET_P95_MS
+
+LABEL = re.compile(r"(\d+)% \((\d+)/(\d+)\)")
+
+
+def ms_of(value: datetime | None) -> float | None:
+    return value.timestamp() * 1000 if value else None
+
+
+def iso_ms(text: str | None) -> float | None:
+    if not text:
+        return None
+    with contextlib.suppress(ValueError):
+        return datetime.fromisoformat(text).timestamp() * 1000
+    return None
+
+
+def analyse(pages: dict[str, dict], rows: list[tuple]) -> dict[str, Any]:
+    """Per DOM update and per committed change, from the pages' records and the job rows."""
+    started = {pk: ms_of(s) for pk, _, s, _ in rows}
+    completed = {pk: ms_of(c) for pk, _, _, c in rows}
+    completions = sorted(c for c in completed.values() if c is not None)
+    series: dict[str, dict[str, list[float]]] = {}
+    samples: list[dict[str, Any]] = []
+
+    def add(source: str, figure: str, value: float | None) -> None:
+        if value is not None:
+            series.setdefault(figure, {}).setdefault(source, []).append(value)
+
+    shown_jobs: dict[int, list[tuple[float, str]]] = {}
+    shown_done: list[tuple[float, int]] = []
+    messages: dict[str, dict[str, int]] = {}
+    for name, record in pages.items():
+        ws = record.get("ws", [])
+        counts: dict[str, int] = {}
+        for m in ws:
+            counts[m["type"]] = counts.get(m["type"], 0) + 1
+        messages[name] = counts
+        for dom in record.get("dom", []):
+            key, value = dom["key"], dom["value"].strip()
+            msg = ws[dom["ws"]] if 0 <= dom["ws"] < len(ws) else None
+            db_ms = None
+            if name == "job_list" and key.startswith("job:"):
+                pk = int(key.split(":")[1])
+                shown_jobs.setdefault(pk, []).append((dom["t"], value))
+                source = f"job_{value}"
+                db_ms = {"running": started.get(pk), "completed": completed.get(pk)}.get(value)
+                if value == "queued":
+                    add("job_queued", "event_to_dom_ms", event_delay(dom, msg))
+            elif name == "batch_page" and key.startswith("label:"):
+                source = "batch_progress"
+                match = LABEL.search(value)
+                done = int(match.group(2)) if match else 0
+                if done <= 0:
+                    continue
+                shown_done.append((dom["t"], done))
+                db_ms = completions[done - 1] if done <= len(completions) else None
+            else:
+                continue
+            if db_ms is None:
+                continue
+            sample = {
+                "source": source,
+                "shown": f"{key} = {value}",
+                "at_ms": dom["t"],
+                "commit_to_dom_ms": dom["t"] - db_ms,
+                "event_to_dom_ms": event_delay(dom, msg),
+                "commit_to_ws_ms": msg["t"] - db_ms if msg else None,
+                "ws_to_dom_ms": dom["p"] - msg["p"] if msg else None,
+                "dom_to_next_frame_ms": dom["frame"] - dom["p"] if dom.get("frame") else None,
+                "message": msg["type"] if msg else None,
+            }
+            samples.append(sample)
+            for figure, value_ms in sample.items():
+                if figure.endswith("_ms") and figure != "at_ms":
+                    add(source, figure, value_ms)
+
+    # Per committed change: when did the page first show it (or a later state)?
+    order = {"queued": 0, "running": 1, "completed": 2}
+    unseen = 0
+    for pk in started:
+        seen = sorted(shown_jobs.get(pk, []))
+        for state, db_ms in (("running", started[pk]), ("completed", completed[pk])):
+            if db_ms is None:
+                continue
+            first = next((t for t, v in seen if order.get(v, -1) >= order[state]), None)
+            if first is None:
+                unseen += 1
+            else:
+                add(f"job_{state}", "commit_to_first_shown_ms", first - db_ms)
+    shown_done.sort()
+    for k, db_ms in enumerate(completions, start=1):
+        first = next((t for t, d in shown_done if d >= k), None)
+        if first is None:
+            unseen += 1
+        else:
+            add("batch_progress", "commit_to_first_shown_ms", first - db_ms)
+
+    out: dict[str, Any] = {}
+    for figure, by_source in series.items():
+        out[figure] = {source: harness.distribution(values) for source, values in by_source.items()}
+        every = [v for source, values in by_source.items() if source != "job_queued"
+                 for v in values]  # fmt: skip
+        if every:
+            out[figure]["all"] = harness.distribution(every)
+    for figure in ("commit_to_dom_ms", "commit_to_first_shown_ms"):
+        out.setdefault(figure, {}).setdefault("all", {"count": 0})
+    origin = min((x["at_ms"] for x in samples), default=0)
+    worst = sorted(samples, key=lambda x: -x["commit_to_dom_ms"])[:10]
+    out["slowest_updates"] = [
+        {k: (round(v, 1) if isinstance(v, float) else v) for k, v in x.items() if k != "at_ms"}
+        | {"s_after_first_update": round((x["at_ms"] - origin) / 1000, 2)}
+        for x in worst
+    ]
+    out["messages_received"] = messages
+    out["changes_never_shown"] = unseen
+    out["batch_values_shown"] = len(shown_done)
+    out["batch_completions"] = len(completions)
+    all_dom = out["commit_to_dom_ms"]["all"]
+    out["target_p95_ms"] = TARGET_P95_MS
+    out["target_met"] = bool(all_dom.get("count") and all_dom["p95"] <= TARGET_P95_MS)
+    return out
+
+
+def event_delay(dom: dict, msg: dict | None) -> float | None:
+    stamp = iso_ms(msg.get("ts")) if msg else None
+    return dom["t"] - stamp if stamp is not None else None

@@ -1,0 +1,161 @@
+"""The result: settings, the JSON document and the printed summary."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from bench import harness
+from bench.live_admin.admin import admin_findings
+from bench.live_admin.cli import command_line
+from bench.live_admin.constants import (
+    ACTION,
+    MARKETPLACE,
+    NAME,
+    SEARCH_SKU,
+    STATUS_FILTER,
+    TARGET_P95_MS,
+)
+
+
+def describe_settings(args: argparse.Namespace) -> dict[str, Any]:
+    from django.conf import settings
+
+    from orchestration import conf, live
+
+    q = settings.Q_CLUSTER
+    keys = ("workers", "poll", "queue_limit", "bulk", "save_limit", "timeout", "retry")
+    return {
+        "jobs": args.jobs,
+        "job_kind": f"{MARKETPLACE}.{ACTION}",
+        "step_sleep_ms": args.step_ms,
+        "warmup_jobs": args.warmup_jobs,
+        "workers": args.workers,
+        "layers": args.layer_list,
+        "redis_url": args.redis_url,
+        "debug": settings.DEBUG,
+        "q_cluster": {k: q.get(k) for k in keys},
+        "orchestration": {k: conf.get(k) for k in conf.DEFAULTS},
+        "live_progress_interval_s": live.PROGRESS_INTERVAL,
+        "live_send_chunk": live.SEND_CHUNK,
+        "small_rows": args.small_rows,
+        "large_rows": args.large_rows,
+        "requests_per_view": args.requests,
+        "search": SEARCH_SKU,
+        "status_filter": STATUS_FILTER,
+        "browser": f"{harness.CHROMIUM} {' '.join(harness.CHROMIUM_ARGS)}",
+    }
+
+
+def describe_database(embedded: bool, name: str) -> dict[str, Any]:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_available_extensions WHERE name = 'pg_trgm'")
+        trgm = bool(cursor.fetchone()[0])
+    return harness.describe_database(embedded, name, pg_trgm_available=trgm)
+
+
+def assemble(args, machine, database, setup, live, admin, settings_used) -> dict[str, Any]:
+    summary: dict[str, Any] = {"live": {}, "admin": {}}
+    for layer, result in live.items():
+        dom = result["commit_to_dom_ms"]
+        summary["live"][layer] = {
+            "commit_to_dom_ms": {k: dom["all"].get(k) for k in ("count", "p50", "p95", "p99")},
+            "p95_within_100ms": result["target_met"],
+            "by_source": {
+                source: {k: d.get(k) for k in ("count", "p50", "p95", "p99")}
+                for source, d in dom.items()
+                if source != "all"
+            },
+            "commit_to_first_shown_ms_all": {
+                k: result["commit_to_first_shown_ms"]["all"].get(k)
+                for k in ("count", "p50", "p95", "p99")
+            },
+            "ws_to_dom_ms_all": {
+                k: result.get("ws_to_dom_ms", {}).get("all", {}).get(k)
+                for k in ("p50", "p95", "p99")
+            },
+            "event_to_dom_ms_all": {
+                k: result.get("event_to_dom_ms", {}).get("all", {}).get(k)
+                for k in ("p50", "p95", "p99")
+            },
+        }
+    if admin:
+        summary["admin"] = admin["ratios"]
+        summary["admin_findings"] = admin_findings(admin)
+    return {
+        "benchmark": NAME,
+        "timestamp": harness.now_iso(),
+        "command": command_line(args),
+        "summary": summary,
+        "machine": machine,
+        "git": harness.git_state(),
+        "database": database,
+        "versions": harness.package_versions(
+            "django",
+            "django-q2",
+            "django-tenants",
+            "channels",
+            "channels-postgres",
+            "channels-redis",
+            "uvicorn",
+            "websockets",
+            "psycopg",
+            "playwright",
+        ),
+        "settings": settings_used,
+        "setup": setup,
+        "live": live,
+        "admin": admin,
+        "notes": [
+            "commit side: MarketplaceJob.started_at / completed_at, set inside the transaction "
+            "just before its commit (Python clock of the worker); the batch label's value k is "
+            "matched with the k-th completed_at of the batch",
+            "browser side: Date.now() in a MutationObserver callback (same machine clock); "
+            "ws_to_dom and dom_to_next_frame use performance.now() inside the page",
+            "commit_to_dom: one sample per value the page showed; commit_to_first_shown: one "
+            "per committed change (running, completed, each batch completion), the first moment "
+            "the page showed it or a later state (coalesced progress waits included)",
+            "the redis run sets REDIS_URL for uvicorn and the cluster: channel layer AND "
+            "django-q2 broker in Redis",
+            "not a test: nothing asserts on these figures",
+        ],
+    }
+
+
+def print_summary(result: dict[str, Any], path: Path) -> None:
+    lines = ["", f"== {NAME} ({result['machine']['cpu_count']} CPUs, load "
+             f"{result['machine']['loadavg_at_start']} -> {result['machine']['loadavg_at_end']}, "
+             f"PostgreSQL {result['database']['server_version']})"]  # fmt: skip
+    for layer, s in result["summary"]["live"].items():
+        d = s["commit_to_dom_ms"]
+        lines.append(
+            f"  live [{layer}] commit -> DOM: p50 {d['p50']} / p95 {d['p95']} / p99 {d['p99']} ms "
+            f"({d['count']} updates); p95 <= {TARGET_P95_MS:g} ms: "
+            f"{'yes' if s['p95_within_100ms'] else 'NO'}"
+        )
+        for source, b in s["by_source"].items():
+            lines.append(
+                f"      {source:<16} p50 {b['p50']} / p95 {b['p95']} / p99 {b['p99']} ms "
+                f"({b['count']})"
+            )
+        f = s["commit_to_first_shown_ms_all"]
+        w = s["ws_to_dom_ms_all"]
+        lines.append(
+            f"      per committed change: p50 {f['p50']} / p95 {f['p95']} / p99 {f['p99']} ms "
+            f"({f['count']}); WebSocket arrival -> DOM p50 {w['p50']} / p95 {w['p95']} ms"
+        )
+    for name, r in result["summary"]["admin"].items():
+        lines.append(
+            f"  admin {name:<16} {r['small_ms']:>7} ms -> {r['large_ms']:>7} ms  x{r['ratio']}  "
+            f"({'<= 2x' if r['within_2x'] else 'NOT within 2x'}; queries "
+            f"{r['queries_small']} -> {r['queries_large']}; rows {r['rows_shown_small']} -> "
+            f"{r['rows_shown_large']}; SQL {r['engine_sql_ms_small']} -> "
+            f"{r['engine_sql_ms_large']} ms)"
+        )
+    for finding in result["summary"].get("admin_findings", []):
+        lines.append(f"    - {finding}")
+    lines += harness.measured_lines(result, path, took=True)
+    print("\n".join(lines))
