@@ -67,9 +67,6 @@ def _slots() -> list[dict[str, Any]]:
     return list(DrainSlot.objects.order_by("pk").values("pk", "holder", "held_until"))
 
 
-_seconds = harness.seconds_between
-
-
 def run_latency(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
     from django.utils import timezone
     from django_tenants.utils import schema_context
@@ -224,9 +221,9 @@ def analyse_latency(
                 "run_finished_at": run.finished_at if run else None,
                 "completed_at": job.completed_at,
                 "worker": run.worker if run else None,
-                "start_latency_s": _seconds(job.created_at, start),
-                "done_latency_s": _seconds(job.created_at, job.completed_at),
-                "run_s": _seconds(start, run.finished_at) if run else None,
+                "start_latency_s": harness.seconds_between(job.created_at, start),
+                "done_latency_s": harness.seconds_between(job.created_at, job.completed_at),
+                "run_s": harness.seconds_between(start, run.finished_at) if run else None,
                 "a_runs_started_while_waiting": len(waiting),
                 "a_runs_started_while_waiting_per_worker": dict(Counter(w for _s, w in waiting)),
                 "gap_after_last_a_run_on_worker_ms": (
@@ -246,7 +243,7 @@ def analyse_latency(
         .values_list("stopped", "result", "success")
     )
     first_a = min((s for s, _e, _w, _st in a_runs), default=None)
-    a_window = _seconds(first_a, sampling_end)
+    a_window = harness.seconds_between(first_a, sampling_end)
     return {
         "note": (
             "latency from the B job's created_at (bench process clock) to its JobRun.started_at "
@@ -285,7 +282,7 @@ def analyse_latency(
             "runs_started": len(a_runs),
             "job_status_at_stop": a_status,
             "run_ms": harness.distribution(a_durations, 1),
-            "first_run_s_after_cluster_start": _seconds(cluster_start, first_a),
+            "first_run_s_after_cluster_start": harness.seconds_between(cluster_start, first_a),
             "window_s_first_run_to_end_of_sampling": a_window,
             "jobs_per_s": harness.rate(a_end, a_window),
         },

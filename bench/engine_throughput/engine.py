@@ -15,7 +15,7 @@ from bench.engine_throughput.constants import (
     SCHEMA,
     STEPS_PER_JOB,
 )
-from bench.engine_throughput.meter import Meter, Poller, _seconds, db_stats, stats_delta
+from bench.engine_throughput.meter import Meter, Poller, db_stats, stats_delta
 
 
 def provision(env: dict[str, str]) -> dict[str, float]:
@@ -111,10 +111,10 @@ def run_engine(
             func="orchestration.tasks.drain", stopped__gte=cluster_start
         ).values_list("result", flat=True)
     )
-    wall_s = _seconds(cluster_start, batch.completed_at)
-    from_first_run_s = _seconds(agg["first_start"], batch.completed_at)
-    runs_window_s = _seconds(agg["first_start"], agg["last_end"])
-    steady_s = _seconds(agg["first_end"], agg["last_end"])
+    wall_s = harness.seconds_between(cluster_start, batch.completed_at)
+    from_first_run_s = harness.seconds_between(agg["first_start"], batch.completed_at)
+    runs_window_s = harness.seconds_between(agg["first_start"], agg["last_end"])
+    steady_s = harness.seconds_between(agg["first_end"], agg["last_end"])
     return {
         "jobs": total,
         "steps": steps,
@@ -122,8 +122,8 @@ def run_engine(
         "runs": agg["n"],
         "batch_status": batch.status,
         "batch_create_s": round(create_s, 3),
-        "first_run_s": _seconds(cluster_start, agg["first_start"]),
-        "first_result_s": _seconds(cluster_start, agg["first_end"]),
+        "first_run_s": harness.seconds_between(cluster_start, agg["first_start"]),
+        "first_result_s": harness.seconds_between(cluster_start, agg["first_end"]),
         "wall_s": wall_s,
         "from_first_run_s": from_first_run_s,
         "runs_window_s": runs_window_s,

@@ -48,9 +48,6 @@ class Poller:
         self.conn.close()  # its session's counters are flushed when it ends
 
 
-_seconds = harness.seconds_between
-
-
 class Usage:
     def __init__(self, worker_cpu_s, backend_cpu_s, wal, commits, seconds, units):
         self.worker_cpu_s, self.backend_cpu_s = worker_cpu_s, backend_cpu_s

@@ -10,7 +10,7 @@ from typing import Any
 
 from bench import harness
 from bench.engine_throughput.constants import NAME, NOOP_FUNC, PROCRASTINATE_APP
-from bench.engine_throughput.meter import Meter, Poller, _seconds, db_stats, stats_delta
+from bench.engine_throughput.meter import Meter, Poller, db_stats, stats_delta
 
 
 def run_raw_q2(
@@ -61,14 +61,14 @@ def run_raw_q2(
         first=Min("stopped"),
         last=Max("stopped"),
     )
-    wall_s = _seconds(cluster_start, agg["last"])
-    steady_s = _seconds(agg["first"], agg["last"])
+    wall_s = harness.seconds_between(cluster_start, agg["last"])
+    steady_s = harness.seconds_between(agg["first"], agg["last"])
     return {
         "tasks": total,
         "results": agg["n"],
         "failed": agg["failed"],
         "enqueue_s": round(enqueue_s, 3),
-        "first_result_s": _seconds(cluster_start, agg["first"]),
+        "first_result_s": harness.seconds_between(cluster_start, agg["first"]),
         "wall_s": wall_s,
         "steady_s": steady_s,
         "tasks_per_s_wall": harness.rate(total, wall_s),
@@ -184,7 +184,7 @@ def run_procrastinate(
             "WHERE j.queue_name = %s AND e.type = 'succeeded'",
             (queue,),
         ).fetchone()
-    steady_s = _seconds(first, last)
+    steady_s = harness.seconds_between(first, last)
     wall_s = round(last.timestamp() - started_at, 3) if last else None
     return {
         "tasks": total,

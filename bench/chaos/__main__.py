@@ -1,0 +1,5 @@
+"""``python -m bench.chaos`` (``make chaos``)."""
+
+from bench.chaos import main
+
+main()
