@@ -65,12 +65,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     harness.install_sigterm_handler()
     started = time.perf_counter()
-    server, embedded = harness.server_url()
     print(f"[{NAME}] {args.jobs} cancelled jobs; retry them all as an operation")
-    db = harness.BenchDatabase(server)
-    with db:
-        db.keep = args.keep_db
-        harness.announce_database(db, server, embedded)
+    with harness.throwaway_database(keep=args.keep_db) as (db, _):
         env = harness.cluster_env(db.url, workers=1)
         migrate_s = harness.migrate(env)
         harness.create_tenants([SCHEMA], env=env)
@@ -143,8 +139,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         },
         "duration_s": round(time.perf_counter() - started, 1),
     }
-    result["machine"]["loadavg_at_end"] = harness.loadavg()
-    path = harness.write_result(NAME, result)
+    path = harness.finish_result(NAME, result)
     r, w = result["request"], result["worker"]
     print(
         f"  request: create {r['operation_create_s']} s, confirm page {r['admin_confirm_page_s']} s, "

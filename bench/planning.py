@@ -50,12 +50,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     harness.install_sigterm_handler()
     started = time.perf_counter()
-    server, embedded = harness.server_url()
     print(f"[{NAME}] assembly x{args.repeats}, a plan per category, {args.plans} plans at once")
-    db = harness.BenchDatabase(server)
-    with db:
-        db.keep = args.keep_db
-        harness.announce_database(db, server, embedded)
+    with harness.throwaway_database(keep=args.keep_db) as (db, _):
         env = harness.cluster_env(db.url, workers=args.workers)
         _, migrate_s = harness.manage("migrate_schemas", "--noinput", env=env)
         tenants_s = harness.create_tenants(list(TENANTS), env=env)
@@ -84,8 +80,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         },
         "duration_s": round(time.perf_counter() - started, 1),
     }
-    result["machine"]["loadavg_at_end"] = harness.loadavg()
-    path = harness.write_result(NAME, result)
+    path = harness.finish_result(NAME, result)
     print(f"  assembly per category p50 {assembly['ms']['p50']} ms; workflow: "
           f"{workflow['all_categories_s']} s for {workflow['plans']} plans "
           f"(per plan p50 {workflow['per_plan_s']['p50']} s); {concurrent['plans']} at once: "

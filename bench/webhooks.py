@@ -94,8 +94,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         },
         "duration_s": round(time.perf_counter() - started, 1),
     }
-    result["machine"]["loadavg_at_end"] = harness.loadavg()
-    path = harness.write_result(NAME, result)
+    path = harness.finish_result(NAME, result)
     print(f"  backlog: {backlog['deliveries_per_s']} deliveries/s ({backlog['delivered']} in "
           f"{backlog['seconds']} s, {drains} drain tasks); commit→receiver latency p50 "
           f"{latency['ms']['p50']} ms, p95 {latency['ms']['p95']} ms → {path}")  # fmt: skip

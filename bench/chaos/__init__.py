@@ -110,9 +110,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             results[name]["loadavg_at_start"] = load
             settle_leftovers()
     result = assemble(args, machine, database, setup, results)
-    result["duration_s"] = round(time.perf_counter() - started, 1)
-    result["machine"]["loadavg_at_end"] = harness.loadavg()
-    path = harness.write_result(NAME, result)
+    path = harness.finish_result(NAME, result, started=started)
     if not args.no_docs:
         write_docs(result)
     print_summary(result, path)

@@ -54,15 +54,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     harness.install_sigterm_handler()
     started = time.perf_counter()
     machine = harness.machine_info()
-    server, embedded = harness.server_url()
     print(
         f"[{NAME}] part 1: dispatcher cycles at {args.counts} tenants; part 2: "
         f"{args.samples} jobs of B under A's {args.jobs}-job batch, {args.workers} workers"
     )
-    db = harness.BenchDatabase(server)
-    with db:
-        db.keep = args.keep_db
-        harness.announce_database(db, server, embedded)
+    with harness.throwaway_database(keep=args.keep_db) as (db, embedded):
         env = harness.cluster_env(db.url, workers=args.workers)
         setup = provision(env)
         harness.setup_django(env)
@@ -74,8 +70,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         database = describe_database(embedded, db.name)
 
     result = assemble(args, machine, database, setup, cycles, latency, settings_used)
-    result["duration_s"] = round(time.perf_counter() - started, 1)
-    result["machine"]["loadavg_at_end"] = harness.loadavg()
-    path = harness.write_result(NAME, result)
+    path = harness.finish_result(NAME, result, started=started)
     print_summary(result, path)
     return result

@@ -58,15 +58,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     harness.install_sigterm_handler()
     started = time.perf_counter()
     machine = harness.machine_info()
-    server, embedded = harness.server_url()
     print(
         f"[{NAME}] engine: {args.jobs} jobs x {STEPS_PER_JOB} no-op steps; raw django-q2: "
         f"{args.tasks} no-op tasks; {args.workers} workers"
     )
-    db = harness.BenchDatabase(server)
-    with db:
-        db.keep = args.keep_db
-        harness.announce_database(db, server, embedded)
+    with harness.throwaway_database(keep=args.keep_db) as (db, embedded):
         env = harness.cluster_env(db.url, workers=args.workers)
         setup = provision(env)
         setup.update(setup_procrastinate(env, db.url))
@@ -123,9 +119,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         }
         for label, runs in variant_rounds.items()
     }
-    result["duration_s"] = round(time.perf_counter() - started, 1)
-    result["machine"]["loadavg_at_end"] = harness.loadavg()
-    path = harness.write_result(NAME, result)
+    path = harness.finish_result(NAME, result, started=started)
     print_summary(result, path)
     return result
 

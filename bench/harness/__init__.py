@@ -30,6 +30,7 @@ from bench.harness.database import (
     redact,
     server_url,
     setup_django,
+    throwaway_database,
     with_database,
 )
 from bench.harness.pgbench import find_pgbench, pgbench_single_row_updates
@@ -45,6 +46,7 @@ from bench.harness.processes import (
 )
 from bench.harness.progress import Progress, wait_for_count
 from bench.harness.results import (
+    finish_result,
     git_state,
     loadavg,
     machine_info,
@@ -80,6 +82,7 @@ __all__ = [
     "describe_database",
     "distribution",
     "find_pgbench",
+    "finish_result",
     "free_port",
     "git_state",
     "install_sigterm_handler",
@@ -99,6 +102,7 @@ __all__ = [
     "seconds_between",
     "server_url",
     "setup_django",
+    "throwaway_database",
     "tree_cpu_seconds",
     "wait_for_count",
     "wal_stats",

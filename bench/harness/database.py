@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -147,3 +148,14 @@ def describe_database(embedded: bool, name: str, **extra: Any) -> dict[str, Any]
         "bench_database": name,
         **extra,
     }
+
+
+@contextlib.contextmanager
+def throwaway_database(*, keep: bool = False) -> Iterator[tuple[BenchDatabase, bool]]:
+    """A fresh ``bench_<random>`` database on the settings' server, announced, dropped on exit
+    (unless ``keep``); yields it and whether the server is the embedded one."""
+    server, embedded = server_url()
+    with BenchDatabase(server) as db:
+        db.keep = keep
+        announce_database(db, server, embedded)
+        yield db, embedded

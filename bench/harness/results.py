@@ -8,6 +8,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -109,3 +110,12 @@ def run_cli(main: Callable[[], Any], name: str) -> None:
     except BenchError as exc:
         print(f"\n[{name}] failed: {exc}", file=sys.stderr)
         sys.exit(1)
+
+
+def finish_result(name: str, result: dict[str, Any], *, started: float | None = None) -> Path:
+    """Record the run's duration (since ``started``, a ``perf_counter``) and the load at its
+    end, then write the JSON file."""
+    if started is not None:
+        result["duration_s"] = round(time.perf_counter() - started, 1)
+    result["machine"]["loadavg_at_end"] = loadavg()
+    return write_result(name, result)

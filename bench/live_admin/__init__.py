@@ -58,16 +58,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     harness.install_sigterm_handler()
     started = time.perf_counter()
     machine = harness.machine_info()
-    server, embedded = harness.server_url()
     print(
         f"[{NAME}] live: {args.jobs} x {MARKETPLACE}.{ACTION} ({STEPS} steps of "
         f"{args.step_ms:g} ms), layers {', '.join(args.layer_list)}; admin lists at "
         f"{args.small_rows:,} and {args.large_rows:,} jobs"
     )
-    db = harness.BenchDatabase(server)
-    with db:
-        db.keep = args.keep_db
-        harness.announce_database(db, server, embedded)
+    with harness.throwaway_database(keep=args.keep_db) as (db, embedded):
         env = harness.cluster_env(db.url, workers=args.workers)
         for key in ("REDIS_URL", "DJANGO_ALLOW_ASYNC_UNSAFE", "DJANGO_SETTINGS_MODULE"):
             env.pop(key, None)
@@ -85,8 +81,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         database = describe_database(embedded, db.name)
 
     result = assemble(args, machine, database, setup, live, admin, settings_used)
-    result["duration_s"] = round(time.perf_counter() - started, 1)
-    result["machine"]["loadavg_at_end"] = harness.loadavg()
-    path = harness.write_result(NAME, result)
+    path = harness.finish_result(NAME, result, started=started)
     print_summary(result, path)
     return result
