@@ -15,7 +15,7 @@ from bench.engine_throughput.constants import (
     SCHEMA,
     STEPS_PER_JOB,
 )
-from bench.engine_throughput.meter import Meter, Poller, db_stats, stats_delta
+from bench.engine_throughput.meter import Meter, Poller, db_stats, drain, stats_delta
 
 
 def provision(env: dict[str, str]) -> dict[str, float]:
@@ -67,20 +67,15 @@ def run_engine(
     cluster = harness.Cluster(env, harness.RESULTS_DIR / f"{NAME}.engine.qcluster.log.tmp")
     meter = Meter(url, dbname, units_per_result=STEPS_PER_JOB)
     cluster_start = timezone.now()
-    cluster.start()
-    try:
-        harness.wait_for_count(
-            meter.wrap(poller, cluster),
-            total,
-            label="engine jobs done",
-            cluster=cluster,
-            timeout=args.timeout,
-            finished=lambda done: bool(poller.last) and poller.last[0] in BATCH_TERMINAL,
-        )
-    finally:
-        usage = meter.finish(cluster)
-        cluster.stop()
-        poller.close()
+    usage = drain(
+        cluster,
+        poller,
+        meter,
+        total,
+        label="engine jobs done",
+        timeout=args.timeout,
+        finished=lambda done: bool(poller.last) and poller.last[0] in BATCH_TERMINAL,
+    )
     time.sleep(0.5)
     delta = stats_delta(before, db_stats(), polls=poller.polls)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from typing import Any
 
 from bench import harness
@@ -174,3 +175,32 @@ def _pids(group) -> list[int]:
     if isinstance(group, harness.ProcessGroup):
         return group.pids()
     return [group.proc.pid] if group.proc is not None else []
+
+
+def drain(
+    workers: harness.Cluster | harness.ProcessGroup,
+    poller: Poller,
+    meter: Meter,
+    total: int,
+    *,
+    label: str,
+    timeout: float,
+    finished: Callable[[int], bool] | None = None,
+) -> Usage:
+    """Start ``workers`` and wait until ``poller`` counts ``total`` (or ``finished``), metering
+    them; then stop them. Returns what they used (``Meter.finish``)."""
+    workers.start()
+    try:
+        harness.wait_for_count(
+            meter.wrap(poller, workers),
+            total,
+            label=label,
+            cluster=workers,
+            timeout=timeout,
+            finished=finished,
+        )
+    finally:
+        usage = meter.finish(workers)
+        workers.stop()
+        poller.close()
+    return usage

@@ -10,7 +10,7 @@ from typing import Any
 
 from bench import harness
 from bench.engine_throughput.constants import NAME, NOOP_FUNC, PROCRASTINATE_APP
-from bench.engine_throughput.meter import Meter, Poller, db_stats, stats_delta
+from bench.engine_throughput.meter import Meter, Poller, db_stats, drain, stats_delta
 
 
 def run_raw_q2(
@@ -37,19 +37,14 @@ def run_raw_q2(
     cluster = harness.Cluster(env, harness.RESULTS_DIR / f"{NAME}.q2.qcluster.log.tmp")
     meter = Meter(url, dbname)
     cluster_start = timezone.now()
-    cluster.start()
-    try:
-        harness.wait_for_count(
-            meter.wrap(poller, cluster),
-            total,
-            label="raw q2 tasks done",
-            cluster=cluster,
-            timeout=args.timeout,
-        )
-    finally:
-        usage = meter.finish(cluster)
-        cluster.stop()
-        poller.close()
+    usage = drain(
+        cluster,
+        poller,
+        meter,
+        total,
+        label="raw q2 tasks done",
+        timeout=args.timeout,
+    )
     time.sleep(0.5)  # let the cluster's sessions finish ending (they flush their counters)
     delta = stats_delta(before, db_stats(), polls=poller.polls)
 
@@ -164,19 +159,14 @@ def run_procrastinate(
     )
     meter = Meter(url, dbname)
     started_at = time.time()
-    group.start()
-    try:
-        harness.wait_for_count(
-            meter.wrap(poller, group),
-            total,
-            label="procrastinate jobs done",
-            cluster=group,
-            timeout=args.timeout,
-        )
-    finally:
-        usage = meter.finish(group)
-        group.stop()
-        poller.close()
+    usage = drain(
+        group,
+        poller,
+        meter,
+        total,
+        label="procrastinate jobs done",
+        timeout=args.timeout,
+    )
     with harness.connect(url) as conn:
         first, last, n = conn.execute(
             "SELECT min(e.at), max(e.at), count(*) FROM procrastinate_events e "
