@@ -12,7 +12,7 @@ import os
 
 import uvicorn
 
-from marketplaces.sandbox.app import SandboxApp
+from marketplaces.sandbox.app import create_app
 from marketplaces.sandbox.faults import PROFILES
 from marketplaces.sandbox.state import Sandbox
 
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
         sandbox.faults.reseed(args.seed)
     logging.getLogger("uvicorn.error").addFilter(_QuietDeliberateDrops())
     uvicorn.run(
-        SandboxApp(sandbox),
+        create_app(sandbox),
         host=args.host,
         port=args.port,
         ws="websockets-sansio",

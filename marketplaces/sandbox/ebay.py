@@ -9,8 +9,12 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from starlette.requests import Request
+from starlette.responses import Response
+
+from marketplaces.sandbox.operations import Marketplace
 from marketplaces.sandbox.state import SandboxState, seller_key
-from marketplaces.sandbox.web import HttpError, Request, Response, Route
+from marketplaces.sandbox.web import HttpError, JSONResponse, bearer, json_body
 
 MARKETPLACE = "ebay"
 API = "/sell/inventory/v1"
@@ -45,8 +49,8 @@ def fail(status: int, message: str, error_id: int | None = None) -> HttpError:
     return HttpError(status, error_body(status, message, error_id))
 
 
-def shop_of(state: SandboxState, request: Request, params: dict[str, str]) -> str:
-    token = request.bearer()
+def shop_of(state: SandboxState, request: Request) -> str:
+    token = bearer(request.headers)
     if not token:
         raise HttpError(
             401, error_body(401, "Invalid access token. Check the Authorization header.", 1001)
@@ -63,10 +67,8 @@ def _price(body: dict[str, Any]) -> Decimal:
         ) from None
 
 
-def put_inventory_item(
-    state: SandboxState, request: Request, params: dict[str, str], shop: str
-) -> Response:
-    body, sku = request.json(), params["sku"]
+async def put_inventory_item(state: SandboxState, request: Request, shop: str) -> Response:
+    body, sku = await json_body(request), request.path_params["sku"]
     title = (body.get("product") or {}).get("title") or ""
     if not title or len(title) > 80:
         raise fail(
@@ -88,35 +90,32 @@ def put_inventory_item(
     seller.inventory[sku] = {"sku": sku, "locale": "en_US", **body}
     operation = "replace_inventory_item" if existed else "create_inventory_item"
     state.ledger.record(MARKETPLACE, shop, operation, sku=sku)
-    return Response(204)
+    return JSONResponse(None, 204)
 
 
-def get_inventory_item(
-    state: SandboxState, request: Request, params: dict[str, str], shop: str
-) -> Response:
-    item = state.ebay_seller(shop).inventory.get(params["sku"])
+async def get_inventory_item(state: SandboxState, request: Request, shop: str) -> Response:
+    sku = request.path_params["sku"]
+    item = state.ebay_seller(shop).inventory.get(sku)
     if item is None:
-        raise fail(404, f"The inventory item {params['sku']!r} could not be found.", 25710)
-    return Response(200, item)
+        raise fail(404, f"The inventory item {sku!r} could not be found.", 25710)
+    return JSONResponse(item)
 
 
-def get_offers(
-    state: SandboxState, request: Request, params: dict[str, str], shop: str
-) -> Response:
-    sku = request.query.get("sku", "")
+async def get_offers(state: SandboxState, request: Request, shop: str) -> Response:
+    sku = request.query_params.get("sku", "")
     if not sku:
         raise fail(400, "The sku query parameter is required.", 25707)
+    marketplace_id = request.query_params.get("marketplace_id") or None  # blank: any
     offers = [
         o
         for o in state.ebay_seller(shop).offers.values()
-        if o["sku"] == sku and request.query.get("marketplace_id") in (None, o["marketplaceId"])
+        if o["sku"] == sku and marketplace_id in (None, o["marketplaceId"])
     ]
     if not offers:
         raise fail(404, "This Offer is not available.", 25713)
-    return Response(
-        200,
+    return JSONResponse(
         {
-            "href": request.path,
+            "href": request.url.path,
             "limit": 100,
             "offers": offers,
             "size": len(offers),
@@ -132,10 +131,8 @@ def _offer(state: SandboxState, shop: str, offer_id: str) -> dict[str, Any]:
     return offer
 
 
-def create_offer(
-    state: SandboxState, request: Request, params: dict[str, str], shop: str
-) -> Response:
-    body = request.json()
+async def create_offer(state: SandboxState, request: Request, shop: str) -> Response:
+    body = await json_body(request)
     seller = state.ebay_seller(shop)
     sku = body.get("sku")
     if sku not in seller.inventory:
@@ -154,30 +151,26 @@ def create_offer(
     offer_id = str(state.next_id("ebay-offer", 5_000_000_001))
     seller.offers[offer_id] = {**body, "offerId": offer_id, "status": "UNPUBLISHED"}
     state.ledger.record(MARKETPLACE, shop, "create_offer", sku=sku, offer_id=offer_id)
-    return Response(201, {"offerId": offer_id})
+    return JSONResponse({"offerId": offer_id}, 201)
 
 
-def get_offer(state: SandboxState, request: Request, params: dict[str, str], shop: str) -> Response:
-    return Response(200, _offer(state, shop, params["offer_id"]))
+async def get_offer(state: SandboxState, request: Request, shop: str) -> Response:
+    return JSONResponse(_offer(state, shop, request.path_params["offer_id"]))
 
 
-def update_offer(
-    state: SandboxState, request: Request, params: dict[str, str], shop: str
-) -> Response:
-    offer, body = _offer(state, shop, params["offer_id"]), request.json()
+async def update_offer(state: SandboxState, request: Request, shop: str) -> Response:
+    offer, body = _offer(state, shop, request.path_params["offer_id"]), await json_body(request)
     if _price(body) <= 0:
         raise fail(400, "The price must be greater than 0.", 25007)
     offer.update({k: v for k, v in body.items() if k not in ("offerId", "status", "listing")})
     state.ledger.record(
         MARKETPLACE, shop, "update_offer", sku=offer["sku"], offer_id=offer["offerId"]
     )
-    return Response(204)
+    return JSONResponse(None, 204)
 
 
-def publish_offer(
-    state: SandboxState, request: Request, params: dict[str, str], shop: str
-) -> Response:
-    offer = _offer(state, shop, params["offer_id"])
+async def publish_offer(state: SandboxState, request: Request, shop: str) -> Response:
+    offer = _offer(state, shop, request.path_params["offer_id"])
     item = state.ebay_seller(shop).inventory.get(offer["sku"], {})
     if not (item.get("product") or {}).get("imageUrls"):
         raise fail(400, "A minimum of 1 picture is required to publish this listing.", 25003)
@@ -185,7 +178,7 @@ def publish_offer(
         state.ledger.record(
             MARKETPLACE, shop, "revise_listing", sku=offer["sku"], offer_id=offer["offerId"]
         )
-        return Response(200, {"listingId": offer["listing"]["listingId"], "warnings": []})
+        return JSONResponse({"listingId": offer["listing"]["listingId"], "warnings": []})
     listing_id = str(state.next_id("ebay-listing", 110_000_000_001))
     offer["status"] = "PUBLISHED"
     offer["listing"] = {"listingId": listing_id, "listingStatus": "ACTIVE", "soldQuantity": 0}
@@ -197,13 +190,11 @@ def publish_offer(
         offer_id=offer["offerId"],
         listing_id=listing_id,
     )
-    return Response(200, {"listingId": listing_id, "warnings": []})
+    return JSONResponse({"listingId": listing_id, "warnings": []})
 
 
-def withdraw_offer(
-    state: SandboxState, request: Request, params: dict[str, str], shop: str
-) -> Response:
-    offer = _offer(state, shop, params["offer_id"])
+async def withdraw_offer(state: SandboxState, request: Request, shop: str) -> Response:
+    offer = _offer(state, shop, request.path_params["offer_id"])
     if offer["status"] != "PUBLISHED":
         raise fail(400, "The offer is not published, so it cannot be withdrawn.", 25015)
     offer["status"] = "UNPUBLISHED"
@@ -217,15 +208,13 @@ def withdraw_offer(
         offer_id=offer["offerId"],
         listing_id=listing_id,
     )
-    return Response(200, {"listingId": listing_id, "warnings": []})
+    return JSONResponse({"listingId": listing_id, "warnings": []})
 
 
-def bulk_update_price_quantity(
-    state: SandboxState, request: Request, params: dict[str, str], shop: str
-) -> Response:
+async def bulk_update_price_quantity(state: SandboxState, request: Request, shop: str) -> Response:
     seller = state.ebay_seller(shop)
     responses = []
-    for req in request.json().get("requests", []):
+    for req in (await json_body(request)).get("requests", []):
         sku = req.get("sku")
         if sku not in seller.inventory:
             responses.append(
@@ -251,50 +240,23 @@ def bulk_update_price_quantity(
         operation = "update_price_quantity" if priced else "update_quantity"
         state.ledger.record(MARKETPLACE, shop, operation, sku=sku, quantity=quantity)
         responses.append({"statusCode": 200, "sku": sku, "errors": [], "warnings": []})
-    return Response(200, {"responses": responses})
+    return JSONResponse({"responses": responses})
 
 
+EBAY = Marketplace(MARKETPLACE, error_body)
+ITEM, OFFER = f"{API}/inventory_item/{{sku}}", f"{API}/offer/{{offer_id}}"
 ROUTES = [
-    Route(
-        "PUT",
-        f"{API}/inventory_item/{{sku}}",
-        MARKETPLACE,
-        "create_or_replace_inventory_item",
-        put_inventory_item,
-        shop_of,
-    ),
-    Route(
-        "GET",
-        f"{API}/inventory_item/{{sku}}",
-        MARKETPLACE,
-        "get_inventory_item",
-        get_inventory_item,
-        shop_of,
-    ),
-    Route("GET", f"{API}/offer", MARKETPLACE, "get_offers", get_offers, shop_of),
-    Route("POST", f"{API}/offer", MARKETPLACE, "create_offer", create_offer, shop_of),
-    Route("GET", f"{API}/offer/{{offer_id}}", MARKETPLACE, "get_offer", get_offer, shop_of),
-    Route("PUT", f"{API}/offer/{{offer_id}}", MARKETPLACE, "update_offer", update_offer, shop_of),
-    Route(
-        "POST",
-        f"{API}/offer/{{offer_id}}/publish",
-        MARKETPLACE,
-        "publish_offer",
-        publish_offer,
-        shop_of,
-    ),
-    Route(
-        "POST",
-        f"{API}/offer/{{offer_id}}/withdraw",
-        MARKETPLACE,
-        "withdraw_offer",
-        withdraw_offer,
-        shop_of,
-    ),
-    Route(
+    EBAY.route("PUT", ITEM, "create_or_replace_inventory_item", put_inventory_item, shop_of),
+    EBAY.route("GET", ITEM, "get_inventory_item", get_inventory_item, shop_of),
+    EBAY.route("GET", f"{API}/offer", "get_offers", get_offers, shop_of),
+    EBAY.route("POST", f"{API}/offer", "create_offer", create_offer, shop_of),
+    EBAY.route("GET", OFFER, "get_offer", get_offer, shop_of),
+    EBAY.route("PUT", OFFER, "update_offer", update_offer, shop_of),
+    EBAY.route("POST", f"{OFFER}/publish", "publish_offer", publish_offer, shop_of),
+    EBAY.route("POST", f"{OFFER}/withdraw", "withdraw_offer", withdraw_offer, shop_of),
+    EBAY.route(
         "POST",
         f"{API}/bulk_update_price_quantity",
-        MARKETPLACE,
         "bulk_update_price_quantity",
         bulk_update_price_quantity,
         shop_of,

@@ -12,8 +12,12 @@ import time
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from starlette.requests import Request
+from starlette.responses import Response
+
+from marketplaces.sandbox.operations import Marketplace
 from marketplaces.sandbox.state import SandboxState, token_hash
-from marketplaces.sandbox.web import HttpError, Request, Response, Route
+from marketplaces.sandbox.web import HttpError, JSONResponse, json_or_form
 
 MARKETPLACE = "etsy"
 API = "/v3/application"
@@ -38,12 +42,12 @@ def _authorize(state: SandboxState, request: Request, shop: str) -> str:
     return shop
 
 
-def shop_from_path(state: SandboxState, request: Request, params: dict[str, str]) -> str:
-    return _authorize(state, request, params["shop_id"])
+def shop_from_path(state: SandboxState, request: Request) -> str:
+    return _authorize(state, request, request.path_params["shop_id"])
 
 
-def shop_from_listing(state: SandboxState, request: Request, params: dict[str, str]) -> str:
-    listing = _listing(state, params["listing_id"])
+def shop_from_listing(state: SandboxState, request: Request) -> str:
+    listing = _listing(state, request.path_params["listing_id"])
     return _authorize(state, request, listing["shop_id"])
 
 
@@ -72,10 +76,8 @@ def _quantity(value: Any) -> int:
     return value
 
 
-def find_listings(
-    state: SandboxState, request: Request, params: dict[str, str], shop: str
-) -> Response:
-    sku, wanted = request.query.get("sku"), request.query.get("state")
+async def find_listings(state: SandboxState, request: Request, shop: str) -> Response:
+    sku, wanted = request.query_params.get("sku"), request.query_params.get("state")
     results = [
         x
         for x in state.etsy.listings.values()
@@ -83,14 +85,13 @@ def find_listings(
         and (not sku or sku in x["skus"])
         and (not wanted or x["state"] == wanted)
     ]
-    offset, limit = int(request.query.get("offset", 0)), int(request.query.get("limit", 25))
-    return Response(200, {"count": len(results), "results": results[offset : offset + limit]})
+    query = request.query_params
+    offset, limit = int(query.get("offset") or 0), int(query.get("limit") or 25)
+    return JSONResponse({"count": len(results), "results": results[offset : offset + limit]})
 
 
-def create_draft_listing(
-    state: SandboxState, request: Request, params: dict[str, str], shop: str
-) -> Response:
-    body = request.json_or_form()
+async def create_draft_listing(state: SandboxState, request: Request, shop: str) -> Response:
+    body = await json_or_form(request)
     title = str(body.get("title") or "")
     if not title or len(title) > 140:
         raise fail(400, "title: must be between 1 and 140 characters")
@@ -124,20 +125,16 @@ def create_draft_listing(
         sku=",".join(listing["skus"]),
         listing_id=listing_id,
     )
-    return Response(201, listing)
+    return JSONResponse(listing, 201)
 
 
-def get_listing(
-    state: SandboxState, request: Request, params: dict[str, str], shop: str
-) -> Response:
-    return Response(200, _listing(state, params["listing_id"]))
+async def get_listing(state: SandboxState, request: Request, shop: str) -> Response:
+    return JSONResponse(_listing(state, request.path_params["listing_id"]))
 
 
-def get_listing_images(
-    state: SandboxState, request: Request, params: dict[str, str], shop: str
-) -> Response:
-    images = state.etsy.images.get(int(params["listing_id"]), [])
-    return Response(200, {"count": len(images), "results": images})
+async def get_listing_images(state: SandboxState, request: Request, shop: str) -> Response:
+    images = state.etsy.images.get(int(request.path_params["listing_id"]), [])
+    return JSONResponse({"count": len(images), "results": images})
 
 
 def parse_multipart(content_type: str, body: bytes) -> dict[str, tuple[str | None, bytes]]:
@@ -156,11 +153,9 @@ def parse_multipart(content_type: str, body: bytes) -> dict[str, tuple[str | Non
     return fields
 
 
-def upload_listing_image(
-    state: SandboxState, request: Request, params: dict[str, str], shop: str
-) -> Response:
-    listing = _listing(state, params["listing_id"], shop)
-    fields = parse_multipart(request.headers.get("content-type", ""), request.body)
+async def upload_listing_image(state: SandboxState, request: Request, shop: str) -> Response:
+    listing = _listing(state, request.path_params["listing_id"], shop)
+    fields = parse_multipart(request.headers.get("content-type", ""), await request.body())
     filename, content = fields.get("image", (None, b""))
     if not content:
         raise fail(400, "image: a file is required")
@@ -188,13 +183,12 @@ def upload_listing_image(
         rank=rank,
         bytes=len(content),
     )
-    return Response(201, image)
+    return JSONResponse(image, 201)
 
 
-def update_listing(
-    state: SandboxState, request: Request, params: dict[str, str], shop: str
-) -> Response:
-    listing, body = _listing(state, params["listing_id"], shop), request.json_or_form()
+async def update_listing(state: SandboxState, request: Request, shop: str) -> Response:
+    listing = _listing(state, request.path_params["listing_id"], shop)
+    body = await json_or_form(request)
     new_state = body.get("state")
     if new_state is not None and new_state not in ("active", "inactive"):
         raise fail(400, f"state: cannot be set to {new_state!r}")
@@ -216,13 +210,12 @@ def update_listing(
         sku=",".join(listing["skus"]),
         listing_id=listing["listing_id"],
     )
-    return Response(200, listing)
+    return JSONResponse(listing)
 
 
-def update_listing_inventory(
-    state: SandboxState, request: Request, params: dict[str, str], shop: str
-) -> Response:
-    listing, body = _listing(state, params["listing_id"], shop), request.json_or_form()
+async def update_listing_inventory(state: SandboxState, request: Request, shop: str) -> Response:
+    listing = _listing(state, request.path_params["listing_id"], shop)
+    body = await json_or_form(request)
     products = body.get("products") or []
     if not products or not products[0].get("offerings"):
         raise fail(400, "products: at least one product with one offering is required")
@@ -238,8 +231,7 @@ def update_listing_inventory(
         listing_id=listing["listing_id"],
         quantity=listing["quantity"],
     )
-    return Response(
-        200,
+    return JSONResponse(
         {
             "products": products,
             "price_on_property": [],
@@ -249,46 +241,26 @@ def update_listing_inventory(
     )
 
 
-SHOP = f"{API}/shops/{{shop_id}}/listings"
+ETSY = Marketplace(MARKETPLACE, error_body)
+SHOP, LISTING = f"{API}/shops/{{shop_id}}/listings", f"{API}/listings/{{listing_id}}"
 ROUTES = [
-    Route("GET", SHOP, MARKETPLACE, "find_listings", find_listings, shop_from_path),
-    Route("POST", SHOP, MARKETPLACE, "create_draft_listing", create_draft_listing, shop_from_path),
-    Route(
-        "PATCH",
-        f"{SHOP}/{{listing_id}}",
-        MARKETPLACE,
-        "update_listing",
-        update_listing,
-        shop_from_path,
-    ),
-    Route(
+    ETSY.route("GET", SHOP, "find_listings", find_listings, shop_from_path),
+    ETSY.route("POST", SHOP, "create_draft_listing", create_draft_listing, shop_from_path),
+    ETSY.route("PATCH", f"{SHOP}/{{listing_id}}", "update_listing", update_listing, shop_from_path),
+    ETSY.route(
         "POST",
         f"{SHOP}/{{listing_id}}/images",
-        MARKETPLACE,
         "upload_listing_image",
         upload_listing_image,
         shop_from_path,
     ),
-    Route(
-        "GET",
-        f"{API}/listings/{{listing_id}}",
-        MARKETPLACE,
-        "get_listing",
-        get_listing,
-        shop_from_listing,
+    ETSY.route("GET", LISTING, "get_listing", get_listing, shop_from_listing),
+    ETSY.route(
+        "GET", f"{LISTING}/images", "get_listing_images", get_listing_images, shop_from_listing
     ),
-    Route(
-        "GET",
-        f"{API}/listings/{{listing_id}}/images",
-        MARKETPLACE,
-        "get_listing_images",
-        get_listing_images,
-        shop_from_listing,
-    ),
-    Route(
+    ETSY.route(
         "PUT",
-        f"{API}/listings/{{listing_id}}/inventory",
-        MARKETPLACE,
+        f"{LISTING}/inventory",
         "update_listing_inventory",
         update_listing_inventory,
         shop_from_listing,

@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from starlette.requests import HTTPConnection
+
 from marketplaces.sandbox.faults import FaultBook
 
 
@@ -96,6 +98,11 @@ class Sandbox:
         sessions = self.state.vinted_sessions  # open bridge sockets outlive a reset
         self.state = SandboxState(vinted_sessions=sessions)
         self.faults.clear(seed=seed)
+
+
+def sandbox_of(connection: HTTPConnection) -> Sandbox:
+    """The running sandbox of the app a request or WebSocket came to (``app.state.sandbox``)."""
+    return connection.app.state.sandbox
 
 
 def token_hash(token: str) -> str:

@@ -11,13 +11,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import uuid
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from marketplaces.sandbox.state import Sandbox, SandboxState, VintedShop, token_hash
-from marketplaces.sandbox.web import Receive, Scope, Send
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from marketplaces.sandbox.state import Sandbox, SandboxState, VintedShop, sandbox_of, token_hash
+from marketplaces.sandbox.web import bearer
 
 MARKETPLACE = "vinted"
 CLOSE_BUSY, CLOSE_UNAUTHORIZED, CLOSE_DROPPED = 4409, 4401, 1011
@@ -155,24 +158,22 @@ def run_command(
 
 
 class Session:
-    """One bridge connection: the ASGI send/receive pair and the shop it speaks for."""
+    """One bridge connection: the WebSocket and the shop it speaks for."""
 
-    def __init__(self, sandbox: Sandbox, scope: Scope, receive: Receive, send: Send, shop_id: str):
-        self.sandbox, self.receive, self.send, self.shop_id = sandbox, receive, send, shop_id
-        headers = {k.decode().lower(): v.decode() for k, v in scope.get("headers", [])}
-        scheme, _, token = headers.get("authorization", "").partition(" ")
-        self.token = token.strip() if scheme.lower() == "bearer" else ""
+    def __init__(self, sandbox: Sandbox, websocket: WebSocket):
+        self.sandbox, self.websocket = sandbox, websocket
+        self.shop_id: str = websocket.path_params["shop_id"]
+        self.token = bearer(websocket.headers)
 
     async def send_json(self, message: dict[str, Any]) -> None:
-        await self.send({"type": "websocket.send", "text": json.dumps(message)})
+        # json.dumps' defaults, not Starlette's compact send_json: the bytes stay as they were.
+        await self.websocket.send_text(json.dumps(message))
 
     async def close(self, code: int, reason: str = "") -> None:
-        await self.send({"type": "websocket.close", "code": code, "reason": reason})
+        await self.websocket.close(code, reason)
 
     async def run(self) -> None:
-        if (await self.receive())["type"] != "websocket.connect":
-            return
-        await self.send({"type": "websocket.accept"})
+        await self.websocket.accept()
         state = self.sandbox.state
         if not self.token:
             await self.close(CLOSE_UNAUTHORIZED, "bridge token missing")
@@ -203,7 +204,7 @@ class Session:
 
     async def serve(self) -> None:
         while True:
-            event = await self.receive()
+            event = await self.websocket.receive()
             if event["type"] == "websocket.disconnect":
                 return
             try:
@@ -266,8 +267,8 @@ class Session:
         return True
 
 
-async def bridge(
-    sandbox: Sandbox, scope: Scope, receive: Receive, send: Send, shop_id: str
-) -> None:
-    """The ASGI entry for one bridge WebSocket."""
-    await Session(sandbox, scope, receive, send, shop_id).run()
+async def bridge(websocket: WebSocket) -> None:
+    """The endpoint of ``/vinted/bridge/{shop_id}``: one seller session."""
+    # The client leaving while we answer is the end of its session, not our error.
+    with contextlib.suppress(WebSocketDisconnect):
+        await Session(sandbox_of(websocket), websocket).run()
