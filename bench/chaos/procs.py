@@ -77,10 +77,7 @@ class SandboxServer:
         self.proc = None
 
     def log_tail(self, chars: int = 2000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
+        return harness.log_tail(self.log_path, chars)
 
 
 def stop_process_group(proc: subprocess.Popen, *, grace: float) -> None:

@@ -41,6 +41,7 @@ from bench.harness.processes import (
     create_tenant_with_staff,
     create_tenants,
     free_port,
+    log_tail,
     manage,
     migrate,
 )
@@ -87,6 +88,7 @@ __all__ = [
     "git_state",
     "install_sigterm_handler",
     "loadavg",
+    "log_tail",
     "machine_info",
     "manage",
     "measured_lines",

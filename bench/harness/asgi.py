@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from bench.harness.base import BASE_DIR, BenchError
-from bench.harness.processes import free_port
+from bench.harness.processes import free_port, log_tail
 
 
 class AsgiServer:
@@ -90,10 +90,7 @@ class AsgiServer:
         self.proc = None
 
     def log_tail(self, chars: int = 3000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
+        return log_tail(self.log_path, chars)
 
     def __enter__(self) -> AsgiServer:
         return self.start()

@@ -96,10 +96,7 @@ class Cluster:
         self.proc = None
 
     def log_tail(self, chars: int = 3000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
+        return log_tail(self.log_path, chars)
 
     def __enter__(self) -> Cluster:
         return self.start()
@@ -201,3 +198,11 @@ def migrate(env: Mapping[str, str]) -> float:
     print("  migrate_schemas ...", flush=True)
     _, seconds = manage("migrate_schemas", "--noinput", env=env)
     return seconds
+
+
+def log_tail(path: Path, chars: int = 3000) -> str:
+    """The last ``chars`` of a process's log file ("" if it cannot be read)."""
+    try:
+        return path.read_text(errors="replace")[-chars:]
+    except OSError:
+        return ""
