@@ -210,6 +210,6 @@ _SQL = "INSERT INTO {tq} AS q (schema_name, ready_at) VALUES (%s, now())"
 def test_the_scan_reads_the_engine_and_leaves_only_the_sandbox_out():
     sources = set(_sources())
     assert Path("orchestration/services/runner.py") in sources
-    assert Path("orchestration/admin.py") in sources
+    assert Path("orchestration/admin/jobs.py") in sources
     assert THE_ONE_PLACE not in sources
     assert not [p for p in sources if p.is_relative_to(Path("marketplaces/sandbox"))]
