@@ -76,3 +76,57 @@ def test_ledger_filters(sandbox):
     assert [e["sku"] for e in sandbox.ledger(marketplace="ebay")] == ["A-1", "A-2"]
     assert [e["sku"] for e in sandbox.ledger(sku="A-2")] == ["A-2"]
     assert sandbox.ledger(marketplace="etsy") == []
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("DELETE", "/sell/inventory/v1/inventory_item/A-1"),  # a known path, another method
+        ("PROPFIND", "/v3/application/listings/1500000001"),  # a method nobody routes
+        ("GET", "/sell/inventory/v1/offer/"),  # a trailing slash is not redirected
+    ],
+)
+def test_no_route_is_the_marketplace_404_whatever_the_method(sandbox, method, path):
+    response = sandbox.http.request(method, path, headers=AUTH)
+    assert response.status_code == 404
+    message = f"No route for {method} {path}"
+    if path.startswith("/sell/"):
+        assert response.json()["errors"][0]["message"] == message
+    else:
+        assert response.json() == {"error": message}
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/_sandbox/nothing"), ("PUT", "/_sandbox/health"), ("GET", "/_sandbox/health/")],
+)
+def test_unknown_control_endpoints_are_404(sandbox, method, path):
+    response = sandbox.http.request(method, path)
+    assert response.status_code == 404
+    assert response.json() == {"error": f"no control endpoint {method} {path}"}
+
+
+def test_answers_keep_their_json_encoding(sandbox):
+    """Byte for byte what clients have always read (json.dumps defaults), and an empty 204."""
+    assert sandbox.http.get("/_sandbox/health").content == b'{"ok": true}'
+    response = sandbox.http.put(
+        "/sell/inventory/v1/inventory_item/A-1",
+        headers=AUTH,
+        json={
+            "product": {"title": "Chemise \u00e9t\u00e9"},
+            "condition": "NEW",
+            "availability": {"shipToLocationAvailability": {"quantity": 1}},
+        },
+    )
+    assert (response.status_code, response.content) == (204, b"")
+    item = sandbox.http.get("/sell/inventory/v1/inventory_item/A-1", headers=AUTH)
+    assert item.headers["content-type"] == "application/json"
+    assert b'"title": "Chemise \\u00e9t\\u00e9"' in item.content
+
+
+def test_error_rules_answer_retry_after_in_the_marketplace_shape(sandbox):
+    sandbox.faults({"kind": "error", "status": 429, "retry_after": 2.5, "times": 1})
+    response = sandbox.http.get(EBAY_OFFERS, headers=AUTH)
+    assert response.status_code == 429
+    assert response.headers["retry-after"] == "2.5"
+    assert response.json()["errors"][0]["message"] == "Injected 429 for get_offers"
