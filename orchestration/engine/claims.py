@@ -18,15 +18,21 @@ a minute's worth at once and idling for the rest of the minute.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Min, Q
+from django.db import connection, transaction
+from django.db.models import Max, Min, Q
+from django.utils import timezone
 
-from orchestration import conf, steps
-from orchestration.models import JobRun, MarketplaceJob, ResourcePolicy
-from orchestration.states import JOB_CLAIMABLE, JobStatus
+from orchestration import conf, events, states, steps
+from orchestration.engine import marks
+from orchestration.engine.counters import batch_apply_job_moves
+from orchestration.engine.session import worker_id
+from orchestration.models import JobRun, MarketplaceJob, MarketplaceTask, ResourcePolicy
+from orchestration.states import JOB_CLAIMABLE, JobStatus, RunStatus
+from tenants.db import current_schema
 
 RATE_WINDOW = timedelta(seconds=60)
 # What a claim loads of each job: enough to run it without reading it again.
@@ -97,8 +103,6 @@ class ResourceRoom:
 
 def _rooms(now: datetime, keys: list[str] | None = None) -> dict[str, ResourceRoom]:
     """Room per resource in one query (all policies, or ``keys``)."""
-    from django.db import connection
-
     sql = _STATE_SQL.format(
         job=MarketplaceJob._meta.db_table,
         run=JobRun._meta.db_table,
@@ -216,8 +220,6 @@ def _free_keys(
     sees its job RUNNING. Jobs rejected here stay locked by this claim until it commits;
     they are excluded from its later searches.
     """
-    from django.db import connection
-
     keys = sorted({job.concurrency_key for job in candidates if job.concurrency_key} - held)
     busy: set[str] = set()
     if keys:
@@ -283,3 +285,91 @@ def next_wake_time(now: datetime) -> datetime | None:
         if waits:
             candidates.append(max(waits))
     return min(candidates) if candidates else None
+
+
+# --- claiming --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claim:
+    job_id: int
+    run_id: int
+    attempt: int
+    batch_id: int | None = None
+    # Loaded with the claim (one query for all jobs claimed together); reloaded if absent.
+    job: MarketplaceJob | None = field(default=None, compare=False, repr=False)
+    tasks: list[MarketplaceTask] | None = field(default=None, compare=False, repr=False)
+
+
+def claim_next_job(*, worker: str | None = None) -> Claim | None:
+    """Claim the job of the current tenant that may start now (see services.claims), or None."""
+    claimed = claim_jobs(limit=1, worker=worker)
+    return claimed[0] if claimed else None
+
+
+def claim_jobs(*, limit: int, worker: str | None = None) -> list[Claim]:
+    """Claim up to ``limit`` jobs of the current tenant in one transaction (in claim order).
+
+    ``FOR UPDATE SKIP LOCKED``: concurrent workers never claim the same job. Claiming a few
+    at once spreads the claim's fixed cost (resource rooms, locks) over several jobs; they
+    count against their resource's limit from now on, and each run's ``started_at`` is reset
+    when its first step really starts.
+    """
+    now = timezone.now()
+    if marks.tenant_paused(current_schema()):
+        return []
+    with transaction.atomic():
+        jobs = select_jobs_to_claim(now=now, limit=limit)
+        if not jobs:
+            return []
+        return start_runs(jobs, worker=worker or worker_id(), now=now)
+
+
+_START_JOBS = """
+UPDATE {job} AS j SET status = 'running', current_run_id = v.run_id,
+       started_at = COALESCE(j.started_at, %s)
+  FROM (SELECT unnest(%s::bigint[]) AS job_id, unnest(%s::bigint[]) AS run_id) AS v
+ WHERE j.id = v.job_id AND j.status = ANY(%s)
+"""
+
+
+def start_runs(jobs: list[MarketplaceJob], *, worker: str, now) -> list[Claim]:
+    ids = [job.pk for job in jobs]
+    last = dict(
+        JobRun.objects.filter(job_id__in=ids)
+        .values("job_id")
+        .annotate(n=Max("attempt"))
+        .values_list("job_id", "n")
+    )
+    lease = now + timedelta(seconds=conf.get("LEASE_SECONDS"))
+    runs = JobRun.objects.bulk_create(
+        JobRun(job_id=job.pk, attempt=last.get(job.pk, 0) + 1, retry_of_id=job.current_run_id,
+               worker=worker, started_at=now, heartbeat_at=now, lease_expires_at=lease,
+               resource_key=job.resource_key)
+        for job in jobs
+    )  # fmt: skip
+    for job in jobs:  # the rows are locked by the claim; the table must allow the move
+        states.check("job", job.pk, job.status, JobStatus.RUNNING)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _START_JOBS.format(job=MarketplaceJob._meta.db_table),
+            [now, ids, [run.pk for run in runs], sorted(JOB_CLAIMABLE)],
+        )
+        if cursor.rowcount != len(ids):  # a second line behind the claim's row locks
+            raise states.ForbiddenTransition("job", ids, "not claimable", JobStatus.RUNNING)
+    marks.runs_started(current_schema(), len(jobs))
+    tasks_of: dict[int, list[MarketplaceTask]] = {job_id: [] for job_id in ids}
+    for task in MarketplaceTask.objects.filter(job_id__in=ids).order_by("job_id", "step_order"):
+        tasks_of[task.job_id].append(task)
+    started_batches: set[int] = set()
+    result = []
+    for job, run in zip(jobs, runs, strict=True):
+        events.emit("job_status", status=JobStatus.RUNNING, job_id=job.pk, run_id=run.pk,
+                    batch_id=job.batch_id, data={"from": job.status, "attempt": run.attempt})  # fmt: skip
+        events.emit("run_started", status=RunStatus.RUNNING, job_id=job.pk, run_id=run.pk,
+                    batch_id=job.batch_id, data={"attempt": run.attempt, "worker": worker})  # fmt: skip
+        if job.batch_id and job.batch_id not in started_batches:
+            started_batches.add(job.batch_id)
+            batch_apply_job_moves(job.batch_id, [(job.status, JobStatus.RUNNING)])
+        result.append(Claim(job.pk, run.pk, run.attempt, job.batch_id, job, tasks_of[job.pk]))
+    return result
