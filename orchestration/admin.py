@@ -37,9 +37,9 @@ from django.views.decorators.http import require_POST
 
 from config.admin_sites import tenant_admin_site
 from orchestration import selectors, services, steps
-from orchestration.engine.claims import resource_policies
 from orchestration.models import Batch, MarketplaceJob, ResourcePolicy
 from orchestration.paginators import EstimatedCountPaginator
+from orchestration.services.claims import resource_policies
 from orchestration.states import (
     BATCH_TERMINAL,
     JOB_CLAIMABLE,
