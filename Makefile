@@ -30,6 +30,7 @@ check: lint typecheck migrations-check audit
 lint: venv
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
+	.venv/bin/lint-imports --no-cache
 
 # django-stubs imports the settings; a DATABASE_URL keeps it from starting the embedded
 # PostgreSQL (mypy exits without running atexit handlers, so it could not stop it).

@@ -13,6 +13,7 @@ from ninja.security import APIKeyCookie, HttpBearer
 
 from api.errors import ApiError
 from api.services import token_authenticate
+from audit.services import record
 from tenants.db import current_schema
 
 WRITE_PERMISSION = "orchestration.change_marketplacejob"
@@ -85,8 +86,6 @@ def audit(
     details: dict | None = None,
 ) -> None:
     """Record the caller's action in the audit trail (call it inside the action's transaction)."""
-    from audit.services import record
-
     who = principal(request)
     record(who.label, who.door, action, objects, count=count, details=details)
 

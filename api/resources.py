@@ -10,7 +10,7 @@ from api import schemas as s
 from api.auth import audit, require_write
 from api.errors import not_found
 from orchestration import selectors, services
-from orchestration.services.claims import resource_policies
+from orchestration.engine.claims import resource_policies
 
 router = Router(tags=["resources"])
 ERRORS = {401: s.ErrorOut, 403: s.ErrorOut, 404: s.ErrorOut}

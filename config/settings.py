@@ -238,6 +238,13 @@ else:
 # --- engine ---------------------------------------------------------------------
 # Modules that register extra step providers at start-up (comma separated).
 ORCHESTRATION_PROVIDER_MODULES = env.list("ORCHESTRATION_PROVIDER_MODULES", default=[])
+# Periodic work the watchdog runs after each recovery sweep, tenant by tenant: name → the
+# dotted path of a function taking ``now`` (the engine does not import these apps).
+ORCHESTRATION_PERIODIC = {
+    "fired": "scheduler.periodic.fire_due_all_tenants",
+    "operations": "operations.periodic.resume_stalled_all_tenants",
+    "pruned": "operations.retention.prune_due_all_tenants",
+}
 
 # --- marketplaces ---------------------------------------------------------------
 SANDBOX_URL = env.str("SANDBOX_URL", default="http://127.0.0.1:8100")

@@ -7,6 +7,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 from config.admin_sites import tenant_admin_site
 from marketplaces.forms import MarketplaceAccountForm, ProductForm
 from marketplaces.models import MarketplaceAccount, Product
+from orchestration.admin import MAX_FORM_JOBS, SELECTED_SKUS_KEY
 
 
 @admin.register(Product, site=tenant_admin_site)
@@ -22,8 +23,6 @@ class ProductAdmin(admin.ModelAdmin):
     def publish_to(self, request, queryset):
         """Selected products (or every one matching the filter) → the start-batch page with
         their SKUs filled in; it shows the count and the resource's limits before starting."""
-        from orchestration.admin import MAX_FORM_JOBS, SELECTED_SKUS_KEY
-
         skus = list(queryset.order_by("pk").values_list("sku", flat=True)[: MAX_FORM_JOBS + 1])
         if len(skus) > MAX_FORM_JOBS:
             self.message_user(

@@ -7,6 +7,7 @@ from django.core.validators import MinValueValidator
 from django.db import models
 
 from marketplaces.secrets import mask_secret
+from orchestration.steps import PermanentStepError
 
 
 class Product(models.Model):
@@ -180,8 +181,6 @@ class MarketplaceAccount(models.Model):
         """The URL the adapters send the token to: ``destination_url`` if it is one of the
         marketplace's known addresses; else the step fails for good (an account stored
         before the check, or settings that changed since)."""
-        from orchestration.steps import PermanentStepError
-
         url = self.destination_url
         problem = base_url_problem(self.marketplace, url)
         if problem:

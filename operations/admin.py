@@ -16,7 +16,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from audit.services import Actor
+from audit.services import Actor, record
 from config.admin_sites import tenant_admin_site
 from operations import filters, services
 from operations.models import Operation, RetentionPolicy
@@ -141,8 +141,6 @@ class RetentionPolicyAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
         if form.changed_data:
-            from audit.services import record
-
             record(request.user.get_username(), "admin", "retention.change",
                    [("retention", obj.pk)],
                    details={f: form.cleaned_data[f] for f in form.changed_data})  # fmt: skip

@@ -20,10 +20,17 @@ from django.apps import apps
 from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
+from django_q.tasks import async_task
 
+from audit.models import AuditEntry
 from operations.models import Operation, RetentionPolicy
 from orchestration.models import Batch, JobRun, MarketplaceJob
 from orchestration.states import BATCH_TERMINAL, JOB_TERMINAL, RunStatus
+from scheduler.models import ScheduleFiring
+from tenants.db import current_schema
+from tenants.models import Tenant
+from tenants.sweeps import each_tenant
+from uploads import storage
 
 logger = logging.getLogger(__name__)
 
@@ -66,9 +73,6 @@ def _candidates(now: datetime, settings: RetentionPolicy) -> dict[str, tuple[Que
         )  # fmt: skip
     activity_cut = _cutoff(settings.activity_days, now)
     if activity_cut:
-        from audit.models import AuditEntry
-        from scheduler.models import ScheduleFiring
-
         out["activity"] = (AuditEntry.objects.filter(created_at__lt=activity_cut), "audit entries")
         out["schedule_firings"] = (
             ScheduleFiring.objects.filter(fired_at__lt=activity_cut),
@@ -121,8 +125,6 @@ def _delete_in_batches(
 
 
 def _remove_upload_files(ids: list) -> None:
-    from uploads import storage
-
     for upload_id in ids:
         try:
             storage.remove_upload_files(upload_id)
@@ -192,11 +194,6 @@ def prune_due_all_tenants(now: datetime | None = None, *, force: bool = False) -
     """The nightly prune: each tenant once a day after its ``prune_hour`` (UTC), as q2
     tasks carrying the schema (a long prune never holds the watchdog's loop)."""
     global _last_check
-    from django_q.tasks import async_task
-
-    from scheduler.periodic import _each
-    from tenants.models import Tenant
-
     if not force and time.monotonic() - _last_check < CHECK_EVERY:
         return {}
     _last_check = time.monotonic()
@@ -206,12 +203,10 @@ def prune_due_all_tenants(now: datetime | None = None, *, force: bool = False) -
     )
 
     def one() -> int:
-        from tenants.db import current_schema
-
         if not prune_claim_if_due(now):
             return 0
         schema = current_schema()
         transaction.on_commit(lambda: async_task("operations.tasks.prune_tenant", schema))
         return 1
 
-    return _each(schemas, one)
+    return each_tenant(schemas, one)

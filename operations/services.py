@@ -21,6 +21,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
+from django_q.tasks import async_task
 
 from audit import services as audit
 from audit.services import Actor
@@ -73,8 +74,6 @@ def operation_create(*, kind: str, job_filter: dict[str, Any], actor: Actor) -> 
 
 
 def operation_enqueue(schema_name: str, operation_id: int) -> None:
-    from django_q.tasks import async_task
-
     async_task("operations.tasks.run_operation", schema_name, operation_id)
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from django_q.tasks import async_task
 from django_tenants.utils import schema_context
+
+from operations.retention import prune
+from operations.services import operation_enqueue, operation_run
 
 
 def run_operation(schema_name: str, operation_id: int) -> bool:
     """Run a bulk operation's chunks for a while; send the next task if work remains."""
-    from operations.services import operation_enqueue, operation_run
-
     with schema_context(schema_name):
         more = operation_run(operation_id=operation_id)
     if more:
@@ -21,10 +23,6 @@ PRUNE_TASK_SECONDS = 120.0  # well under q2's timeout; the task sends itself aga
 
 def prune_tenant(schema_name: str) -> dict:
     """The nightly prune of one tenant (``operations.retention``)."""
-    from django_q.tasks import async_task
-
-    from operations.retention import prune
-
     with schema_context(schema_name):
         counts, more = prune(seconds=PRUNE_TASK_SECONDS)
     if more:

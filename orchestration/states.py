@@ -1,6 +1,6 @@
 """The transition table: which status may follow which. Pure Python, no ORM.
 
-Every status write in the engine goes through ``orchestration.services.transitions``,
+Every status write in the engine goes through ``orchestration.engine.transitions``,
 which consults this table before its guarded UPDATE; a pair not listed here raises
 ``ForbiddenTransition`` and nothing is written.
 """

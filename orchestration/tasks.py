@@ -10,7 +10,9 @@ import logging
 
 from django_tenants.utils import schema_context
 
-from orchestration import dispatch
+from orchestration.engine import dispatch
+from orchestration.engine.recovery import sweep_all_tenants
+from orchestration.services import run_available_jobs
 from tenants.db import use_public_schema
 
 logger = logging.getLogger(__name__)
@@ -22,16 +24,12 @@ def drain(slot_id: int | None = None, token: str | None = None) -> dict:
 
 
 def sweep() -> dict:
-    """The recovery sweep (see ``services.recovery.sweep_all_tenants``). The watchdog runs
+    """The recovery sweep (see ``orchestration.engine.recovery.sweep_all_tenants``). The watchdog runs
     it in its own process every few seconds; this q2 schedule is a second line."""
-    from orchestration.services.recovery import sweep_all_tenants
-
     return sweep_all_tenants()
 
 
 def run_tenant_jobs(schema_name: str, limit: int | None = None) -> int:
     """Run one tenant's runnable jobs in this worker (CLI/diagnostics)."""
-    from orchestration.services.runner import run_available_jobs
-
     with schema_context(schema_name):
         return run_available_jobs(limit=limit)

@@ -14,12 +14,18 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import urlencode
 from django.views.decorators.http import require_POST
+from django_q.brokers import get_broker
 from django_tenants.utils import get_public_schema_name
 
+from audit.services import record
 from config.admin_sites import tenant_admin_site
-from orchestration import dispatch, selectors, services
+from operations.selectors import current_operations
+from orchestration import selectors, services
+from orchestration.engine import marks
 from orchestration.models import MarketplaceJob
+from scheduler.selectors import upcoming_schedules
 from tenants.db import current_schema
+from tenants.models import Domain, DrainSlot, Tenant, TenantQueue
 
 DASHBOARD_PERMS = ("orchestration.view_batch", "orchestration.view_marketplacejob")
 CHART_HEIGHT = 60
@@ -63,7 +69,7 @@ def _panel(request: HttpRequest, panel: str) -> dict[str, Any]:
         queues = selectors.queue_depth()
         for queue in queues:
             queue["reserved"] = reserved.get(queue["key"], [])
-        return {"queues": queues, "tenant_paused": dispatch.tenant_paused(current_schema())}
+        return {"queues": queues, "tenant_paused": marks.tenant_paused(current_schema())}
     if panel == "throughput":
         rate = selectors.throughput()
         minutes = rate["minutes"]
@@ -101,12 +107,8 @@ def _panel(request: HttpRequest, panel: str) -> dict[str, Any]:
     if panel == "workers":
         return {"health": selectors.worker_health(), "clusters": _clusters()}
     if panel == "schedules":
-        from scheduler.selectors import upcoming_schedules
-
         return {"schedules": upcoming_schedules()}
     if panel == "operations":
-        from operations.selectors import current_operations
-
         return {"operations": current_operations()}
     raise Http404
 
@@ -182,8 +184,6 @@ def _dashboard_retry(request: HttpRequest, job_id: int) -> HttpResponse:
     _require(request, "orchestration.change_marketplacejob")
     try:
         job = services.job_retry(job_id=job_id)
-        from audit.services import record
-
         record(request.user.get_username(), "dashboard", "job.retry", [("job", job.pk)])
         answer = {"ok": True, "job_id": job.pk, "status": job.status,
                   "message": f"Job {job.pk} queued again."}  # fmt: skip
@@ -204,8 +204,6 @@ dashboard_retry = tenant_admin_site.admin_view(require_POST(_dashboard_retry))
 
 def _platform(request: HttpRequest) -> HttpResponse:
     """Every tenant's queue depth, running and failed jobs, for the platform's superusers."""
-    from tenants.models import Domain, DrainSlot, Tenant, TenantQueue
-
     if current_schema() != get_public_schema_name():
         raise Http404  # only ever routed on the public URLconf; belt and braces
     if not request.user.is_superuser:
@@ -254,8 +252,6 @@ def _platform(request: HttpRequest) -> HttpResponse:
 
 def _broker_queue_size() -> int | None:
     try:
-        from django_q.brokers import get_broker
-
         return int(get_broker().queue_size() or 0)
     except Exception:
         return None

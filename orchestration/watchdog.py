@@ -39,14 +39,18 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
-from orchestration import dispatch
-from orchestration.dispatch import DATABASE_LOST
+from orchestration.engine import slots
+from orchestration.engine.recovery import sweep_all_tenants
+from orchestration.engine.session import DATABASE_LOST
 from tenants.db import use_public_schema
+from tenants.models import DrainSlot, TenantQueue, WorkerCluster
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +60,24 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 # A new cluster that has made no progress yet is called stalled only after this many stall
 # periods (a slow start on a loaded machine is not a deadlock).
 STARTUP_PATIENCE = 3
+
+
+def periodic_tick(now: datetime | None = None) -> dict[str, Any]:
+    """The periodic work other apps hook in (``settings.ORCHESTRATION_PERIODIC``: a name and
+    the dotted path of a function taking ``now``), run after each recovery sweep; returns
+    each one's result. One failing is logged and does not stop the others; a lost database
+    is raised for the watchdog to wait for it."""
+    results: dict[str, Any] = {}
+    for name, path in settings.ORCHESTRATION_PERIODIC.items():
+        try:
+            results[name] = import_string(path)(now)
+        except DATABASE_LOST:
+            raise
+        except Exception:
+            logger.exception("watchdog: periodic %s (%s) failed", name, path)
+        finally:
+            use_public_schema()
+    return results
 
 
 @dataclass
@@ -158,8 +180,6 @@ class Watchdog:
             connection.close()
 
     def _sweep(self, *, reconcile: bool) -> None:
-        from orchestration.services.recovery import sweep_all_tenants
-
         try:
             result = sweep_all_tenants(reconcile=reconcile)
         except DATABASE_LOST as exc:
@@ -180,18 +200,12 @@ class Watchdog:
         self._operator_tick()
 
     def _operator_tick(self) -> None:
-        # Schedules, stalled bulk operations, the nightly prune (scheduler/periodic.py),
-        # tenant by tenant; its own failure never stops the sweep or the cluster checks.
-        from scheduler.periodic import operator_tick
-
+        # Schedules, stalled bulk operations, the nightly prune (ORCHESTRATION_PERIODIC);
+        # a failure never stops the sweep or the cluster checks.
         try:
-            operator_tick()
+            periodic_tick()
         except DATABASE_LOST as exc:
             self._database_lost(exc)
-        except Exception:
-            logger.exception("watchdog: the operator tick failed")
-        finally:
-            use_public_schema()
 
     # --- what a stall looks like ---------------------------------------------------
 
@@ -209,8 +223,6 @@ class Watchdog:
 
     def stall_reason(self) -> str | None:
         """Why the cluster is stalled, or None while it works (or has nothing to do)."""
-        from tenants.models import DrainSlot, WorkerCluster
-
         if self.cluster_started is None:
             return None
         now = timezone.now()
@@ -253,14 +265,12 @@ class Watchdog:
         return None
 
     def _ready_tenants(self) -> int:
-        from tenants.models import TenantQueue
-
         return TenantQueue.objects.filter(ready_at__isnull=False, paused=False).count()
 
     # --- starting, stopping, restarting --------------------------------------------
 
     def start_cluster(self) -> None:
-        env = dict(os.environ, **{dispatch.CLUSTER_ENV: self.name})
+        env = dict(os.environ, **{slots.CLUSTER_ENV: self.name})
         env["Q_WORKERS"] = str(self.workers)
         self.proc = subprocess.Popen(self.argv, cwd=BASE_DIR, env=env, start_new_session=True)
         self.cluster_started = timezone.now()
@@ -312,7 +322,7 @@ class Watchdog:
         # and frees their drain slots; drain messages its pusher had taken are sent again.
         self._sweep(reconcile=True)
         with contextlib.suppress(*DATABASE_LOST):
-            dispatch.requeue_stale_slots(queued_before=timezone.now())
+            slots.requeue_stale_slots(queued_before=timezone.now())
         delay = restart_delay(self.futile_restarts)
         if delay:
             logger.warning("watchdog %s: waiting %.0fs before the next start", self.name, delay)
@@ -321,8 +331,6 @@ class Watchdog:
             self.start_cluster()
 
     def _progressed_since_start(self) -> bool:
-        from tenants.models import WorkerCluster
-
         try:
             progress = (
                 WorkerCluster.objects.filter(name=self.name)
@@ -337,8 +345,6 @@ class Watchdog:
     # --- the row -------------------------------------------------------------------
 
     def _register(self) -> None:
-        from tenants.models import WorkerCluster
-
         WorkerCluster.objects.update_or_create(
             name=self.name,
             defaults={
@@ -350,8 +356,6 @@ class Watchdog:
         )  # fmt: skip
 
     def _write(self, **fields) -> None:
-        from tenants.models import WorkerCluster
-
         fields.setdefault("heartbeat_at", timezone.now())
         WorkerCluster.objects.filter(name=self.name).update(**fields)
 

@@ -20,6 +20,7 @@ from django.conf import settings
 from orchestration.steps import PermanentStepError, ResourceLimit, Step, StepContext
 from planning import forecast, live, selectors
 from planning.params import PlanParameters
+from planning.services import plan_push, plan_push_output
 
 MARKETPLACE = selectors.MARKETPLACE
 ACTION = selectors.ACTION
@@ -188,8 +189,6 @@ class PushQuantities(PlanStep):
     default_timeout = 60.0
 
     def check(self, ctx: StepContext) -> Mapping[str, Any] | None:
-        from planning.services import plan_push_output
-
         live.send(ctx, "agent_status", message=f"{self.step_type} started")
         found = plan_push_output(plan_job_id=ctx.job_id)
         if found is not None:
@@ -202,8 +201,6 @@ class PushQuantities(PlanStep):
         return output
 
     def run(self, ctx: StepContext) -> tuple[dict[str, Any], dict[str, Any]]:
-        from planning.services import plan_push
-
         inventory = ctx.output_of("compute_inventory")
         params = ctx.output_of("assemble_context")["params"]
         quantities = {sku: int(q["quantity"]) for sku, q in inventory["quantities"].items()}

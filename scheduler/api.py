@@ -14,7 +14,7 @@ from api import schemas as s
 from api.auth import principal, require_write
 from api.errors import ApiError, not_found
 from audit.services import Actor
-from scheduler import services
+from scheduler import services, timing
 from scheduler.models import Schedule, ScheduleFiring
 
 router = Router(tags=["schedules"])
@@ -87,8 +87,6 @@ def _actor(request: HttpRequest) -> Actor:
 
 def _out(schedule: Schedule) -> dict:
     from django.utils import timezone
-
-    from scheduler import timing
 
     upcoming = (
         timing.upcoming(cron=schedule.cron, every_minutes=schedule.every_minutes,

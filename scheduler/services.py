@@ -22,12 +22,17 @@ from django.utils import timezone
 
 from audit import services as audit
 from audit.services import Actor
+from marketplaces.models import Product
 from orchestration import steps
 from orchestration.models import Batch
 from orchestration.services import JobSpec, batch_create
 from orchestration.states import BATCH_TERMINAL
+from planning import selectors as plans
+from planning.params import field_errors, plan_parameters
+from planning.services import PLAN_MAX_RETRIES
 from scheduler import timing
 from scheduler.models import Schedule, ScheduleFiring
+from tenants.sweeps import tenants_having
 
 logger = logging.getLogger(__name__)
 
@@ -86,8 +91,6 @@ def plan_parameters_of(values: dict[str, Any]) -> Any:
     """A plan schedule's parameters as a firing now would use them (the season starts the
     next Monday unless the plan fixes it); ``ScheduleError`` on the ``plan`` field."""
     from pydantic import ValidationError
-
-    from planning.params import field_errors, plan_parameters
 
     plan = values.get("plan")
     if not isinstance(plan, dict):
@@ -177,8 +180,6 @@ def schedule_delete(*, schedule_id: int, actor: Actor) -> None:
 
 
 def _products(schedule: Schedule) -> list[tuple[int, str]]:
-    from marketplaces.models import Product
-
     products = Product.objects.order_by("pk")
     if not schedule.all_products:
         wanted = [s.lower() for s in split_skus(schedule.skus)]
@@ -194,9 +195,6 @@ def _products(schedule: Schedule) -> list[tuple[int, str]]:
 def _start_batch(schedule: Schedule, slot: datetime) -> Batch:
     name = f"{schedule.name} · {slot.astimezone(timing.zone(schedule.timezone)):%Y-%m-%d %H:%M %Z}"
     if schedule.action == Schedule.Action.PLAN:
-        from planning import selectors as plans
-        from planning.services import PLAN_MAX_RETRIES
-
         values = {f: getattr(schedule, f) for f in EDITABLE}
         params = plan_parameters_of(values).as_job_params()
         params["created_by"] = f"schedule #{schedule.pk}"
@@ -286,8 +284,6 @@ def schedule_run_now(*, schedule_id: int, actor: Actor) -> ScheduleFiring:
 
 def tenants_with_due_schedules(now: datetime | None = None) -> list[str]:
     """Schemas with a due schedule, in one query over every tenant schema."""
-    from scheduler.periodic import tenants_having
-
     return tenants_having(
         "scheduler_schedule", "active AND next_run_at <= %s", [now or timezone.now()]
     )

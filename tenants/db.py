@@ -1,6 +1,17 @@
-"""Typed access to django-tenants' connection state (its wrapper adds these at run time)."""
+"""Typed access to django-tenants' connection state (its wrapper adds these at run time),
+and what a lost database connection raises."""
 
-from django.db import connection
+import psycopg
+from django.db import InterfaceError, OperationalError, connection
+
+# What a lost database connection raises (a restart, a failover, a network cut): Django's
+# wrappers, and psycopg's own errors from the engine's raw prepared statements.
+DATABASE_LOST = (
+    OperationalError,
+    InterfaceError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+)
 
 
 def current_schema() -> str:

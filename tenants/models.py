@@ -29,7 +29,7 @@ class Domain(DomainMixin):
 class TenantQueue(models.Model):
     """The public index of which tenants have work, so dispatch never loops over idle schemas.
 
-    Written by ``orchestration.dispatch`` only. ``ready_at`` is set when a tenant gets
+    Written by ``orchestration.engine.marks`` only. ``ready_at`` is set when a tenant gets
     runnable jobs and cleared when a worker finds none (guarded by ``signal_seq`` so a
     signal that raced the clearing is not lost); ``next_wake_at`` is the earliest
     ``run_after`` of jobs waiting for a backoff; ``active_runs`` counts RUNNING jobs

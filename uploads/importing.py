@@ -29,6 +29,8 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
+from marketplaces.models import Product
+from orchestration.services import JobSpec, batch_create
 from orchestration.steps import (
     PermanentStepError,
     ResourceLimit,
@@ -341,8 +343,6 @@ _COLUMNS = ("sku", "title", "description", "price", "currency", "quantity", "bra
 def products_bulk_upsert(rows: Sequence[dict[str, Any]]) -> tuple[int, int]:
     """Insert or update products by SKU in one statement (one array per column): (created,
     updated). Rows that would not change anything are left alone (not counted)."""
-    from marketplaces.models import Product
-
     params: dict[str, Any] = {name: [row[name] for row in rows] for name in _COLUMNS}
     params["images"] = [json.dumps(row["images"]) for row in rows]
     params["now"] = timezone.now()
@@ -384,9 +384,6 @@ class CreateBatch:
         return None
 
     def perform(self, ctx: StepContext) -> Mapping[str, Any]:
-        from marketplaces.models import Product
-        from orchestration.services import JobSpec, batch_create
-
         upload = _upload(ctx)
         marketplaces = [str(m) for m in ctx.params.get("marketplaces") or []]
         if not marketplaces:

@@ -8,6 +8,7 @@ from typing import Any
 
 from django.db.models import Sum
 
+from orchestration.models import MarketplaceTask
 from uploads import importing, storage
 from uploads.models import Upload
 from uploads.services import UploadNotFound
@@ -52,8 +53,6 @@ def upload_progress(upload: Upload) -> dict[str, Any]:
 def import_report(upload: Upload) -> dict[str, Any]:
     """What the import did so far: the validation summary (rows read, valid, rejected with
     the first reasons), the upsert counts and the publish batch, from the job's steps."""
-    from orchestration.models import MarketplaceTask
-
     outputs: dict[str, Any] = {}
     if upload.import_job_id:
         outputs = {

@@ -25,6 +25,10 @@ from django.db import connection, transaction
 from django.db.models import Max, Sum
 from django.utils import timezone
 
+from audit.services import record
+from orchestration import steps
+from orchestration.services import job_create
+from orchestration.states import JOB_TERMINAL
 from tenants.db import current_schema
 from uploads import conf, storage
 from uploads.models import Upload, UploadPart
@@ -305,8 +309,6 @@ def _detect_format(filename: str, path) -> str:
 def upload_abort(*, upload_id: uuid.UUID) -> Upload:
     """Stop an upload (or drop a finished one) and free its disk. Refused while its import
     job is queued or running."""
-    from orchestration.states import JOB_TERMINAL
-
     with transaction.atomic():
         upload = _get_locked(upload_id)
         if upload.import_job_id is not None:
@@ -357,8 +359,6 @@ def uploads_expire_stale(*, now=None) -> int:
 def marketplaces_check(marketplaces: Sequence[str]) -> list[str]:
     """The marketplaces an import may publish to, normalised; ``UploadInvalid`` names the
     unknown ones."""
-    from orchestration import steps
-
     chosen = list(dict.fromkeys(m.strip().lower() for m in marketplaces))
     known = [m for m in steps.registered_marketplaces() if m != CATALOG]
     unknown = [m for m in chosen if m not in known]
@@ -382,9 +382,6 @@ def upload_start_import(
     ``marketplaces``: where the imported products are published afterwards (a batch of
     publish jobs); empty = import only. With ``door``, the start is in the audit trail.
     """
-    from audit.services import record
-    from orchestration.services import job_create
-
     chosen = marketplaces_check(marketplaces)
     with transaction.atomic():
         upload = _get_locked(upload_id)

@@ -3,15 +3,15 @@ schedule fans out one task per tenant, each carrying its schema name."""
 
 from __future__ import annotations
 
+from django_q.tasks import async_task
 from django_tenants.utils import schema_context
+
+from tenants.db import use_public_schema
+from tenants.models import Tenant
+from uploads.services import uploads_expire_stale
 
 
 def expire_stale_uploads_all_tenants() -> int:
-    from django_q.tasks import async_task
-
-    from tenants.db import use_public_schema
-    from tenants.models import Tenant
-
     use_public_schema()
     schemas = list(
         Tenant.objects.exclude(schema_name="public").values_list("schema_name", flat=True)
@@ -22,7 +22,5 @@ def expire_stale_uploads_all_tenants() -> int:
 
 
 def expire_stale_uploads(schema_name: str) -> int:
-    from uploads.services import uploads_expire_stale
-
     with schema_context(schema_name):
         return uploads_expire_stale()

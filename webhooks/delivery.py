@@ -1,6 +1,6 @@
 """Delivering the outbox: claimed by the engine's drains, sent over HTTP, recorded.
 
-A drain serving a tenant calls ``deliver_due`` (``orchestration.dispatch.serve_tenant``):
+A drain serving a tenant calls ``deliver_due`` (``orchestration.engine.dispatch.serve_tenant``):
 no django-q2 task per event, so a backlog of any size costs q2 nothing more than the
 drains it already runs. One call:
 
@@ -14,7 +14,7 @@ drains it already runs. One call:
 
 A worker killed between 1 and 3 leaves its rows PENDING: due again when the lease ends
 (at least once; the receiver dedupes on the event id / run id). Each call ends by
-telling the tenant's queue row when deliveries are next due (``dispatch.wake_at``), and
+telling the tenant's queue row when deliveries are next due (``orchestration.engine.marks.wake_at``), and
 the sweep re-derives that wake-up from the table (``next_due``), so none is lost.
 """
 
@@ -36,6 +36,8 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from config.netsafety import UnsafeURL
+from orchestration.engine.marks import wake_at
+from orchestration.engine.session import worker_id
 from tenants.db import current_schema
 from webhooks import conf, sender, signing
 from webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
@@ -132,10 +134,8 @@ def claim(*, limit: int, worker: str) -> list[Claimed]:
         cursor.execute(_sql(_CLAIM_SQL), params)
         rows = cursor.fetchall()
         if rows:
-            from orchestration import dispatch
-
             # If this worker dies before recording, a drain comes back when the lease ends.
-            dispatch.wake_at(current_schema(), max(row[-1] for row in rows))
+            wake_at(current_schema(), max(row[-1] for row in rows))
     return sorted((Claimed(*row[:-1]) for row in rows), key=lambda c: c.id)
 
 
@@ -322,9 +322,7 @@ _batch_size: dict[str, int] = {}  # per tenant: grows while batches are quick
 def deliver_due(*, until: float, worker: str | None = None) -> Stats:
     """Claim, send and record the current tenant's due deliveries until ``until``
     (monotonic) or none is due. Called by the drain serving the tenant."""
-    from orchestration.services.runner import _worker_id
-
-    worker = worker or _worker_id()
+    worker = worker or worker_id()
     schema = current_schema()
     concurrency = int(conf.get("CONCURRENCY"))
     stats = Stats()
@@ -367,8 +365,6 @@ def _send_all(claimed: list[Claimed]) -> list[Outcome]:
 
 def reassert_wake(schema_name: str) -> None:
     """Tell the tenant's queue row when deliveries are next due (now: it stays ready)."""
-    from orchestration import dispatch
-
     due = next_due()
     if due is not None:
-        dispatch.wake_at(schema_name, due)
+        wake_at(schema_name, due)

@@ -19,6 +19,7 @@ from typing import Any
 from django.db import connection
 from django.utils import timezone
 
+from orchestration.models import Batch, JobRun, MarketplaceJob, MarketplaceTask
 from tenants.db import current_schema
 from webhooks.models import EventType, WebhookDelivery, WebhookEndpoint
 
@@ -61,8 +62,6 @@ SELECT src.event_id, {type}, e.id, j.id, r.id, j.batch_id,
 
 
 def _tables() -> dict[str, str]:
-    from orchestration.models import JobRun, MarketplaceJob, MarketplaceTask
-
     return {
         "delivery": WebhookDelivery._meta.db_table,
         "endpoint": WebhookEndpoint._meta.db_table,
@@ -149,8 +148,6 @@ def record_job_events(
 
 @functools.cache
 def _batch_event_sql() -> str:
-    from orchestration.models import Batch
-
     kind = "%(type)s::text"
     delivery, endpoint = _tables()["delivery"], _tables()["endpoint"]
     return f"""

@@ -12,6 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from config.netsafety import UnsafeURL, check_url
+from orchestration.engine import marks
 from tenants.db import current_schema
 from webhooks import conf
 from webhooks.models import SUBSCRIBABLE, EventType, WebhookDelivery, WebhookEndpoint, new_secret
@@ -155,6 +156,4 @@ def deliveries_redeliver(*, delivery_ids: Iterable[int]) -> int:
 
 def _signal_workers() -> None:
     """A drain will come for this tenant (its queue row is marked in this transaction)."""
-    from orchestration import dispatch
-
-    dispatch.signal_work_on_commit(current_schema())
+    marks.signal_work_on_commit(current_schema())

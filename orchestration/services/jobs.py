@@ -1,28 +1,33 @@
-"""Jobs: create, enqueue, cancel, retry, retry from a step. The doors (admin, CLI, API,
-dashboard) call these and nothing else."""
+"""Jobs: create, cancel, retry, retry from a step, change options. The doors (admin, CLI,
+API, dashboard) call these and nothing else."""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from django.db import transaction
-from django.db.models import QuerySet
 from django.utils import timezone
 
+from marketplaces.models import Product
 from orchestration import events, steps
+from orchestration.engine import marks, transitions
+from orchestration.engine.moves import after_moves, jobs_cancel, jobs_enqueue
 from orchestration.models import Batch, MarketplaceJob, MarketplaceTask
-from orchestration.services import transitions
-from orchestration.services.batches import JobSpec, batch_apply_job_moves, batch_skip_later
-from orchestration.states import (
-    JOB_ACTIVE,
-    JOB_CANCELLABLE_AT_ONCE,
-    JOB_RETRYABLE_BY_STAFF,
-    BatchStatus,
-    JobStatus,
-    TaskStatus,
-)
+from orchestration.states import JOB_ACTIVE, JOB_RETRYABLE_BY_STAFF, JobStatus, TaskStatus
 from tenants.db import current_schema
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    marketplace: str
+    action: str
+    product_id: int | None = None
+    sku: str = ""
+    params: dict[str, Any] | None = None
+    priority: int = 0
+    max_retries: int = 3
 
 
 class JobError(Exception):
@@ -55,8 +60,6 @@ def job_create_many(
     *, specs: Sequence[JobSpec], batch: Batch | None = None
 ) -> list[MarketplaceJob]:
     """Bulk-create jobs and their tasks (two INSERTs whatever the count)."""
-    from marketplaces.models import Product
-
     product_ids = {s.product_id for s in specs if s.product_id and not s.sku}
     skus = (
         dict(Product.objects.filter(pk__in=product_ids).values_list("pk", "sku"))
@@ -100,49 +103,6 @@ def job_create_many(
     return jobs
 
 
-def jobs_enqueue(*, job_ids: Sequence[int]) -> int:
-    """PENDING (or re-queued) jobs become QUEUED; a worker is signalled after commit."""
-    from orchestration import dispatch
-
-    with transaction.atomic():
-        moved = transitions.transition_many(
-            MarketplaceJob.objects.filter(pk__in=job_ids),
-            JobStatus.QUEUED,
-            expect=[JobStatus.PENDING],
-            run_after=timezone.now(),
-        )
-        if moved:  # the tenant's queue row before the batch row (docs/engine.md, lock order)
-            dispatch.signal_work_on_commit(current_schema())
-        _after_moves(moved, JobStatus.QUEUED)
-    return len(moved)
-
-
-def _after_moves(moved: list[tuple[int, str]], target: str) -> None:
-    """Events and batch counters for jobs that moved to ``target``."""
-    _account([(pk, old, target) for pk, old in moved])
-
-
-def _account(moves: Sequence[tuple[int, str, str]]) -> None:
-    """Events and batch counters for jobs that moved (pk, old, new): one counter update per
-    batch, whatever the moves."""
-    if not moves:
-        return
-    batch_of = dict(
-        MarketplaceJob.objects.filter(pk__in=[pk for pk, _, _ in moves]).values_list(
-            "pk", "batch_id"
-        )
-    )
-    by_batch: dict[int, list[tuple[str, str]]] = defaultdict(list)
-    for pk, old, new in moves:
-        events.emit(
-            "job_status", status=new, job_id=pk, batch_id=batch_of.get(pk), data={"from": old}
-        )
-        if batch_of.get(pk):
-            by_batch[batch_of[pk]].append((old, new))
-    for batch_id, batch_moves in by_batch.items():
-        batch_apply_job_moves(batch_id, batch_moves)
-
-
 def job_cancel(*, job_id: int) -> MarketplaceJob:
     """Cancel a job: at once if it is waiting; at the next step boundary if it is running."""
     with transaction.atomic():
@@ -151,65 +111,6 @@ def job_cancel(*, job_id: int) -> MarketplaceJob:
         if count == 0 and job.status != JobStatus.RUNNING:
             raise JobError(f"job {job_id} is {job.status}: there is nothing to cancel")
     return job
-
-
-def jobs_cancel(*, queryset: QuerySet[MarketplaceJob]) -> int:
-    """Bulk cancel (a filter, a batch): returns how many jobs were cancelled or asked to stop.
-
-    A cancelled job of a sequential group ends the group like a failure: the jobs after it
-    are SKIPPED (unless the whole batch is being cancelled: they are cancelled with it).
-    """
-    now = timezone.now()
-    with transaction.atomic():
-        # Lock every job that may still be cancelled (pk order) and decide per row under its
-        # lock: a job a worker claims meanwhile is seen RUNNING once the claim commits (and
-        # flagged), never missed between two statements. Job rows before the batch rows
-        # (``_account`` moves the counters): a worker finishing a job takes them in that order.
-        rows = list(
-            queryset.filter(status__in=[*JOB_CANCELLABLE_AT_ONCE, JobStatus.RUNNING])
-            .select_for_update(of=("self",))
-            .order_by("pk")
-            .values_list("pk", "status", "cancel_requested")
-        )
-        running = [
-            pk for pk, status, flagged in rows if status == JobStatus.RUNNING and not flagged
-        ]
-        waiting = [pk for pk, status, _ in rows if status != JobStatus.RUNNING]
-        if running:
-            MarketplaceJob.objects.filter(pk__in=running).update(cancel_requested=True)
-        moved = transitions.transition_many(
-            MarketplaceJob.objects.filter(pk__in=waiting), JobStatus.CANCELLED,
-            expect=JOB_CANCELLABLE_AT_ONCE, completed_at=now, error_message="cancelled by staff",
-            direct=False,
-        )  # fmt: skip
-        if moved:
-            transitions.transition_many(
-                MarketplaceTask.objects.filter(job_id__in=[pk for pk, _ in moved]),
-                TaskStatus.CANCELLED,
-                expect=[TaskStatus.PENDING, TaskStatus.FAILED],
-            )
-        skipped = _skip_after_cancelled([pk for pk, _ in moved])
-        _account([(pk, old, JobStatus.CANCELLED) for pk, old in moved]
-                 + [(pk, old, JobStatus.SKIPPED) for pk, old in skipped])  # fmt: skip
-    return len(moved) + len(running)
-
-
-def _skip_after_cancelled(job_ids: list[int]) -> list[tuple[int, str]]:
-    """Jobs after a cancelled one in a sequential group (not being cancelled as a whole)
-    become SKIPPED: nothing would ever enqueue them. Returns (pk, old status)."""
-    if not job_ids:
-        return []
-    first: dict[int, int] = {}
-    for batch_id, sequence in (
-        MarketplaceJob.objects.filter(pk__in=job_ids, batch__mode=Batch.Mode.SEQUENTIAL)
-        .exclude(batch__status=BatchStatus.CANCELLED)
-        .values_list("batch_id", "sequence")
-    ):
-        first[batch_id] = min(sequence, first.get(batch_id, sequence))
-    skipped: list[tuple[int, str]] = []
-    for batch_id, sequence in sorted(first.items()):
-        skipped += batch_skip_later(batch_id, after_sequence=sequence, reason="was cancelled")
-    return skipped
 
 
 def job_retry(*, job_id: int) -> MarketplaceJob:
@@ -311,8 +212,6 @@ def job_set_options(
 
 
 def _requeue(job: MarketplaceJob) -> MarketplaceJob:
-    from orchestration import dispatch
-
     # ``direct`` off: a staff retry does not inherit an old "run now" reservation
     # (``job_run_now`` sets it again after retrying).
     old = transitions.transition(
@@ -320,7 +219,7 @@ def _requeue(job: MarketplaceJob) -> MarketplaceJob:
         retry_count=0, run_after=timezone.now(), cancel_requested=False,
         error_message="", completed_at=None, result=None, direct=False,
     )  # fmt: skip
-    dispatch.signal_work_on_commit(current_schema())  # queue row before batch row
-    _after_moves([(job.pk, old)], JobStatus.QUEUED)
+    marks.signal_work_on_commit(current_schema())  # queue row before batch row
+    after_moves([(job.pk, old)], JobStatus.QUEUED)
     job.refresh_from_db()
     return job

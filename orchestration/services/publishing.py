@@ -10,9 +10,11 @@ from collections.abc import Sequence
 
 from django.db.models.functions import Lower
 
+from marketplaces.models import Product
 from orchestration import steps
 from orchestration.models import Batch
-from orchestration.services.batches import JobSpec, batch_create
+from orchestration.services.batches import batch_create
+from orchestration.services.jobs import JobSpec
 
 
 class SelectionError(ValueError):
@@ -36,8 +38,6 @@ def products_select(
     Raises ``SelectionError`` naming unknown ids/SKUs, when nothing is named, or when more
     than ``limit`` products would be selected.
     """
-    from marketplaces.models import Product
-
     if all_products:
         rows = list(Product.objects.order_by("pk").values_list("pk", "sku")[: limit + 1])
         if not rows:

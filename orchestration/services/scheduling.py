@@ -5,10 +5,12 @@ from __future__ import annotations
 from django.db import transaction
 from django.utils import timezone
 
-from orchestration import dispatch, events
+from orchestration import events
+from orchestration.engine import marks, slots
+from orchestration.engine.claims import resource_policies
+from orchestration.engine.moves import jobs_enqueue
 from orchestration.models import Batch, MarketplaceJob, ResourcePolicy
-from orchestration.services.claims import resource_policies
-from orchestration.services.jobs import JobError, job_retry, jobs_enqueue
+from orchestration.services.jobs import JobError, job_retry
 from orchestration.states import JOB_CLAIMABLE, JOB_RETRYABLE_BY_STAFF, JobStatus
 from tenants.db import current_schema
 
@@ -42,7 +44,7 @@ def job_run_now(*, job_id: int) -> MarketplaceJob:
             batch_id=job.batch_id,
             data={"direct": True},
         )
-        dispatch.signal_work_on_commit(current_schema())
+        marks.signal_work_on_commit(current_schema())
     return job
 
 
@@ -56,7 +58,7 @@ def resource_pause(*, key: str) -> ResourcePolicy:
 def resource_resume(*, key: str) -> ResourcePolicy:
     resource_policies()
     ResourcePolicy.objects.filter(key=key).update(paused=False)
-    dispatch.signal_work_on_commit(current_schema())
+    marks.signal_work_on_commit(current_schema())
     return ResourcePolicy.objects.get(key=key)
 
 
@@ -69,15 +71,15 @@ def resource_set_limits(
     ResourcePolicy.objects.filter(key=key).update(
         concurrency=concurrency, rate_per_minute=rate_per_minute
     )
-    dispatch.signal_work_on_commit(current_schema())
+    marks.signal_work_on_commit(current_schema())
     return ResourcePolicy.objects.get(key=key)
 
 
 def tenant_pause(*, schema_name: str) -> None:
     """Nothing of the tenant starts until resumed (running jobs finish)."""
-    dispatch.set_tenant_paused(schema_name, True)
+    marks.set_tenant_paused(schema_name, True)
 
 
 def tenant_resume(*, schema_name: str) -> None:
-    dispatch.set_tenant_paused(schema_name, False)
-    transaction.on_commit(dispatch.ensure_drains)
+    marks.set_tenant_paused(schema_name, False)
+    transaction.on_commit(slots.ensure_drains)

@@ -15,6 +15,7 @@ from django.core.management import call_command
 from django.test import override_settings
 from playwright.sync_api import expect
 
+from orchestration.engine.claims import claim_jobs
 from orchestration.models import Batch, MarketplaceJob
 from orchestration.services import (
     JobSpec,
@@ -24,7 +25,6 @@ from orchestration.services import (
     resource_set_limits,
     run_available_jobs,
 )
-from orchestration.services.runner import claim_jobs
 from tests.e2e import test_browser_live as shared
 from tests.e2e import ui_providers
 from tests.factories import ProductFactory

@@ -13,6 +13,7 @@ import pytest
 from django.test import override_settings
 from playwright.sync_api import expect
 
+from orchestration.engine.claims import claim_jobs
 from orchestration.services import (
     JobSpec,
     batch_create,
@@ -22,7 +23,6 @@ from orchestration.services import (
     resource_set_limits,
     run_available_jobs,
 )
-from orchestration.services.runner import claim_jobs
 from tests.e2e import test_browser_live as shared
 from tests.e2e import ui_providers
 from tests.integration.live.scenarios import login_cookie

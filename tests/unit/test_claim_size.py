@@ -1,6 +1,6 @@
 from django.test import override_settings
 
-from orchestration.dispatch import claim_size
+from orchestration.engine.dispatch import claim_size
 
 
 @override_settings(ORCHESTRATION={"CLAIM_BATCH": 32})

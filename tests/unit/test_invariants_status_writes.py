@@ -160,7 +160,7 @@ def more_status_writes(path: Path, source: str | None = None) -> list[str]:
 def test_no_status_is_assigned_saved_splatted_or_inserted_outside_the_transitions_module():
     found = [write for path in _sources() for write in more_status_writes(path)]
     assert found == [], (
-        "status written outside orchestration/services/transitions.py "
+        "status written outside orchestration/engine/transitions.py "
         "(use transitions.transition / transition_many):\n" + "\n".join(found)
     )
 
@@ -209,7 +209,7 @@ _SQL = "INSERT INTO {tq} AS q (schema_name, ready_at) VALUES (%s, now())"
 
 def test_the_scan_reads_the_engine_and_leaves_only_the_sandbox_out():
     sources = set(_sources())
-    assert Path("orchestration/services/runner.py") in sources
+    assert Path("orchestration/engine/finish.py") in sources
     assert Path("orchestration/admin/jobs.py") in sources
     assert THE_ONE_PLACE not in sources
     assert not [p for p in sources if p.is_relative_to(Path("marketplaces/sandbox"))]

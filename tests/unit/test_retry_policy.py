@@ -2,7 +2,7 @@ import random
 
 from django.test import override_settings
 
-from orchestration.services.retry import backoff_seconds
+from orchestration.engine.retry import backoff_seconds
 
 
 @override_settings(ORCHESTRATION={"RETRY_BASE_SECONDS": 2, "RETRY_MAX_SECONDS": 60})

@@ -9,8 +9,8 @@ from django.core.management.base import CommandError
 from audit.services import record
 from operations.cli import OperatorCommand, command_actor
 from orchestration import services
+from orchestration.engine.claims import resource_policies
 from orchestration.models import ResourcePolicy
-from orchestration.services.claims import resource_policies
 
 
 class Command(OperatorCommand):

@@ -9,7 +9,7 @@ from django.db.models import Count, Min
 
 from operations.cli import OperatorCommand
 from operations.models import Operation
-from orchestration import dispatch
+from orchestration.engine import marks
 from orchestration.models import Batch, MarketplaceJob, ResourcePolicy
 from orchestration.states import BATCH_TERMINAL
 from scheduler.models import Schedule
@@ -29,7 +29,7 @@ class Command(OperatorCommand):
         )
         payload = {
             "tenant": schema,
-            "paused": dispatch.tenant_paused(schema),
+            "paused": marks.tenant_paused(schema),
             "paused_resources": list(
                 ResourcePolicy.objects.filter(paused=True).values_list("key", flat=True)
             ),

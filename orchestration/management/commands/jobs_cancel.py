@@ -1,5 +1,7 @@
 from django.core.management.base import CommandError
 
+from audit.services import record
+from operations.cli import command_actor
 from orchestration import services
 from orchestration.management.base import TenantCommand
 from orchestration.models import Batch, MarketplaceJob
@@ -38,8 +40,5 @@ class Command(TenantCommand):
 
 
 def _audit(action: str, objects, **extra) -> None:
-    from audit.services import record
-    from operations.cli import command_actor
-
     actor = command_actor()
     record(actor.name, actor.door, action, objects, **extra)

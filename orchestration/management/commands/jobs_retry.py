@@ -1,5 +1,7 @@
 from django.core.management.base import CommandError
 
+from audit.services import record
+from operations.cli import command_actor
 from orchestration import services
 from orchestration.management.base import TenantCommand
 from orchestration.models import MarketplaceJob
@@ -35,9 +37,6 @@ class Command(TenantCommand):
             except (services.JobError, MarketplaceJob.DoesNotExist) as exc:
                 refused.append({"job": job_id, "reason": str(exc) or "no such job"})
         if retried:
-            from audit.services import record
-            from operations.cli import command_actor
-
             actor = command_actor()
             action = "job.retry_from_step" if options["from_step"] else "job.retry"
             record(actor.name, actor.door, action, [("job", pk) for pk in retried],

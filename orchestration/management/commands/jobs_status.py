@@ -2,9 +2,9 @@ from typing import Any
 
 from django.db.models import Count
 
+from orchestration.engine.claims import resource_policies
 from orchestration.management.base import TenantCommand
 from orchestration.models import Batch, MarketplaceJob, ResourcePolicy
-from orchestration.services.claims import resource_policies
 
 
 class Command(TenantCommand):

@@ -1,8 +1,13 @@
 from django.core.management.base import CommandError
 
+from audit.services import record
+from marketplaces.models import Product
+from operations.cli import command_actor
+from operations.progress import wait_with_bar
 from orchestration import services, steps
 from orchestration.management.base import TenantCommand
 from orchestration.models import Batch
+from orchestration.states import BATCH_TERMINAL
 
 
 class Command(TenantCommand):
@@ -29,8 +34,6 @@ class Command(TenantCommand):
         parser.add_argument("--timeout", type=float, help="With --wait: give up after N seconds")
 
     def handle(self, *args, **options):
-        from marketplaces.models import Product
-
         try:
             steps.steps_for(options["marketplace"], options["action"])
         except steps.UnknownProvider as exc:
@@ -58,9 +61,6 @@ class Command(TenantCommand):
             mode=Batch.Mode.SEQUENTIAL if options["sequential"] else Batch.Mode.PARALLEL,
             created_by="cli",
         )
-        from audit.services import record
-        from operations.cli import command_actor
-
         actor = command_actor()
         record(actor.name, actor.door, "batch.start", [("batch", batch.pk)],
                count=batch.total_jobs)  # fmt: skip
@@ -68,9 +68,6 @@ class Command(TenantCommand):
             self.emit(options, {"batch": batch.pk, "jobs": batch.total_jobs},
                       f"batch {batch.pk}: {batch.total_jobs} job(s) queued")  # fmt: skip
             return
-        from operations.progress import wait_with_bar
-        from orchestration.states import BATCH_TERMINAL
-
         batch = wait_with_bar(
             lambda: Batch.objects.get(pk=batch.pk),
             finished=lambda b: b.status in BATCH_TERMINAL,

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from orchestration.management.base import TenantCommand
 from orchestration.models import MarketplaceJob, MarketplaceTask
-from orchestration.services.runner import job_execute_now
+from orchestration.services import job_execute_now
 from planning import selectors, services
 from planning.params import PRESETS, STRATEGIES, field_errors, plan_parameters
 

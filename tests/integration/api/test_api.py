@@ -8,8 +8,8 @@ from django.test import Client, override_settings
 
 from api.services import token_create, token_revoke
 from orchestration import services
+from orchestration.engine import transitions
 from orchestration.models import Batch, MarketplaceJob
-from orchestration.services import transitions
 from orchestration.states import JobStatus
 from tests.factories import ProductFactory, UserFactory
 from tests.integration.api.conftest import ApiClient, assert_error

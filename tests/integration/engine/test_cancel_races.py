@@ -13,10 +13,11 @@ from django.test import override_settings
 from django_tenants.utils import schema_context
 
 import tests.engine_providers  # noqa: F401  (registers the "testmkt" provider)
+from orchestration.engine import finish as finish_module
+from orchestration.engine import transitions
+from orchestration.engine.claims import claim_jobs
 from orchestration.models import MarketplaceJob
-from orchestration.services import job_create, job_execute_now, jobs_cancel, transitions
-from orchestration.services import runner as runner_module
-from orchestration.services.runner import claim_jobs
+from orchestration.services import job_create, job_execute_now, jobs_cancel
 from tests.engine_providers import MARKETPLACE, set_faults
 
 
@@ -84,7 +85,7 @@ def test_a_cancel_requested_while_a_run_fails_ends_cancelled_not_retrying(
     job = job_create(
         marketplace=MARKETPLACE, action="three", params={"faults": str(faults)}, max_retries=3
     )
-    original = runner_module.backoff_seconds
+    original = finish_module.backoff_seconds
     cancel: dict = {}
 
     def cancel_in_between(*args, **kwargs):
@@ -97,7 +98,7 @@ def test_a_cancel_requested_while_a_run_fails_ends_cancelled_not_retrying(
             )  # fmt: skip
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(runner_module, "backoff_seconds", cancel_in_between)
+    monkeypatch.setattr(finish_module, "backoff_seconds", cancel_in_between)
     outcome = job_execute_now(job_id=job.pk)
     cancel["thread"].join(10)
     assert not cancel["thread"].is_alive()
@@ -119,16 +120,16 @@ def test_a_cancel_requested_while_the_sweep_recovers_a_lost_run_ends_cancelled(
 
     from django.utils import timezone
 
+    from orchestration.engine.advance import task_start
     from orchestration.models import JobRun
     from orchestration.services import recover_lost_runs
-    from orchestration.services.runner import _task_start
 
     schema = tx_tenant_a.schema_name
     job = job_create(marketplace=MARKETPLACE, action="three", params={}, max_retries=3)
     (claim,) = claim_jobs(limit=1)
-    _task_start(claim, job.tasks.order_by("step_order")[0], {}, first_write=True)  # a step began
+    task_start(claim, job.tasks.order_by("step_order")[0], {}, first_write=True)  # a step began
     JobRun.objects.filter(pk=claim.run_id).update(lease_expires_at=timezone.now() - timedelta(1))
-    original = runner_module.backoff_seconds
+    original = finish_module.backoff_seconds
     cancel: dict = {}
 
     def cancel_in_between(*args, **kwargs):
@@ -139,7 +140,7 @@ def test_a_cancel_requested_while_the_sweep_recovers_a_lost_run_ends_cancelled(
             )  # fmt: skip
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(runner_module, "backoff_seconds", cancel_in_between)
+    monkeypatch.setattr(finish_module, "backoff_seconds", cancel_in_between)
     assert recover_lost_runs() == 1
     cancel["thread"].join(10)
     assert not cancel["thread"].is_alive()

@@ -6,9 +6,10 @@ candidate is rejected; the claim must then look further (another resource's job 
 start) instead of coming back empty, which would mark the tenant idle with work waiting.
 """
 
+from orchestration.engine import claims
+from orchestration.engine.claims import claim_jobs
 from orchestration.models import MarketplaceJob
-from orchestration.services import claims, job_create
-from orchestration.services.runner import claim_jobs
+from orchestration.services import job_create
 from tests.engine_providers import BRIDGE, MARKETPLACE
 from tests.integration.engine.test_lock_order import _session
 

@@ -11,9 +11,10 @@ from django_tenants.utils import schema_context
 
 import tests.engine_providers  # noqa: F401  (registers the "testmkt" provider)
 from orchestration import steps
+from orchestration.engine.claims import claim_jobs
+from orchestration.engine.execute import execute_claim
 from orchestration.models import MarketplaceJob
 from orchestration.services import job_create
-from orchestration.services.runner import claim_jobs, execute_claim
 from tests.engine_providers import MARKETPLACE
 from tests.factories import ProductFactory
 
@@ -60,7 +61,7 @@ def test_one_claim_takes_one_job_per_key_and_the_next_waits_for_it(tenant_a, tmp
 def test_two_workers_racing_never_start_two_jobs_of_one_key(tx_tenant_a, tmp_path):
     """N sessions released together by a barrier, each claiming one job: exactly one of the
     same-key jobs starts."""
-    from orchestration.services.claims import resource_policies
+    from orchestration.engine.claims import resource_policies
 
     schema = tx_tenant_a.schema_name
     jobs = _jobs_for_one_product(tmp_path, count=4)
@@ -95,7 +96,7 @@ def test_a_claim_racing_another_between_its_check_and_commit_waits_for_the_key(
 ):
     """Deterministic race: a second worker claims right after the first read the key's
     running jobs and before it commits. It must wait and then see the key taken."""
-    from orchestration.services import claims
+    from orchestration.engine import claims
 
     schema = tx_tenant_a.schema_name
     first, _second = _jobs_for_one_product(tmp_path)

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from orchestration import dispatch
+from orchestration.engine import slots
 from tenants.models import DrainSlot
 
 
@@ -25,7 +25,7 @@ def test_the_sweep_frees_slots_of_dead_local_workers_only(tenant_a):
     queued = DrainSlot.objects.create(held_until=held, holder="queued")
     elsewhere = DrainSlot.objects.create(held_until=held, holder="another-host:1")
 
-    assert dispatch.free_slots_of_dead_workers() == 1
+    assert slots.free_slots_of_dead_workers() == 1
     dead.refresh_from_db()
     assert (dead.held_until, dead.holder) == (None, "")
     for slot in (alive, queued, elsewhere):  # alive, not started yet, or not ours to judge

@@ -13,9 +13,10 @@ from django.db import connection
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
+from orchestration.engine.advance import task_start
+from orchestration.engine.claims import claim_jobs
 from orchestration.models import JobRun
 from orchestration.services import job_create
-from orchestration.services.runner import _task_start, claim_jobs
 from tenants.models import WorkerCluster
 from tests.engine_providers import MARKETPLACE
 
@@ -62,7 +63,7 @@ def test_local_ignores_other_hosts_clusters(tenant_a, capsys):
 def test_recover_runs_fails_an_expired_lease_now(engine, capsys):
     job = job_create(marketplace=MARKETPLACE, action="three", params=engine.params())
     (claim,) = claim_jobs(limit=1, worker="gone-host:1")
-    _task_start(claim, job.tasks.get(step_order=1), {}, first_write=True)
+    task_start(claim, job.tasks.get(step_order=1), {}, first_write=True)
     JobRun.objects.filter(pk=claim.run_id).update(
         lease_expires_at=timezone.now() - timedelta(seconds=1)
     )

@@ -24,17 +24,13 @@ from django.db import connection
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
-from orchestration import dispatch
+from orchestration.engine import dispatch
+from orchestration.engine.advance import task_start
+from orchestration.engine.claims import claim_jobs, resource_policies
+from orchestration.engine.execute import job_execute_now, run_available_jobs
+from orchestration.engine.recovery import sweep_all_tenants
 from orchestration.models import JobRun, MarketplaceJob
 from orchestration.services import job_cancel, job_create
-from orchestration.services.claims import resource_policies
-from orchestration.services.recovery import sweep_all_tenants
-from orchestration.services.runner import (
-    _task_start,
-    claim_jobs,
-    job_execute_now,
-    run_available_jobs,
-)
 from orchestration.watchdog import Watchdog, WatchdogConfig
 from tenants.models import TenantQueue, WorkerCluster
 from tests import invariant_providers
@@ -206,7 +202,7 @@ def test_a_drifted_running_count_is_healed_on_the_watchdogs_schedule_then_the_jo
     ledger = tmp_path / "ledger.jsonl"
     job = job_create(marketplace=MARKETPLACE, action="three", params={"ledger": str(ledger)})
     (claim,) = claim_jobs(limit=1, worker="gone-host:1")
-    _task_start(claim, job.tasks.get(step_order=1), {}, first_write=True)
+    task_start(claim, job.tasks.get(step_order=1), {}, first_write=True)
     JobRun.objects.filter(pk=claim.run_id).update(lease_expires_at=timezone.now())
     TenantQueue.objects.filter(schema_name="test_alpha").update(active_runs=0)  # drifted
 

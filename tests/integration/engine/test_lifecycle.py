@@ -115,7 +115,7 @@ def test_cancel_of_a_finished_job_is_refused_and_changes_nothing(engine):
 def test_forbidden_transition_raises_and_changes_nothing(engine):
     from django.db import transaction
 
-    from orchestration.services import transitions
+    from orchestration.engine import transitions
 
     job = job_create(marketplace=MARKETPLACE, action="one", params=engine.params(), enqueue=False)
     with pytest.raises(ForbiddenTransition), transaction.atomic():

@@ -17,9 +17,10 @@ import psycopg
 from django.db import connection
 from django_tenants.utils import schema_context
 
+from orchestration.engine.claims import claim_jobs
+from orchestration.engine.finish import finish_completed
 from orchestration.models import Batch, MarketplaceJob
 from orchestration.services import JobSpec, batch_cancel, batch_create, jobs_cancel
-from orchestration.services.runner import _finish_completed, claim_jobs
 from tests.engine_providers import MARKETPLACE
 from tests.helpers import plain_session
 
@@ -98,7 +99,7 @@ def test_finishing_a_job_locks_the_queue_row_before_the_batch_row(tx_tenant_a):
     batch = batch_create(name="order", jobs=[JobSpec(marketplace=MARKETPLACE, action="one")] * 2)
     (claim,) = claim_jobs(limit=1)
     hold = ("SELECT 1 FROM public.tenants_tenantqueue WHERE schema_name = %s FOR UPDATE", [schema])
-    finish = lambda: _finish_completed(claim, {})  # noqa: E731
+    finish = lambda: finish_completed(claim, {})  # noqa: E731
     # (the statement's text is cut at 1 kB in pg_stat_activity: match its start)
     with _blocked(schema, hold, finish, "%SET status = 'completed', finished_at%") as (probe, out):
         assert _lock_now(probe, schema, "orchestration_batch", batch.pk), "batch locked first"

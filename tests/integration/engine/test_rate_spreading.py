@@ -10,10 +10,9 @@ from datetime import timedelta
 
 from django.db.models import F
 
+from orchestration.engine.claims import claim_jobs, next_wake_time
 from orchestration.models import JobRun
 from orchestration.services import job_create, resource_set_limits
-from orchestration.services.claims import next_wake_time
-from orchestration.services.runner import claim_jobs
 from tests.engine_providers import MARKETPLACE
 
 STEP = timedelta(milliseconds=500)

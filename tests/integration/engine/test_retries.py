@@ -8,6 +8,10 @@ import pytest
 from django.db import transaction
 from django.utils import timezone
 
+from orchestration.engine.advance import task_advance, task_start
+from orchestration.engine.claims import claim_jobs
+from orchestration.engine.execute import execute_claim
+from orchestration.engine.session import RunFenced
 from orchestration.models import JobRun, MarketplaceJob
 from orchestration.services import (
     claim_next_job,
@@ -16,13 +20,6 @@ from orchestration.services import (
     job_retry,
     job_retry_from_step,
     recover_lost_runs,
-)
-from orchestration.services.runner import (
-    RunFenced,
-    _task_advance,
-    _task_start,
-    claim_jobs,
-    execute_claim,
 )
 from tests.engine_providers import MARKETPLACE, ledger_entries, set_faults
 from tests.integration.engine.test_lifecycle import run_to_rest
@@ -215,7 +212,7 @@ def test_lost_run_is_recovered_and_a_stale_worker_cannot_write(engine):
     claim = claim_next_job(worker="stale-worker:1")
     assert claim is not None and claim.job_id == job.pk
     task = job.tasks.get(step_order=1)
-    _task_start(claim, task, {}, first_write=True)  # it started a step, then went silent
+    task_start(claim, task, {}, first_write=True)  # it started a step, then went silent
     JobRun.objects.filter(pk=claim.run_id).update(
         lease_expires_at=timezone.now() - timedelta(seconds=1)
     )
@@ -229,7 +226,7 @@ def test_lost_run_is_recovered_and_a_stale_worker_cannot_write(engine):
 
     for renew in (False, True):  # both fences: the row lock alone, and the lease renewal
         with pytest.raises(RunFenced), transaction.atomic():
-            _task_advance(
+            task_advance(
                 claim, task, {"remote_id": "from the stale worker"}, False, None, {}, renew=renew
             )
     task.refresh_from_db()

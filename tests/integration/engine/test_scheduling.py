@@ -1,5 +1,6 @@
 """Scheduling within a tenant: priority, resource limits, "run now" reservations, pause."""
 
+from orchestration.engine.claims import resource_policies
 from orchestration.models import MarketplaceJob, ResourcePolicy
 from orchestration.services import (
     claim_next_job,
@@ -11,7 +12,6 @@ from orchestration.services import (
     resource_set_limits,
     run_available_jobs,
 )
-from orchestration.services.claims import resource_policies
 from tests.engine_providers import BRIDGE, MARKETPLACE
 
 

@@ -15,12 +15,14 @@ from django.db import connection, transaction
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
-from orchestration import dispatch
+from orchestration.engine import dispatch, marks, slots
+from orchestration.engine.advance import task_start
+from orchestration.engine.claims import claim_jobs
+from orchestration.engine.execute import execute_claims
+from orchestration.engine.executor import StepExecutor
+from orchestration.engine.recovery import recover_lost_runs, sweep_all_tenants
 from orchestration.models import JobRun, MarketplaceJob, MarketplaceTask
 from orchestration.services import job_create
-from orchestration.services.executor import StepExecutor
-from orchestration.services.recovery import recover_lost_runs, sweep_all_tenants
-from orchestration.services.runner import _task_start, claim_jobs, execute_claims
 from orchestration.watchdog import Watchdog, WatchdogConfig
 from tenants.models import DrainSlot, TenantQueue, WorkerCluster
 from tests.engine_providers import MARKETPLACE, ledger_entries, set_faults
@@ -59,7 +61,7 @@ def test_the_sweep_marks_a_tenant_whose_wake_up_was_lost(engine):
 
     assert "test_alpha" in result["reconciled"]
     assert _queue().ready_at is not None
-    assert dispatch.pick_tenant()[0] == "test_alpha"
+    assert marks.pick_tenant()[0] == "test_alpha"
     # A job waiting for its backoff gets the wake-up it is owed, no earlier.
     later = timezone.now() + timedelta(minutes=5)
     with schema_context("test_alpha"):
@@ -73,7 +75,7 @@ def test_the_sweep_marks_a_tenant_whose_wake_up_was_lost(engine):
 def test_one_failing_tenant_does_not_stop_the_sweep_for_the_others(engine):
     job = job_create(marketplace=MARKETPLACE, action="three", params=engine.params())
     (claim,) = claim_jobs(limit=1, worker="gone-host:1")
-    _task_start(claim, job.tasks.get(step_order=1), {}, first_write=True)
+    task_start(claim, job.tasks.get(step_order=1), {}, first_write=True)
     JobRun.objects.filter(pk=claim.run_id).update(lease_expires_at=timezone.now())
     # A tenant row whose schema is missing: its recovery raises. Sorted first on purpose.
     TenantQueue.objects.create(schema_name="aaa_missing_schema", active_runs=1)
@@ -93,7 +95,7 @@ def test_runs_of_a_dead_local_worker_are_recovered_without_waiting_for_their_lea
     gone = f"{socket.gethostname()}:{_dead_pid()}"
     first, second = claim_jobs(limit=2, worker=gone)
     assert (first.job_id, second.job_id) == (started.pk, unstarted.pk)
-    _task_start(first, started.tasks.get(step_order=1), {}, first_write=True)
+    task_start(first, started.tasks.get(step_order=1), {}, first_write=True)
     # Leases still valid for a minute: only the dead process tells the sweep.
     alive = claim_jobs(limit=1, worker=f"{socket.gethostname()}:1")  # nothing left to claim
     assert alive == []
@@ -172,9 +174,9 @@ def test_a_stale_drain_message_does_nothing(tenant_a):
     connection.set_schema_to_public()
     slot = DrainSlot.objects.create()
     with transaction.atomic():
-        dispatch._queue_drain(slot.pk, timezone.now() - timedelta(seconds=30))
+        slots._queue_drain(slot.pk, timezone.now() - timedelta(seconds=30))
     old_token = DrainSlot.objects.get(pk=slot.pk).token
-    assert dispatch.requeue_stale_slots(queued_before=timezone.now()) == 1
+    assert slots.requeue_stale_slots(queued_before=timezone.now()) == 1
     slot.refresh_from_db()
     assert slot.holder == "queued" and slot.token not in ("", old_token)
 
@@ -233,7 +235,7 @@ def test_a_slow_start_is_not_a_stall_until_a_few_stall_periods(tenant_a):
 def test_a_drifted_running_count_does_not_hide_a_tenants_lost_runs(engine):
     job = job_create(marketplace=MARKETPLACE, action="three", params=engine.params())
     (claim,) = claim_jobs(limit=1, worker="gone-host:1")
-    _task_start(claim, job.tasks.get(step_order=1), {}, first_write=True)
+    task_start(claim, job.tasks.get(step_order=1), {}, first_write=True)
     JobRun.objects.filter(pk=claim.run_id).update(lease_expires_at=timezone.now())
     TenantQueue.objects.filter(schema_name="test_alpha").update(active_runs=0)  # drifted
 

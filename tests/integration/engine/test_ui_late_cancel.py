@@ -10,9 +10,9 @@ from django.db import connection
 from django_tenants.utils import schema_context
 
 import tests.engine_providers  # noqa: F401  (registers the "testmkt" provider)
+from orchestration.engine import finish as finish_module
 from orchestration.models import MarketplaceJob
 from orchestration.services import job_create, job_execute_now, jobs_cancel
-from orchestration.services import runner as runner_module
 from tests.engine_providers import MARKETPLACE
 
 
@@ -21,7 +21,7 @@ def test_a_cancel_during_the_last_step_ends_completed_without_the_flag(
 ):
     schema = tx_tenant_a.schema_name
     job = job_create(marketplace=MARKETPLACE, action="one", params={"ledger": str(tmp_path / "l")})
-    original = runner_module._finish_completed
+    original = finish_module.finish_completed
     outcome: dict = {}
 
     def cancel_then_finish(claim, outputs):
@@ -39,7 +39,7 @@ def test_a_cancel_during_the_last_step_ends_completed_without_the_flag(
         assert MarketplaceJob.objects.get(pk=job.pk).cancel_requested
         return original(claim, outputs)
 
-    monkeypatch.setattr(runner_module, "_finish_completed", cancel_then_finish)
+    monkeypatch.setattr(finish_module, "finish_completed", cancel_then_finish)
     assert job_execute_now(job_id=job.pk) == "completed"
     job.refresh_from_db()
     assert (job.status, job.cancel_requested) == ("completed", False)

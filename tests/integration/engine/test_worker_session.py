@@ -5,7 +5,8 @@ import pytest
 from django.db import connection
 from django.test import override_settings
 
-from orchestration import conf, dispatch
+from orchestration import conf
+from orchestration.engine import session
 
 
 def _show(name):
@@ -26,21 +27,21 @@ def tuned_session(tenant_a):
 
 def test_workers_commit_durably_by_default(tuned_session):
     assert conf.DEFAULTS["SYNCHRONOUS_COMMIT"] == 1
-    dispatch._tune_worker_session()
+    session.tune_worker_session()
     assert _show("synchronous_commit") == "on"
     assert _show("commit_delay") == "0"
 
 
 def test_operator_opt_out_skips_the_flush_wait(tuned_session):
     with override_settings(ORCHESTRATION={"SYNCHRONOUS_COMMIT": 0, "COMMIT_DELAY_US": 800}):
-        dispatch._tune_worker_session()
+        session.tune_worker_session()
     assert _show("synchronous_commit") == "off"
     assert _show("commit_delay") == "0"  # no group commit without durable commits
 
 
 def test_group_commit_is_set_per_session_when_asked(tuned_session):
     with override_settings(ORCHESTRATION={"COMMIT_DELAY_US": 800, "COMMIT_SIBLINGS": 2}):
-        dispatch._tune_worker_session()
+        session.tune_worker_session()
     assert _show("synchronous_commit") == "on"
     assert _show("commit_delay") == "800"
     assert _show("commit_siblings") == "2"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from django.db import connection
 
+from orchestration.engine.claims import claim_jobs
 from orchestration.models import Batch, MarketplaceJob
 from orchestration.services import JobSpec, batch_create, job_create, resource_set_limits
-from orchestration.services.runner import claim_jobs
 from tests.engine_providers import MARKETPLACE
 from tests.factories import ProductFactory
 from tests.helpers import staff_client

@@ -16,8 +16,7 @@ import pytest
 
 from marketplaces.models import MarketplaceAccount
 from orchestration.models import MarketplaceJob
-from orchestration.services import job_create
-from orchestration.services.runner import run_available_jobs
+from orchestration.services import job_create, run_available_jobs
 from tests.factories import ProductFactory
 
 SKU = "ENGINE-LOST-001"

@@ -13,8 +13,7 @@ from audit.services import record
 from operations import retention
 from operations.models import RetentionPolicy
 from orchestration.models import Batch, JobRun, MarketplaceJob, MarketplaceTask
-from orchestration.services import batch_cancel, batch_create
-from orchestration.services.runner import run_available_jobs
+from orchestration.services import batch_cancel, batch_create, run_available_jobs
 
 OLD = timezone.now() - timedelta(days=400)
 

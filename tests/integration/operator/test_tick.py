@@ -13,9 +13,9 @@ from audit.services import Actor
 from operations import retention
 from operations import services as operations
 from operations.models import Operation
+from orchestration.watchdog import periodic_tick
 from scheduler import services
 from scheduler.models import Schedule
-from scheduler.periodic import operator_tick
 
 
 def test_one_tick_does_each_tenants_periodic_work(tx_tenant_a, monkeypatch):
@@ -44,7 +44,7 @@ def test_one_tick_does_each_tenants_periodic_work(tx_tenant_a, monkeypatch):
             cursor.execute("ALTER TABLE scheduler_schedule RENAME TO scheduler_schedule_gone")
     try:
         connection.set_schema_to_public()
-        result = operator_tick(now=timezone.now().replace(hour=23))
+        result = periodic_tick(now=timezone.now().replace(hour=23))
     finally:
         with schema_context("test_beta"), connection.cursor() as cursor:
             cursor.execute("ALTER TABLE scheduler_schedule_gone RENAME TO scheduler_schedule")

@@ -9,7 +9,7 @@ import pytest
 from django.test import Client
 
 from orchestration.models import MarketplaceJob
-from orchestration.services.runner import run_available_jobs
+from orchestration.services import run_available_jobs
 from planning.services import FIXTURES_DIR, history_import
 
 # The marketplace tests' sandbox process and client (a real server over HTTP).

@@ -13,7 +13,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 
 from orchestration.models import MarketplaceJob
-from orchestration.services.runner import run_available_jobs
+from orchestration.services import run_available_jobs
 from tests.integration.planning.conftest import CATEGORY, demo_history
 
 

@@ -40,9 +40,9 @@ from audit.services import Actor
 from marketplaces.models import Product
 from operations.models import Operation
 from operations.services import operation_create
+from orchestration.engine.claims import resource_policies
 from orchestration.models import Batch, MarketplaceJob, ResourcePolicy
 from orchestration.services import JobSpec, batch_create
-from orchestration.services.claims import resource_policies
 from scheduler.models import Schedule, ScheduleFiring
 from scheduler.services import schedule_save
 from tests.engine_providers import MARKETPLACE

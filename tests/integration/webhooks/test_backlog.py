@@ -11,7 +11,7 @@ from django.utils import timezone
 from django_q.models import OrmQ
 
 from orchestration import conf as engine_conf
-from orchestration import dispatch
+from orchestration.engine import dispatch, marks
 from tests.integration.webhooks.receiver import Receiver
 from webhooks import services
 from webhooks.delivery import close_clients
@@ -34,7 +34,7 @@ def test_a_backlog_is_delivered_by_a_few_drains(tx_tenant_a):
                 for i in range(BACKLOG)
             )  # fmt: skip
             schema = connection.schema_name
-            dispatch.signal_work(schema)
+            marks.signal_work(schema)
             queued = OrmQ.objects.count()
             assert 1 <= queued <= engine_conf.drain_slots()  # drains, not one task per event
             drains = 0

@@ -9,9 +9,9 @@ import uuid
 import pytest
 from django.db import transaction
 
+from orchestration.engine.finish import apply_failure_policy
 from orchestration.models import Batch, JobRun, MarketplaceJob
 from orchestration.services import JobSpec, batch_create, job_create, job_execute_now
-from orchestration.services.runner import apply_failure_policy
 from orchestration.states import JOB_CLAIMABLE
 from tests.engine_providers import MARKETPLACE, set_faults
 from tests.integration.webhooks.conftest import params
@@ -132,7 +132,7 @@ def test_batch_completed(hooks):
 def test_rolled_back_transition_writes_no_event_and_sends_nothing(hooks, receiver):
     _endpoint(url=receiver.url)
     job = job_create(marketplace=MARKETPLACE, action="one", params=params(hooks))
-    from orchestration.services.runner import claim_next_job
+    from orchestration.engine.claims import claim_next_job
 
     claim = claim_next_job()
     assert claim is not None and claim.job_id == job.pk

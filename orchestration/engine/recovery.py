@@ -21,14 +21,16 @@ from django.db import transaction
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
-from orchestration import conf, dispatch, events
-from orchestration.dispatch import DATABASE_LOST
+from orchestration import conf, events
+from orchestration.engine import marks, slots, transitions
+from orchestration.engine.claims import Claim
+from orchestration.engine.finish import apply_failure_policy, steps_completed_by
+from orchestration.engine.moves import jobs_cancel
+from orchestration.engine.session import DATABASE_LOST
 from orchestration.models import JobRun, MarketplaceJob, MarketplaceTask
-from orchestration.services import transitions
-from orchestration.services.jobs import jobs_cancel
-from orchestration.services.runner import Claim, apply_failure_policy, steps_completed_by
 from orchestration.states import JOB_CLAIMABLE, JobStatus, RunStatus, TaskStatus
 from tenants.db import current_schema, use_public_schema
+from tenants.models import Tenant
 from webhooks.delivery import next_due as webhook_next_due
 
 logger = logging.getLogger(__name__)
@@ -73,7 +75,7 @@ def recover_run(run_id: int, *, message: str, expired_before: datetime | None = 
             error_kind=JobRun.ErrorKind.WORKER_LOST, error_message=message,
             failed_step=running_task[1] if running_task else "",
         )  # fmt: skip
-        dispatch.runs_finished(current_schema(), 1)
+        marks.runs_finished(current_schema(), 1)
         apply_failure_policy(
             job_id=run.job_id, run_id=run.pk, message=message, retryable=True, retry_after=None,
             event_data={"kind": JobRun.ErrorKind.WORKER_LOST},
@@ -97,7 +99,7 @@ def _release(run: JobRun) -> None:
         current_run_id=run.retry_of_id, run_after=timezone.now(),
     )  # fmt: skip
     JobRun.objects.filter(pk=run.pk).delete()
-    dispatch.runs_finished(current_schema(), 1)  # also marks the tenant ready again
+    marks.runs_finished(current_schema(), 1)  # also marks the tenant ready again
     events.emit("job_status", status=JobStatus.QUEUED, job_id=run.job_id, batch_id=job["batch_id"],
                 data={"from": old, "released": True})  # fmt: skip
     if job["cancel_requested"]:
@@ -148,7 +150,7 @@ def worker_is_gone(worker: str) -> bool:
     host, _, pid = worker.rpartition(":")
     if host != socket.gethostname() or not pid.isdigit():
         return False
-    return not dispatch.process_alive(int(pid))
+    return not slots.process_alive(int(pid))
 
 
 def reconcile_tenant(schema_name: str, *, now: datetime | None = None) -> bool:
@@ -171,7 +173,7 @@ def reconcile_tenant(schema_name: str, *, now: datetime | None = None) -> bool:
         elif hooks is not None and not due:
             later = hooks if later is None else min(later, hooks)
     use_public_schema()
-    return dispatch.reconcile_marks(schema_name, due=due, wake=later)
+    return marks.reconcile_marks(schema_name, due=due, wake=later)
 
 
 def sweep_all_tenants(*, reconcile: bool = True) -> dict:
@@ -179,8 +181,6 @@ def sweep_all_tenants(*, reconcile: bool = True) -> dict:
     tenant is logged and skipped, never stops the others), free drain slots of workers
     that are gone, re-announce work nobody was told about, then make sure drains come
     for what is due. Starts and ends in the public schema."""
-    from tenants.models import Tenant
-
     use_public_schema()
     recovered: dict[str, int] = {}
     errors: dict[str, str] = {}
@@ -205,7 +205,7 @@ def sweep_all_tenants(*, reconcile: bool = True) -> dict:
         if count:
             recovered[schema] = count
 
-    active = set(dispatch.tenants_with_active_runs())
+    active = set(marks.tenants_with_active_runs())
     each(sorted(active), recover)
 
     def reconcile_one(schema: str) -> None:
@@ -220,10 +220,10 @@ def sweep_all_tenants(*, reconcile: bool = True) -> dict:
         # runs: this slower pass visits every tenant.
         each([schema for schema in schemas if schema not in active], recover)
         each(schemas, reconcile_one)
-    freed = dispatch.free_slots_of_dead_workers()
-    wait = dispatch.seconds_until_next_wake()
+    freed = slots.free_slots_of_dead_workers()
+    wait = marks.seconds_until_next_wake()
     drains = 0
     if wait is not None and wait <= conf.get("WAKE_AHEAD_SECONDS"):
-        drains = dispatch.ensure_drains()  # ready work, or retries (e.g. just recovered) due soon
+        drains = slots.ensure_drains()  # ready work, or retries (e.g. just recovered) due soon
     return {"recovered": recovered, "reconciled": reconciled, "freed_slots": freed,
             "drains_started": drains, "errors": errors}  # fmt: skip

@@ -1,0 +1,252 @@
+"""Ending a run: completed, cancelled at a step boundary, or failed (then the retry policy
+decides between a backoff and the end). Each ends the run, moves the job, its batch's
+counters and the tenant's running count, and writes the job's webhook outbox rows, in one
+transaction.
+"""
+
+from __future__ import annotations
+
+import functools
+from datetime import timedelta
+from typing import Any
+
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+from psycopg.types.json import Jsonb
+
+from orchestration import events, states, steps
+from orchestration.engine import marks, transitions
+from orchestration.engine.advance import execute_prepared, fence, sql_list
+from orchestration.engine.claims import Claim
+from orchestration.engine.counters import (
+    batch_apply_job_moves,
+    batch_counters_moved,
+    batch_row_columns,
+)
+from orchestration.engine.moves import batch_next_sequential, batch_skip_later, group_stops
+from orchestration.engine.retry import backoff_seconds
+from orchestration.engine.session import RunFenced
+from orchestration.models import Batch, JobRun, MarketplaceJob, MarketplaceTask
+from orchestration.states import JobStatus, RunStatus, TaskStatus
+from tenants.db import current_schema
+from tenants.models import TenantQueue
+from webhooks import outbox
+
+
+def steps_completed_by(run_id: int) -> int:
+    """Steps a run completed (kept on the run when it ends; tasks remember their last run)."""
+    return MarketplaceTask.objects.filter(last_run_id=run_id, status=TaskStatus.COMPLETED).count()
+
+
+def _end_run(claim: Claim, status: str, **fields) -> None:
+    transitions.transition(JobRun, claim.run_id, status, finished_at=timezone.now(),
+                           steps_completed=steps_completed_by(claim.run_id), **fields)  # fmt: skip
+    marks.runs_finished(current_schema(), 1)
+
+
+_FINISH_SQL = """
+WITH run AS (
+    UPDATE {run} SET status = 'completed', finished_at = %(now)s,
+           steps_completed = (SELECT count(*) FROM {task}
+                               WHERE last_run_id = %(run_id)s AND status = 'completed')
+     WHERE id = %(run_id)s AND status = 'running'
+ RETURNING job_id),
+job AS (
+    UPDATE {job} AS j SET status = 'completed', completed_at = %(now)s, result = %(result)s,
+           error_message = '', direct = false, cancel_requested = false
+      FROM run WHERE j.id = run.job_id AND j.status IN ({job_sources})
+ RETURNING j.id),
+{hook},
+queue AS (
+    UPDATE {queue} SET active_runs = GREATEST(active_runs - 1, 0),
+           ready_at = COALESCE(ready_at, now()), signal_seq = signal_seq + 1
+     WHERE schema_name = %(schema)s AND EXISTS (SELECT 1 FROM job)
+ RETURNING 1),
+batch AS (
+    -- Reading ``queue`` here makes it run (and lock the tenant's queue row) before this
+    -- locks the batch row: every path takes the queue row before the batch row (deadlocks
+    -- otherwise, with a job of the batch failing in another worker). Always true.
+    UPDATE {batch} SET completed_jobs = completed_jobs + 1
+     WHERE id = %(batch_id)s AND EXISTS (SELECT 1 FROM job)
+       AND (SELECT count(*) FROM queue) >= 0
+ RETURNING {batch_columns})
+SELECT (SELECT count(*) FROM run), (SELECT count(*) FROM job), (SELECT count(*) FROM queue),
+       batch.*
+  FROM (SELECT 1) AS one LEFT JOIN batch ON true
+"""
+
+
+def finish_completed(claim: Claim, outputs: dict) -> str:
+    """Run and job COMPLETED, the tenant's running count down and the batch's counter up, in
+    one fenced statement."""
+    params: dict[str, Any] = {"now": timezone.now(), "run_id": claim.run_id, "result": Jsonb(outputs),
+              "schema": current_schema(), "batch_id": claim.batch_id}  # fmt: skip
+    with transaction.atomic():
+        run_done, job_done, _queue, *batch_row = execute_prepared(_finish_sql(), params)
+        if not run_done:
+            raise RunFenced(f"run {claim.run_id} of job {claim.job_id} is no longer current")
+        if not job_done:  # the atomic block rolls the run's update back
+            current = (
+                MarketplaceJob.objects.filter(pk=claim.job_id)
+                .values_list("status", flat=True)
+                .first()
+            )
+            raise states.ForbiddenTransition("job", claim.job_id, str(current), JobStatus.COMPLETED)
+        batch_id = claim.batch_id
+        events.emit("run_completed", status=RunStatus.COMPLETED, job_id=claim.job_id,
+                    run_id=claim.run_id, batch_id=batch_id)  # fmt: skip
+        events.emit("job_status", status=JobStatus.COMPLETED, job_id=claim.job_id,
+                    run_id=claim.run_id, batch_id=batch_id, data={"from": JobStatus.RUNNING})  # fmt: skip
+        if batch_id and batch_row[0] is not None:  # (None: the batch was deleted meanwhile)
+            batch = Batch.from_db(connection.alias, batch_row_columns(), batch_row)
+            batch_counters_moved(batch)
+            if batch.mode == Batch.Mode.SEQUENTIAL:
+                batch_next_sequential(batch_id)
+    return JobStatus.COMPLETED
+
+
+@functools.cache
+def _finish_sql() -> str:
+    return _FINISH_SQL.format(
+        run=JobRun._meta.db_table, job=MarketplaceJob._meta.db_table,
+        task=MarketplaceTask._meta.db_table, batch=Batch._meta.db_table,
+        queue=f"public.{TenantQueue._meta.db_table}",
+        batch_columns=", ".join(batch_row_columns()),
+        job_sources=sql_list(states.sources("job", JobStatus.COMPLETED)),
+        hook=outbox.completed_cte("job"),  # the job.run.completed webhook rows, if any
+    )  # fmt: skip
+
+
+def finish_cancelled(claim: Claim) -> str:
+    """The job stopped at a step boundary on a cancel request: run and job CANCELLED, the
+    tasks it did not complete CANCELLED; in a sequential group the jobs after it SKIPPED."""
+    now = timezone.now()
+    with transaction.atomic():
+        fence(claim)
+        _end_run(claim, RunStatus.CANCELLED, error_kind=JobRun.ErrorKind.CANCELLED,
+                 error_message="cancelled by staff")  # fmt: skip
+        transitions.transition_many(
+            MarketplaceTask.objects.filter(job_id=claim.job_id),
+            TaskStatus.CANCELLED,
+            expect=[TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.FAILED],
+            completed_at=now,
+        )
+        old = transitions.transition(
+            MarketplaceJob, claim.job_id, JobStatus.CANCELLED, completed_at=now,
+            cancel_requested=False, error_message="cancelled by staff", direct=False,
+        )  # fmt: skip
+        batch_id, sequence = (
+            MarketplaceJob.objects.filter(pk=claim.job_id).values_list("batch_id", "sequence").get()
+        )
+        events.emit("job_status", status=JobStatus.CANCELLED, job_id=claim.job_id, run_id=claim.run_id,
+                    batch_id=batch_id, data={"from": old})  # fmt: skip
+        if batch_id:
+            moves = [(old, JobStatus.CANCELLED)]
+            if group_stops(batch_id):  # nothing would ever enqueue the jobs after it
+                skipped = batch_skip_later(
+                    batch_id, after_sequence=sequence, reason="was cancelled"
+                )
+                moves += [(was, JobStatus.SKIPPED) for _, was in skipped]
+            batch_apply_job_moves(batch_id, moves)  # later job rows before the batch row
+    return JobStatus.CANCELLED
+
+
+def finish_failed(
+    claim: Claim,
+    task: MarketplaceTask | None,
+    err: steps.StepError,
+    *,
+    tb: str,
+    internal: bool = False,
+) -> str:
+    kind = (
+        JobRun.ErrorKind.INTERNAL if internal
+        else JobRun.ErrorKind.TIMEOUT if isinstance(err, steps.StepTimeout)
+        else JobRun.ErrorKind.RETRYABLE if err.retryable
+        else JobRun.ErrorKind.PERMANENT
+    )  # fmt: skip
+    step_name = task.step_type if task else ""
+    message = (
+        f"{step_name}: {err.message}" if step_name and step_name not in err.message else err.message
+    )
+    with transaction.atomic():
+        fence(claim)
+        if task is not None:
+            transitions.transition(
+                MarketplaceTask, task.pk, TaskStatus.FAILED,
+                error_message=err.message, completed_at=timezone.now(),
+            )  # fmt: skip
+        _end_run(claim, RunStatus.FAILED, error_kind=kind, error_message=message,
+                 traceback=tb, failed_step=step_name)  # fmt: skip
+        return apply_failure_policy(
+            job_id=claim.job_id, run_id=claim.run_id, message=message,
+            retryable=err.retryable, retry_after=getattr(err, "retry_after", None),
+            event_data={"step": step_name, "kind": kind},
+        )  # fmt: skip
+
+
+def apply_failure_policy(
+    *,
+    job_id: int,
+    run_id: int,
+    message: str,
+    retryable: bool,
+    retry_after: float | None,
+    event_data: dict,
+) -> str:
+    """After a failed run: schedule a retry (backoff) or fail the job for good.
+
+    Shared by the runner and the recovery sweep ("worker lost"); runs in their transaction.
+    """
+    # Under the job's row lock: a cancel request committed before it is seen here, and one
+    # made after waits for this transaction and finds the job RETRYING (cancelled at once).
+    # Read without the lock, a job could end RETRYING with ``cancel_requested`` set, which
+    # no claim ever takes again.
+    job = (
+        MarketplaceJob.objects.select_for_update(of=("self",))
+        .select_related("batch")
+        .get(pk=job_id)
+    )
+    now = timezone.now()
+    events.emit("run_failed", status=RunStatus.FAILED, job_id=job_id, run_id=run_id,
+                batch_id=job.batch_id, error=message, data=event_data)  # fmt: skip
+    if retryable and job.retry_count < job.max_retries and not job.cancel_requested:
+        # A "run now" job keeps its reservation (``direct``) while it waits for its retry.
+        delay = backoff_seconds(job.retry_count + 1, retry_after=retry_after)
+        run_after = now + timedelta(seconds=delay)
+        old = transitions.transition(
+            MarketplaceJob, job_id, JobStatus.RETRYING,
+            retry_count=F("retry_count") + 1, run_after=run_after, error_message=message,
+        )  # fmt: skip
+        marks.wake_at(current_schema(), run_after)
+        outbox.record_job_events("job.run.failed", job_ids=[job_id], status=JobStatus.RETRYING,
+                                 run_id=run_id, will_retry=True, retry_at=run_after)  # fmt: skip
+        events.emit("job_status", status=JobStatus.RETRYING, job_id=job_id, run_id=run_id,
+                    batch_id=job.batch_id, error=message,
+                    data={"from": old, "retry_in": round(delay, 3), "retry": job.retry_count + 1})  # fmt: skip
+        return JobStatus.RETRYING
+    target = JobStatus.CANCELLED if job.cancel_requested else JobStatus.FAILED
+    old = transitions.transition(
+        MarketplaceJob, job_id, target, completed_at=now, error_message=message,
+        cancel_requested=False, direct=False,
+    )  # fmt: skip
+    transitions.transition_many(
+        MarketplaceTask.objects.filter(job_id=job_id),
+        TaskStatus.FAILED,
+        expect=[TaskStatus.RUNNING],
+        error_message=message,
+        completed_at=now,
+    )
+    outbox.record_job_events("job.run.failed", job_ids=[job_id], status=target, run_id=run_id,
+                             will_retry=False)  # fmt: skip
+    events.emit("job_status", status=target, job_id=job_id, run_id=run_id, batch_id=job.batch_id,
+                error=message, data={"from": old})  # fmt: skip
+    if job.batch_id:
+        moves = [(old, target)]
+        if job.batch is not None and job.batch.mode == Batch.Mode.SEQUENTIAL:
+            reason = "was cancelled" if target == JobStatus.CANCELLED else "failed"
+            skipped = batch_skip_later(job.batch_id, after_sequence=job.sequence, reason=reason)
+            moves += [(was, JobStatus.SKIPPED) for _, was in skipped]
+        batch_apply_job_moves(job.batch_id, moves)  # later job rows before the batch row
+    return target
