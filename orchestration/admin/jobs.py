@@ -44,8 +44,10 @@ _SKU_TERM = re.compile(r"[\w.-]{2,64}")  # no spaces: looks like a SKU, not erro
 @admin.register(MarketplaceJob, site=tenant_admin_site)
 class MarketplaceJobAdmin(EngineRowAdminMixin, LiveAdminMixin, JobControlsAdmin):
     # What matters first (status, error, what happens next), so a narrow screen keeps it.
-    list_display = ("id", "sku_column", "status_badge", "error_column", "next_column", "attempts",
-                    "duration", "updated", "what")  # fmt: skip
+    # The batch in a short column of its own ("#12 · 3/5", its name on hover) before the less
+    # urgent ones: at the end of a wide row it was pushed out of sight at 1,400 px.
+    list_display = ("id", "sku_column", "status_badge", "error_column", "next_column",
+                    "batch_column", "attempts", "duration", "updated", "what")  # fmt: skip
     list_display_links = ("id", "sku_column")
     list_filter = ("status", MarketplaceFilter, "action", BatchFilter, "created_at")
     search_fields = ("sku", "error_message")
@@ -104,19 +106,20 @@ class MarketplaceJobAdmin(EngineRowAdminMixin, LiveAdminMixin, JobControlsAdmin)
     def status_badge(self, obj: MarketplaceJob) -> str:
         return status_badge(obj.status, job_id=obj.pk)
 
-    @admin.display(description="Batch", ordering="batch_id")
-    def batch_link(self, obj: MarketplaceJob) -> str:
+    @admin.display(description="Batch")
+    def batch_column(self, obj: MarketplaceJob) -> str:
+        """Which batch, and where the job is in it: ``#12 · 3/5``, the batch's name on hover."""
         if obj.batch is None:
             return "—"
         url = reverse("tenant_admin:orchestration_batch_change", args=[obj.batch_id])
-        return format_html('<a href="{}" title="{}">#{}</a>', url, obj.batch.name, obj.batch_id)
+        total = obj.batch.total_jobs
+        return format_html('<a class="batch-cell" href="{}" title="{} (job {} of {})">#{} · {}/{}</a>',
+                           url, obj.batch.name, obj.sequence, total, obj.batch_id, obj.sequence,
+                           total)  # fmt: skip
 
     @admin.display(description="What", ordering="marketplace")
     def what(self, obj: MarketplaceJob) -> str:
-        if obj.batch is None:
-            return format_html('<span class="nowrap">{} · {}</span>', obj.marketplace, obj.action)
-        return format_html('<span class="nowrap">{} · {} · {}</span>', obj.marketplace, obj.action,
-                           self.batch_link(obj))  # fmt: skip
+        return format_html('<span class="nowrap">{} · {}</span>', obj.marketplace, obj.action)
 
     @admin.display(description="SKU", ordering="sku")
     def sku_column(self, obj: MarketplaceJob) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 from django.contrib import admin
 from django.contrib.admin.options import ActionLocation
 from django.http import HttpRequest
+from django.utils.text import Truncator
 
 from orchestration import steps
 from orchestration.models import Batch
@@ -78,7 +79,8 @@ class BatchFilter(admin.SimpleListFilter):
 
     def lookups(self, request, model_admin):
         latest = Batch.objects.order_by("-created_at").values_list("pk", "name")[:10]
-        choices = [(str(pk), f"#{pk} {name}") for pk, name in latest]
+        # Names cut so the filter column stays narrow under the list (the id says which).
+        choices = [(str(pk), f"#{pk} {Truncator(name).chars(40)}") for pk, name in latest]
         value = self.value()
         if value and value not in {c[0] for c in choices}:
             choices.append((value, f"#{value}"))
