@@ -133,8 +133,8 @@ def run_assembly(args: argparse.Namespace) -> dict[str, Any]:
 def run_workflow() -> dict[str, Any]:
     from django_tenants.utils import schema_context
 
+    from orchestration.engine.execute import job_execute_now
     from orchestration.models import MarketplaceJob
-    from orchestration.services.runner import job_execute_now
     from planning.params import plan_parameters
     from planning.services import plan_start
 

@@ -115,7 +115,7 @@ def write_backlog(endpoint_id: int, count: int) -> None:
     from django.utils import timezone
     from django_tenants.utils import schema_context
 
-    from orchestration import dispatch
+    from orchestration.engine import marks
     from webhooks.models import WebhookDelivery
 
     now = timezone.now()
@@ -136,7 +136,7 @@ def write_backlog(endpoint_id: int, count: int) -> None:
                                         payload=payload, next_attempt_at=now, retry_from=now,
                                         created_at=now))  # fmt: skip
         WebhookDelivery.objects.bulk_create(rows, batch_size=2000)
-    dispatch.signal_work(SCHEMA)
+    marks.signal_work(SCHEMA)
 
 
 def _delivered() -> int:

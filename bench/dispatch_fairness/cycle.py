@@ -25,11 +25,11 @@ def one_cycle(limit: int) -> tuple[str, int, tuple[int, int, int, int]]:
     from django.db import transaction
     from django_tenants.utils import schema_context
 
-    from orchestration import dispatch
-    from orchestration.services.runner import claim_jobs
+    from orchestration.engine import marks
+    from orchestration.engine.claims import claim_jobs
 
     t0 = time.perf_counter_ns()
-    picked = dispatch.pick_tenant()
+    picked = marks.pick_tenant()
     t1 = time.perf_counter_ns()
     if picked is None:
         raise harness.BenchError("pick_tenant() found no ready tenant in part 1")
@@ -38,20 +38,20 @@ def one_cycle(limit: int) -> tuple[str, int, tuple[int, int, int, int]]:
         claimed = len(claim_jobs(limit=limit))
         transaction.set_rollback(True)
     t2 = time.perf_counter_ns()
-    dispatch.mark_idle(schema, -1, None)
+    marks.mark_idle(schema, -1, None)
     t3 = time.perf_counter_ns()
-    dispatch.seconds_until_next_wake()
+    marks.seconds_until_next_wake()
     t4 = time.perf_counter_ns()
     return schema, claimed, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)
 
 
 def idle_cycle() -> int:
     """What a drain pays when no tenant is ready: a pick that finds none, then the wake query."""
-    from orchestration import dispatch
+    from orchestration.engine import marks
 
     t0 = time.perf_counter_ns()
-    picked = dispatch.pick_tenant()
-    dispatch.seconds_until_next_wake()
+    picked = marks.pick_tenant()
+    marks.seconds_until_next_wake()
     elapsed = time.perf_counter_ns() - t0
     if picked is not None:
         raise harness.BenchError(f"pick_tenant() picked {picked[0]} with no tenant ready")

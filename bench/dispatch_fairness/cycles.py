@@ -18,7 +18,8 @@ from bench.dispatch_fairness.setup import execute, queue_part1_work
 
 
 def run_cycles(args: argparse.Namespace) -> dict[str, Any]:
-    from orchestration import conf, dispatch
+    from orchestration import conf
+    from orchestration.engine import dispatch, marks
 
     print(f"  part 1: {PART1_JOBS} queued jobs in each of {len(REAL_TENANTS)} tenants ...")
     batches = queue_part1_work()
@@ -29,8 +30,8 @@ def run_cycles(args: argparse.Namespace) -> dict[str, Any]:
     ((synchronous_commit,),) = execute("SHOW synchronous_commit")
     limit = int(conf.get("CLAIM_BATCH"))
     sqls = {
-        "pick": captured_sql(dispatch.pick_tenant),
-        "seconds_until_next_wake": captured_sql(dispatch.seconds_until_next_wake),
+        "pick": captured_sql(marks.pick_tenant),
+        "seconds_until_next_wake": captured_sql(marks.seconds_until_next_wake),
     }
     # (tenants, parked share): every count with a constant few parked rows, then the largest
     # count again with parked rows in proportion.

@@ -101,8 +101,8 @@ def queue_part1_work() -> dict[str, int]:
     """
     from django_tenants.utils import schema_context
 
+    from orchestration.engine.claims import resource_policies
     from orchestration.services import JobSpec, batch_create
-    from orchestration.services.claims import resource_policies
 
     batches = {}
     for schema in REAL_TENANTS:

@@ -24,8 +24,8 @@ def _profile_action(action: str, steps: int, jobs: int, *, cprofile: bool) -> di
     from django.test.utils import CaptureQueriesContext
     from django_tenants.utils import schema_context
 
+    from orchestration.engine.executor import StepExecutor
     from orchestration.services import JobSpec, batch_create, run_available_jobs
-    from orchestration.services.executor import StepExecutor
 
     with schema_context(SCHEMA):
         batch_create(
