@@ -54,11 +54,18 @@ SELECT src.event_id, {type}, e.id, j.id, r.id, j.batch_id,
   LEFT JOIN {run} r ON r.id = %(run_id)s
   JOIN {endpoint} e ON {subscribes}
  CROSS JOIN LATERAL (
-       SELECT count(*) FILTER (WHERE t.status = 'completed') AS done, count(*) AS total,
-              COALESCE(jsonb_object_agg(t.step_type, t.output) FILTER (
-                  WHERE t.status = 'completed' AND t.output IS NOT NULL), '{{}}'::jsonb) AS outputs
+       SELECT count(*) FILTER (WHERE {completed}) AS done, count(*) AS total,
+              COALESCE(jsonb_object_agg(t.step_type, {output}) FILTER (
+                  WHERE {completed} AND {output} IS NOT NULL), '{{}}'::jsonb) AS outputs
          FROM {task} t WHERE t.job_id = j.id) AS tk
 """
+# The job's steps as the statement sees them: committed, or (the runner's finishing
+# statement) with its last step, completed by that same statement, counted in.
+_COMPLETED = {"completed": "t.status = 'completed'", "output": "t.output"}
+_COMPLETED_WITH_LAST = {
+    "completed": "(t.status = 'completed' OR t.id = %(task_id)s)",
+    "output": "CASE WHEN t.id = %(task_id)s THEN %(output)s::jsonb ELSE t.output END",
+}
 
 
 def _tables() -> dict[str, str]:
@@ -83,8 +90,10 @@ def _literal(value: str) -> str:
 def completed_cte(job_cte: str = "job") -> str:
     """Two CTEs for the runner's finishing statement: a ``job.run.completed`` outbox row per
     subscribing endpoint for the job its ``job_cte`` CTE returned (``RETURNING j.id``). Uses
-    its ``%(now)s``, ``%(run_id)s`` and ``%(schema)s`` parameters. The job row it reads is
-    the statement's snapshot (status still running): the status is given, not read."""
+    its ``%(now)s``, ``%(run_id)s``, ``%(schema)s``, ``%(task_id)s`` and ``%(output)s``
+    parameters. The rows it reads are the statement's snapshot (job still running, its last
+    step too): the status is given, and the last step (``task_id``, completed by the same
+    statement with ``output``; NULL if none) is counted in."""
     kind = _literal(EventType.JOB_RUN_COMPLETED)
     tables = _tables()
     src = f"""
@@ -93,7 +102,7 @@ hook_src AS MATERIALIZED (
      WHERE EXISTS (SELECT 1 FROM {tables["endpoint"]} e
                     WHERE {_SUBSCRIBES.format(type=kind)}))"""
     insert = _JOB_INSERT.format(
-        **tables, src="hook_src", type=kind, status=_literal("completed"),
+        **tables, **_COMPLETED_WITH_LAST, src="hook_src", type=kind, status=_literal("completed"),
         extra="'{}'::jsonb", subscribes=_SUBSCRIBES.format(type=kind),
     )  # fmt: skip
     return f"{src},\nhook AS ({insert} RETURNING 1)"
@@ -116,7 +125,7 @@ def _job_events_sql() -> str:
                     ELSE '{}'::jsonb END"""
     # A MATERIALIZED CTE: each job's event id is generated once, whatever the join order.
     insert = _JOB_INSERT.format(
-        **tables, src="src", type=kind, status="%(status)s::text", extra=extra,
+        **tables, **_COMPLETED, src="src", type=kind, status="%(status)s::text", extra=extra,
         subscribes=_SUBSCRIBES.format(type=kind),
     )  # fmt: skip
     return f"WITH src AS MATERIALIZED {src}\n{insert}"

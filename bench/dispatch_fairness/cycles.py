@@ -19,14 +19,12 @@ from bench.dispatch_fairness.setup import execute, queue_part1_work
 
 def run_cycles(args: argparse.Namespace) -> dict[str, Any]:
     from orchestration import conf
-    from orchestration.engine import dispatch, marks
+    from orchestration.engine import marks, session
 
     print(f"  part 1: {PART1_JOBS} queued jobs in each of {len(REAL_TENANTS)} tenants ...")
     batches = queue_part1_work()
-    # As a drain does: commits don't wait for the WAL flush unless SYNCHRONOUS_COMMIT=1.
-    relax = getattr(dispatch, "_tune_worker_session", None)
-    if relax is not None:
-        relax()
+    # The session a drain works in (durable commits unless SYNCHRONOUS_COMMIT=0, generic plans).
+    session.tune_worker_session()
     ((synchronous_commit,),) = execute("SHOW synchronous_commit")
     limit = int(conf.get("CLAIM_BATCH"))
     sqls = {

@@ -15,8 +15,8 @@ from django.urls import reverse
 
 from orchestration import selectors, services, steps
 from orchestration.admin.shared import audit
+from orchestration.engine.claims import resource_policies
 from orchestration.models import Batch, MarketplaceJob, ResourcePolicy
-from orchestration.services.claims import resource_policies
 from orchestration.states import JobStatus
 
 MAX_FORM_JOBS = 10_000  # products per batch started from the admin form

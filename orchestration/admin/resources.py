@@ -9,8 +9,8 @@ from django.http import HttpRequest
 from config.admin_sites import tenant_admin_site
 from orchestration import services
 from orchestration.admin.shared import audit
+from orchestration.engine.claims import resource_policies
 from orchestration.models import ResourcePolicy
-from orchestration.services.claims import resource_policies
 
 
 @admin.register(ResourcePolicy, site=tenant_admin_site)

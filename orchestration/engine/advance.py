@@ -153,7 +153,7 @@ def task_start(claim: Claim, task: MarketplaceTask, outputs: dict, *, first_writ
     run_alive, started, cancel = execute_prepared(_sql(_START_SQL), params)
     if not started:
         fenced_or_forbidden(claim, run_alive, task, TaskStatus.RUNNING)
-    _emit_task(claim, task, TaskStatus.RUNNING)
+    emit_task(claim, task, TaskStatus.RUNNING)
     return bool(cancel)
 
 
@@ -178,15 +178,15 @@ def task_advance(
     run_alive, done, cancel, started = execute_prepared(_sql(sql), params)
     if not done:
         fenced_or_forbidden(claim, run_alive, task, TaskStatus.COMPLETED)
-    _emit_task(claim, task, TaskStatus.COMPLETED, reused=reused)
+    emit_task(claim, task, TaskStatus.COMPLETED, reused=reused)
     if nxt is not None and started:
-        _emit_task(claim, nxt, TaskStatus.RUNNING)
+        emit_task(claim, nxt, TaskStatus.RUNNING)
     elif nxt is not None and not cancel:
         fenced_or_forbidden(claim, run_alive, nxt, TaskStatus.RUNNING)
     return bool(cancel)
 
 
-def _emit_task(claim: Claim, task: MarketplaceTask, status: str, **data) -> None:
+def emit_task(claim: Claim, task: MarketplaceTask, status: str, **data) -> None:
     events.emit("task_progress", status=status, job_id=claim.job_id, task_id=task.pk,
                 run_id=claim.run_id, batch_id=claim.batch_id,
                 data={"step": task.step_type, "order": task.step_order, **data})  # fmt: skip

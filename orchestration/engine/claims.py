@@ -302,7 +302,7 @@ class Claim:
 
 
 def claim_next_job(*, worker: str | None = None) -> Claim | None:
-    """Claim the job of the current tenant that may start now (see services.claims), or None."""
+    """Claim the job of the current tenant that may start now (see ``select_jobs_to_claim``), or None."""
     claimed = claim_jobs(limit=1, worker=worker)
     return claimed[0] if claimed else None
 

@@ -182,6 +182,8 @@ def execute_claim(
             if renew:
                 last_beat[0] = time.monotonic()
                 renew_leases(waiting or [])
+            if nxt is None:  # the last step's commit also ends the job
+                return finish.finish_completed(claim, outputs, (task, dict(output), reused))
             cancel = advance.task_advance(
                 claim, task, dict(output), reused, nxt, outputs, renew=renew
             )

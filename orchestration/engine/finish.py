@@ -17,7 +17,13 @@ from psycopg.types.json import Jsonb
 
 from orchestration import events, states, steps
 from orchestration.engine import marks, transitions
-from orchestration.engine.advance import execute_prepared, fence, sql_list
+from orchestration.engine.advance import (
+    emit_task,
+    execute_prepared,
+    fence,
+    fenced_or_forbidden,
+    sql_list,
+)
 from orchestration.engine.claims import Claim
 from orchestration.engine.counters import (
     batch_apply_job_moves,
@@ -45,17 +51,27 @@ def _end_run(claim: Claim, status: str, **fields) -> None:
     marks.runs_finished(current_schema(), 1)
 
 
+# The job's last step and its end are one commit: the run row's lock is the fence (as in
+# ``advance``); ``done`` completes the last task (none when the job had no step left to
+# run: ``task_id`` NULL); its snapshot still sees that task RUNNING, hence ``completing``.
 _FINISH_SQL = """
 WITH run AS (
     UPDATE {run} SET status = 'completed', finished_at = %(now)s,
            steps_completed = (SELECT count(*) FROM {task}
                                WHERE last_run_id = %(run_id)s AND status = 'completed')
+                             + %(completing)s
      WHERE id = %(run_id)s AND status = 'running'
  RETURNING job_id),
+done AS (
+    UPDATE {task} AS t SET status = 'completed', output = %(output)s, reused_existing = %(reused)s,
+           completed_at = %(now)s
+      FROM run WHERE t.id = %(task_id)s AND t.job_id = run.job_id AND t.status = 'running'
+ RETURNING t.id),
 job AS (
     UPDATE {job} AS j SET status = 'completed', completed_at = %(now)s, result = %(result)s,
            error_message = '', direct = false, cancel_requested = false
       FROM run WHERE j.id = run.job_id AND j.status IN ({job_sources})
+       AND (%(task_id)s::bigint IS NULL OR EXISTS (SELECT 1 FROM done))
  RETURNING j.id),
 {hook},
 queue AS (
@@ -71,21 +87,33 @@ batch AS (
      WHERE id = %(batch_id)s AND EXISTS (SELECT 1 FROM job)
        AND (SELECT count(*) FROM queue) >= 0
  RETURNING {batch_columns})
-SELECT (SELECT count(*) FROM run), (SELECT count(*) FROM job), (SELECT count(*) FROM queue),
-       batch.*
+SELECT (SELECT count(*) FROM run), (SELECT count(*) FROM done), (SELECT count(*) FROM job),
+       (SELECT count(*) FROM queue), batch.*
   FROM (SELECT 1) AS one LEFT JOIN batch ON true
 """
 
 
-def finish_completed(claim: Claim, outputs: dict) -> str:
-    """Run and job COMPLETED, the tenant's running count down and the batch's counter up, in
-    one fenced statement."""
+def finish_completed(
+    claim: Claim,
+    outputs: dict,
+    last: tuple[MarketplaceTask, dict, bool] | None = None,
+) -> str:
+    """The job's last step COMPLETED (``last``: the task, its output, whether the effect
+    existed already), run and job COMPLETED, the tenant's running count down and the
+    batch's counter up: one fenced statement, one commit."""
+    task, output, reused = last if last is not None else (None, None, False)
+    if task is not None:
+        states.check("task", task.pk, TaskStatus.RUNNING, TaskStatus.COMPLETED)
     params: dict[str, Any] = {"now": timezone.now(), "run_id": claim.run_id, "result": Jsonb(outputs),
-              "schema": current_schema(), "batch_id": claim.batch_id}  # fmt: skip
+              "schema": current_schema(), "batch_id": claim.batch_id,
+              "task_id": task.pk if task else None, "completing": 1 if task else 0,
+              "output": Jsonb(output) if task else None, "reused": reused}  # fmt: skip
     with transaction.atomic():
-        run_done, job_done, _queue, *batch_row = execute_prepared(_finish_sql(), params)
+        run_done, task_done, job_done, _queue, *batch_row = execute_prepared(_finish_sql(), params)
         if not run_done:
             raise RunFenced(f"run {claim.run_id} of job {claim.job_id} is no longer current")
+        if task is not None and not task_done:  # the atomic block rolls the run's update back
+            fenced_or_forbidden(claim, run_done, task, TaskStatus.COMPLETED)
         if not job_done:  # the atomic block rolls the run's update back
             current = (
                 MarketplaceJob.objects.filter(pk=claim.job_id)
@@ -94,6 +122,8 @@ def finish_completed(claim: Claim, outputs: dict) -> str:
             )
             raise states.ForbiddenTransition("job", claim.job_id, str(current), JobStatus.COMPLETED)
         batch_id = claim.batch_id
+        if task is not None:
+            emit_task(claim, task, TaskStatus.COMPLETED, reused=reused)
         events.emit("run_completed", status=RunStatus.COMPLETED, job_id=claim.job_id,
                     run_id=claim.run_id, batch_id=batch_id)  # fmt: skip
         events.emit("job_status", status=JobStatus.COMPLETED, job_id=claim.job_id,

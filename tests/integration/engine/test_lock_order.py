@@ -17,6 +17,7 @@ import psycopg
 from django.db import connection
 from django_tenants.utils import schema_context
 
+from orchestration.engine.advance import task_start
 from orchestration.engine.claims import claim_jobs
 from orchestration.engine.finish import finish_completed
 from orchestration.models import Batch, MarketplaceJob
@@ -98,8 +99,11 @@ def test_finishing_a_job_locks_the_queue_row_before_the_batch_row(tx_tenant_a):
     schema = tx_tenant_a.schema_name
     batch = batch_create(name="order", jobs=[JobSpec(marketplace=MARKETPLACE, action="one")] * 2)
     (claim,) = claim_jobs(limit=1)
+    (task,) = claim.tasks
+    task_start(claim, task, {}, first_write=True)
     hold = ("SELECT 1 FROM public.tenants_tenantqueue WHERE schema_name = %s FOR UPDATE", [schema])
-    finish = lambda: finish_completed(claim, {})  # noqa: E731
+    # The job's last step and its end: one statement.
+    finish = lambda: finish_completed(claim, {}, (task, {}, False))  # noqa: E731
     # (the statement's text is cut at 1 kB in pg_stat_activity: match its start)
     with _blocked(schema, hold, finish, "%SET status = 'completed', finished_at%") as (probe, out):
         assert _lock_now(probe, schema, "orchestration_batch", batch.pk), "batch locked first"

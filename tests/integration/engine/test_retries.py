@@ -11,6 +11,7 @@ from django.utils import timezone
 from orchestration.engine.advance import task_advance, task_start
 from orchestration.engine.claims import claim_jobs
 from orchestration.engine.execute import execute_claim
+from orchestration.engine.finish import finish_completed
 from orchestration.engine.session import RunFenced
 from orchestration.models import JobRun, MarketplaceJob
 from orchestration.services import (
@@ -21,6 +22,7 @@ from orchestration.services import (
     job_retry_from_step,
     recover_lost_runs,
 )
+from orchestration.states import ForbiddenTransition
 from tests.engine_providers import MARKETPLACE, ledger_entries, set_faults
 from tests.integration.engine.test_lifecycle import run_to_rest
 
@@ -229,6 +231,9 @@ def test_lost_run_is_recovered_and_a_stale_worker_cannot_write(engine):
             task_advance(
                 claim, task, {"remote_id": "from the stale worker"}, False, None, {}, renew=renew
             )
+    # … and the fence of a job's last step, whose commit also ends the job
+    with pytest.raises(RunFenced):
+        finish_completed(claim, {}, (task, {"remote_id": "from the stale worker"}, False))
     task.refresh_from_db()
     assert task.status == "failed" and task.output is None  # "worker lost", not the stale write
     assert execute_claim(claim) == "fenced"
@@ -281,3 +286,38 @@ def test_jobs_claimed_together_keep_their_leases_while_an_earlier_one_runs_long(
         job = MarketplaceJob.objects.get(pk=second.job_id)
         assert (job.status, job.retry_count, job.current_run_id) == ("queued", 0, None)
         assert execute_claim(second) == "fenced"
+
+
+def test_the_last_step_and_the_end_of_its_job_are_one_commit(engine):
+    """The last step's outcome is committed with the job's end: if the job may not complete
+    (here staff cancelled it from under a worker that kept no fence), neither is the step
+    recorded: no COMPLETED step of a job that did not complete."""
+    job = job_create(marketplace=MARKETPLACE, action="one", params=engine.params())
+    claim = claim_next_job()
+    task = job.tasks.get()
+    task_start(claim, task, {}, first_write=True)
+    # The job row moves on without its run ending (what no engine path does, but what the
+    # statement must refuse rather than half-apply).
+    MarketplaceJob.objects.filter(pk=job.pk).update(status="failed")
+    with pytest.raises(ForbiddenTransition):
+        finish_completed(claim, {}, (task, {"remote_id": "r-1"}, False))
+    task.refresh_from_db()
+    assert (task.status, task.output) == ("running", None)
+    assert JobRun.objects.get(pk=claim.run_id).status == "running"
+
+    MarketplaceJob.objects.filter(pk=job.pk).update(status="running")
+    assert (
+        finish_completed(claim, {"only": {"remote_id": "r-1"}}, (task, {"remote_id": "r-1"}, True))
+        == "completed"
+    )
+    task.refresh_from_db()
+    run = JobRun.objects.get(pk=claim.run_id)
+    assert (task.status, task.output, task.reused_existing) == (
+        "completed",
+        {"remote_id": "r-1"},
+        True,
+    )
+    assert (run.status, run.steps_completed) == ("completed", 1)
+    kinds = [(e.type, e.status) for e in engine.recorder.events if e.job_id == job.pk][-3:]
+    assert kinds == [("task_progress", "completed"), ("run_completed", "completed"),
+                     ("job_status", "completed")]  # fmt: skip
