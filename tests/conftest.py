@@ -14,7 +14,7 @@ import os
 import pytest
 import pytest_asyncio
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django_tenants.utils import schema_context, tenant_context
 
 from tenants.models import Domain, Tenant
@@ -43,20 +43,26 @@ def _ensure_tenant(key: str) -> Tenant:
         return tenant
 
 
-def truncate_tenant_data(schema: str) -> None:
-    """Empty a tenant schema's data tables (not migrations, content types, permissions:
-    Django caches content types per process, not per schema)."""
-    with connection.cursor() as cursor:
+def truncate_tenant_data(*schemas: str) -> None:
+    """Empty tenant schemas' data tables (not migrations, content types, permissions:
+    Django caches content types per process, not per schema).
+
+    DELETE, not TRUNCATE: a test leaves a few rows, and TRUNCATE rewrites every table's
+    files (~140 ms per schema against ~5 ms). Every foreign key Django makes is DEFERRABLE
+    INITIALLY DEFERRED and none crosses schemas, so one transaction deletes in any order.
+    """
+    with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
-            "SELECT tablename FROM pg_tables WHERE schemaname = %s"
+            "SELECT schemaname, tablename FROM pg_tables WHERE schemaname = ANY(%s)"
             " AND tablename NOT IN ('django_migrations', 'django_content_type', 'auth_permission')",
-            [schema],
+            [list(schemas)],
         )
-        tables = [f'"{schema}"."{row[0]}"' for row in cursor.fetchall()]
+        tables = [f'"{schema}"."{table}"' for schema, table in cursor.fetchall()]
         if tables:
-            # Ids keep counting (no RESTART IDENTITY): a late live message about an earlier
+            # Ids keep counting (no sequence reset): a late live message about an earlier
             # test's job 1 (a worker flushing at exit) must not match this test's job 1.
-            cursor.execute(f"TRUNCATE {', '.join(tables)} CASCADE")
+            cursor.execute("SET CONSTRAINTS ALL DEFERRED")
+            cursor.execute("; ".join(f"DELETE FROM {table}" for table in tables))
 
 
 @pytest.fixture(scope="session")
@@ -113,8 +119,7 @@ def clean_tenants(transactional_db):
     dispatch state afterwards (fixtures that start workers stop them before this runs)."""
     yield
     schemas = [schema for _name, schema, _domain in TEST_TENANTS.values()]
-    for schema in schemas:
-        truncate_tenant_data(schema)
+    truncate_tenant_data(*schemas)
     reset_dispatch_state(schemas)
     connection.set_schema_to_public()
 
