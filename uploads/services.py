@@ -1,11 +1,11 @@
-"""Uploads: create, receive a part, complete (assemble + verify), abort, expire, import.
+"""Uploads: create, complete (assemble + verify), abort, expire, import; a part is
+received by ``uploads.parts`` and the errors are ``uploads.errors`` (both importable from here).
 
 The only writers of ``Upload`` / ``UploadPart`` rows and of the files under
 ``storage.upload_dir``. Doors (API, admin, command, tasks) call these and nothing else.
 
-Locks: a part holds its upload's row ``FOR SHARE`` (parts of one upload go in parallel)
-and a transaction advisory lock on (upload, part) while it writes; ``complete``, ``abort``
-and ``expire`` take the row ``FOR UPDATE``, so they wait for parts in flight and a part
+Locks: ``complete``, ``abort`` and ``expire`` take the upload's row ``FOR UPDATE``, so they
+wait for parts in flight (which hold it ``FOR SHARE``, see ``uploads.parts``) and a part
 arriving after them finds the upload no longer receiving.
 """
 
@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
-from typing import BinaryIO
 
 from django.db import connection, transaction
 from django.db.models import Max, Sum
@@ -31,67 +28,41 @@ from orchestration.services import job_create
 from orchestration.states import JOB_TERMINAL
 from tenants.db import current_schema
 from uploads import conf, storage
-from uploads.models import Upload, UploadPart
+from uploads.errors import (
+    LengthRequired,
+    PartChecksumError,
+    UploadChecksumError,
+    UploadConflict,
+    UploadError,
+    UploadInvalid,
+    UploadNotFound,
+    UploadTooLarge,
+)
+from uploads.models import Upload
+from uploads.parts import PartResult, check_sha256, upload_put_part
+
+__all__ = [
+    "LengthRequired",
+    "PartChecksumError",
+    "PartResult",
+    "UploadChecksumError",
+    "UploadConflict",
+    "UploadError",
+    "UploadInvalid",
+    "UploadNotFound",
+    "UploadTooLarge",
+    "marketplaces_check",
+    "upload_abort",
+    "upload_complete",
+    "upload_create",
+    "upload_put_part",
+    "upload_start_import",
+    "uploads_expire_stale",
+]
 
 logger = logging.getLogger(__name__)
 
-_HEX64 = re.compile(r"[0-9a-f]{64}")
 CATALOG = "catalog"  # the import's "marketplace" (its step provider, see uploads.importing)
-
-
-class UploadError(Exception):
-    """A request the upload's state or the input does not allow. ``code`` and ``status``
-    are what the API answers; the message says why in words."""
-
-    status = 422
-    code = "invalid"
-
-    def __init__(self, message: str, *, details: dict | None = None):
-        super().__init__(message)
-        self.message = message
-        self.details = details
-
-
-class UploadInvalid(UploadError):
-    status, code = 422, "validation_error"
-
-
-class UploadNotFound(UploadError):
-    status, code = 404, "not_found"
-
-
-class UploadConflict(UploadError):
-    status, code = 409, "conflict"
-
-
-class UploadTooLarge(UploadError):
-    status, code = 413, "too_large"
-
-
-class PartChecksumError(UploadError):
-    status, code = 400, "checksum_mismatch"
-
-
-class UploadChecksumError(UploadError):
-    status, code = 422, "checksum_mismatch"
-
-
-class LengthRequired(UploadError):
-    status, code = 411, "length_required"
-
-
-@dataclass(frozen=True)
-class PartResult:
-    upload: Upload
-    index: int
-    created: bool  # False: the same bytes were already stored
-
-
-def _sha256(value: str, *, what: str) -> str:
-    value = (value or "").strip().lower()
-    if not _HEX64.fullmatch(value):
-        raise UploadInvalid(f"{what} must be 64 hex characters (SHA-256)", details={"field": what})
-    return value
 
 
 def _plan_parts(size: int, part_size: int | None) -> tuple[int, int]:
@@ -123,7 +94,7 @@ def upload_create(
     """
     if size < 1:
         raise UploadInvalid("size must be at least 1 byte", details={"field": "size"})
-    sha256 = _sha256(sha256, what="sha256")
+    sha256 = check_sha256(sha256, what="sha256")
     part_size, count = _plan_parts(size, part_size)
     quota = conf.get("TENANT_QUOTA_BYTES")
     with transaction.atomic():
@@ -155,97 +126,11 @@ def upload_create(
     return upload
 
 
-def _lock_for_share(upload_id: uuid.UUID) -> Upload:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f'SELECT 1 FROM "{Upload._meta.db_table}" WHERE id = %s FOR SHARE', [upload_id]
-        )
-        if cursor.fetchone() is None:
-            raise UploadNotFound(f"upload {upload_id} not found")
-    return Upload.objects.get(pk=upload_id)
-
-
 def _get_locked(upload_id: uuid.UUID) -> Upload:
     upload = Upload.objects.select_for_update().filter(pk=upload_id).first()
     if upload is None:
         raise UploadNotFound(f"upload {upload_id} not found")
     return upload
-
-
-def upload_put_part(
-    *, upload_id: uuid.UUID, index: int, stream: BinaryIO, length: int | None, sha256: str
-) -> PartResult:
-    """Store part ``index`` (1-based) from ``stream`` if its bytes hash to ``sha256``.
-
-    The same bytes again: nothing written, ``created=False``. Other bytes for a stored
-    part: ``UploadConflict``. Bytes that do not hash to ``sha256``: ``PartChecksumError``
-    and nothing is kept. The body is streamed to disk in 1 MiB chunks.
-    """
-    sha256 = _sha256(sha256, what="X-Part-SHA256")
-    with transaction.atomic():
-        upload = _lock_for_share(upload_id)
-        if upload.state != Upload.State.RECEIVING:
-            raise UploadConflict(
-                f"upload {upload_id} is {upload.state}: it takes no more parts",
-                details={"state": upload.state},
-            )
-        if not 1 <= index <= upload.part_count:
-            raise UploadInvalid(
-                f"part {index} is out of range: this upload has parts 1 to {upload.part_count}",
-                details={"field": "n", "parts": upload.part_count},
-            )
-        expected = upload.part_length(index)
-        if length is None:
-            raise LengthRequired(
-                "a part needs a Content-Length header", details={"expected": expected}
-            )
-        if length != expected:
-            raise UploadInvalid(
-                f"part {index} must be {expected} bytes, the body has {length}",
-                details={"field": "Content-Length", "expected": expected, "got": length},
-            )
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-                           [f"upload-part:{upload_id}:{index}"])  # fmt: skip
-        stored = UploadPart.objects.filter(upload_id=upload_id, index=index).first()
-        if stored is not None:
-            actual = _hash_body(stream, length)
-            if actual != sha256:
-                raise PartChecksumError(
-                    f"part {index}'s bytes hash to {actual}, not to X-Part-SHA256 {sha256}",
-                    details={"expected": sha256, "actual": actual},
-                )
-            if actual == stored.sha256:
-                return PartResult(upload, index, created=False)
-            raise UploadConflict(
-                f"part {index} is already stored with other bytes (sha256 {stored.sha256})",
-                details={"stored_sha256": stored.sha256},
-            )
-        try:
-            storage.write_part(
-                storage.upload_dir(upload_id) / storage.DATA,
-                offset=(index - 1) * upload.part_size,
-                stream=stream,
-                length=length,
-                sha256=sha256,
-            )
-        except storage.PartChecksumMismatch as exc:
-            raise PartChecksumError(
-                f"part {index}'s bytes hash to {exc.actual}, not to X-Part-SHA256 {sha256}; "
-                "the part was not kept",
-                details={"expected": sha256, "actual": exc.actual},
-            ) from None
-        except storage.ShortBody as exc:
-            raise UploadInvalid(f"part {index}: {exc}") from None
-        UploadPart.objects.create(upload_id=upload_id, index=index, size=length, sha256=sha256)
-    return PartResult(upload, index, created=True)
-
-
-def _hash_body(stream: BinaryIO, length: int) -> str:
-    try:
-        return storage.hash_stream(stream, length)
-    except storage.ShortBody as exc:
-        raise UploadInvalid(str(exc)) from None
 
 
 def upload_complete(*, upload_id: uuid.UUID) -> Upload:
