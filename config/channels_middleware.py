@@ -16,6 +16,8 @@ from django.contrib.auth.models import AnonymousUser
 from django.utils.crypto import constant_time_compare
 from django_tenants.utils import get_public_schema_name, remove_www, schema_context, tenant_context
 
+from tenants.models import Domain
+
 CLOSE_UNKNOWN_HOST = 4404
 
 
@@ -28,8 +30,6 @@ def _host_from_scope(scope) -> str:
 
 @database_sync_to_async
 def _tenant_for_host(host: str):
-    from tenants.models import Domain
-
     with schema_context(get_public_schema_name()):
         domain = Domain.objects.select_related("tenant").filter(domain=host).first()
         return domain.tenant if domain else None

@@ -10,6 +10,8 @@ from channels.layers import get_channel_layer
 from django.db import connection
 from django.http import JsonResponse
 
+from orchestration.selectors import cluster_health
+
 
 def _check_database() -> None:
     with connection.cursor() as cursor:
@@ -52,8 +54,6 @@ async def healthz(request):
 
 
 def _workers() -> dict:
-    from orchestration.selectors import cluster_health
-
     try:
         health = cluster_health()
     except Exception as exc:

@@ -13,6 +13,7 @@ from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 
+from marketplaces.models import Product
 from orchestration import selectors, services, steps
 from orchestration.admin.shared import audit
 from orchestration.engine.claims import resource_policies
@@ -53,8 +54,6 @@ class StartBatchForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         from django.db.models.functions import Lower
-
-        from marketplaces.models import Product
 
         cleaned = super().clean() or {}
         if cleaned.get("all_products"):

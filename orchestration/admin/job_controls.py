@@ -19,6 +19,10 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import reverse
 
+from audit.services import Actor
+from operations import filters as operation_filters
+from operations import services as operations
+from operations.services import INLINE_MAX
 from orchestration import selectors, services
 from orchestration.admin.shared import audit
 from orchestration.models import MarketplaceJob
@@ -123,10 +127,6 @@ class JobControlsAdmin(admin.ModelAdmin):
         if request.method == "POST" and "confirm" in request.POST:
             # A tracked operation (operations app): small ones finish inside this request,
             # large ones go on in a worker and their page shows the progress.
-            from audit.services import Actor
-            from operations import filters as operation_filters
-            from operations import services as operations
-
             try:
                 job_filter = operation_filters.from_changelist_query(query)
                 operation = operations.operation_start(
@@ -189,8 +189,6 @@ class JobControlsAdmin(admin.ModelAdmin):
 
 
 def operations_inline_max() -> int:
-    from operations.services import INLINE_MAX
-
     return INLINE_MAX
 
 

@@ -11,14 +11,13 @@ from django.contrib.admin.options import ActionLocation
 from django.http import HttpRequest
 from django.utils.text import Truncator
 
+from audit.services import record
 from orchestration import steps
 from orchestration.models import Batch
 
 
 def audit(request: HttpRequest, action: str, objects, **extra: Any) -> None:
     """An audit entry for a staff action made in the admin (see audit.services)."""
-    from audit.services import record
-
     record(request.user.get_username(), "admin", action, objects, **extra)
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from channels import DEFAULT_CHANNEL_LAYER
 
+from config.channel_layer import close_private_layer, make_private_layer
 from orchestration.live.messages import LIVE_MESSAGE, Outgoing
 
 logger = logging.getLogger("orchestration.live")
@@ -68,8 +69,6 @@ class Publisher:
         linger: float = LINGER,
         layer_factory: Callable[[], Any] | None = None,
     ) -> None:
-        from config.channel_layer import make_private_layer
-
         self.pid = os.getpid()
         self.interval = interval
         self.max_pending = max_pending
@@ -286,8 +285,6 @@ class Publisher:
             self._hurry = False
 
     async def _close_layer(self) -> None:
-        from config.channel_layer import close_private_layer
-
         layer, self._layer = self._layer, None
         if layer is not None:
             try:

@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from orchestration.models import MarketplaceJob
 from orchestration.states import JobStatus
+from tenants.models import WorkerCluster
 
 
 def tenant_rollup(schemas: list[str], *, now: datetime | None = None) -> dict[str, dict[str, int]]:
@@ -62,8 +63,6 @@ def cluster_health(*, now: datetime | None = None) -> dict[str, Any]:
     one's watchdog stopped ticking: what ``/healthz/workers`` and ``workers_health``
     answer non-zero for.
     """
-    from tenants.models import WorkerCluster
-
     now = now or timezone.now()
     hour_ago = now - timedelta(hours=1)
     rows = []
