@@ -7,6 +7,6 @@ class MarketplacesConfig(AppConfig):
 
     def ready(self) -> None:
         # The engine looks adapters up by marketplace name; it never imports them.
-        from marketplaces.adapters import register_providers
+        from marketplaces.adapters.registry import register_providers
 
         register_providers()
