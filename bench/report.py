@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import RESULTS_DIR
+from bench.live_admin import report as live_report
+from bench.scaling import report as scaling_report
 
 SUMMARY = RESULTS_DIR / "SUMMARY.md"
 
@@ -164,28 +166,6 @@ def chart_rate_curve(et: dict[str, Any]) -> str | None:
     return path.name
 
 
-def chart_latency(live: dict[str, Any]) -> str | None:
-    layers = ((live.get("summary") or {}).get("live")) or {}
-    rows = [(name, d.get("commit_to_dom_ms") or {}) for name, d in layers.items()]
-    rows = [r for r in rows if r[1].get("p50") is not None]
-    if not rows:
-        return None
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    width = 0.25
-    for i, q in enumerate(("p50", "p95", "p99")):
-        ax.bar([j + i * width for j in range(len(rows))], [r[1][q] for r in rows], width, label=q)
-    ax.set_xticks([j + width for j in range(len(rows))], [f"{r[0]} layer" for r in rows])
-    ax.axhline(100, color="#e45756", linestyle="--", label="target p95 100 ms")
-    ax.set_ylabel("step commit -> browser DOM (ms)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = RESULTS_DIR / "latency.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path.name
-
-
 # --- SUMMARY.md ---------------------------------------------------------------------------------
 
 
@@ -288,34 +268,14 @@ def write_report() -> Path:
         lines += section_throughput(et, charts)
     live = results.get("live_admin")
     if live:
-        latency = chart_latency(live)
-        layers = ((live.get("summary") or {}).get("live")) or {}
-        lines += ["## Live latency (`live_admin`)", "", f"Measured {live.get('timestamp')}. Rerun: `{live.get('command')}`.", "",
-                  "| channel layer | step commit → DOM p50 / p95 / p99 ms | samples | target p95 ≤ 100 ms |",
-                  "| --- | --- | --- | --- |"]  # fmt: skip
-        for name, d in layers.items():
-            c = d.get("commit_to_dom_ms") or {}
-            lines.append(
-                f"| {name} | {c.get('p50')} / {c.get('p95')} / {c.get('p99')} | {c.get('count')} | "
-                f"{'met' if d.get('p95_within_100ms') else 'not met'} |"
-            )
-        steps_rate = (live.get("settings") or {}).get("step_sleep_ms")
-        lines += ["", f"Load during this measurement: the benchmark's own batch (step time {steps_rate} ms), "
-                  "not ≥ 1,000 steps/s: latency under that load is not measured yet.", ""]  # fmt: skip
-        if latency:
-            lines += [f"![{latency}]({latency})", ""]
+        lines += live_report.section(live, live_report.chart(live, _plt()))
+    scaling = results.get("scaling")
+    if scaling:
+        lines += scaling_report.section(scaling, scaling_report.chart(scaling, _plt()))
     for name, data in results.items():
-        if name in ("engine_throughput", "live_admin"):
+        if name in ("engine_throughput", "live_admin", "scaling"):
             continue
         lines += section_generic(name, data)
-    lines += [
-        "## Not measured yet",
-        "",
-        "- Latency under load (step commit → DOM while the engine runs ≥ 1,000 steps/s), both layers.",
-        "- Scaling: 1, 2, 4 workers; two clusters on the ORM broker and on Redis; the dispatcher",
-        "  cycle with 1,000 tenants while they run (`dispatch_fairness` measures the cycle alone).",
-        "",
-    ]
     SUMMARY.write_text("\n".join(lines))
     return SUMMARY
 

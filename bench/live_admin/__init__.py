@@ -60,14 +60,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     machine = harness.machine_info()
     print(
         f"[{NAME}] live: {args.jobs} x {MARKETPLACE}.{ACTION} ({STEPS} steps of "
-        f"{args.step_ms:g} ms), layers {', '.join(args.layer_list)}; admin lists at "
+        f"{args.step_ms:g} ms), layers {', '.join(args.layer_list)}, loads "
+        f"{', '.join(args.load_list)} ({args.load_jobs} noop5 jobs, {args.load_workers} "
+        f"workers); admin lists at "
         f"{args.small_rows:,} and {args.large_rows:,} jobs"
     )
     with harness.throwaway_database(keep=args.keep_db) as (db, embedded):
         env = harness.cluster_env(db.url, workers=args.workers)
         for key in ("REDIS_URL", "DJANGO_ALLOW_ASYNC_UNSAFE", "DJANGO_SETTINGS_MODULE"):
             env.pop(key, None)
-        setup = provision(env)
+        setup = provision(env, load=not args.skip_live and args.load_list != ["none"])
         harness.setup_django(env)
         quiet()
         import tests.engine_providers  # noqa: F401  (registers testmkt in this process too)
@@ -75,7 +77,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         live = {}
         if not args.skip_live:
             for layer in args.layer_list:
-                live[layer] = run_live(args, env, layer)
+                for mode in args.load_list:
+                    run = layer if mode == "none" else f"{layer}+load_{mode}"
+                    live[run] = run_live(args, env, layer, mode)
         admin = None if args.skip_admin else run_admin(args, env)
         settings_used = describe_settings(args)
         database = describe_database(embedded, db.name)

@@ -122,6 +122,7 @@ def analyse(pages: dict[str, dict], rows: list[tuple]) -> dict[str, Any]:
         | {"s_after_first_update": round((x["at_ms"] - origin) / 1000, 2)}
         for x in worst
     ]
+    out["event_to_ws_ms_by_type"] = event_to_ws_by_type(pages)
     out["messages_received"] = messages
     out["changes_never_shown"] = unseen
     out["batch_values_shown"] = len(shown_done)
@@ -130,6 +131,52 @@ def analyse(pages: dict[str, dict], rows: list[tuple]) -> dict[str, Any]:
     out["target_p95_ms"] = TARGET_P95_MS
     out["target_met"] = bool(all_dom.get("count") and all_dom["p95"] <= TARGET_P95_MS)
     return out
+
+
+def event_to_ws_by_type(pages: dict[str, dict]) -> dict[str, Any]:
+    """Every message a page received (shown or not): its ``timestamp`` (taken in the worker
+    when the event was emitted, inside the transaction) to its arrival in the page, per type.
+    The publisher's queue, the channel layer and the ASGI server are in between."""
+    by_type: dict[str, list[float]] = {}
+    for record in pages.values():
+        for m in record.get("ws", []):
+            stamp = iso_ms(m.get("ts"))
+            if stamp is not None and m.get("type") != "snapshot":
+                by_type.setdefault(m["type"], []).append(m["t"] - stamp)
+    return {kind: harness.distribution(values) for kind, values in sorted(by_type.items())}
+
+
+def layer_split(pages: dict[str, dict], taps: list[dict]) -> dict[str, Any]:
+    """Per message type: event → the layer tap's arrival, and the tap's arrival → the page's
+    (matched on type, timestamp, job and status; the first page that got it)."""
+    at_tap = {}
+    for r in taps:
+        at_tap.setdefault((r["type"], r["ts"], r["job"], r["status"]), r["t"])
+    first_page: dict[tuple, float] = {}
+    for record in pages.values():
+        for m in record.get("ws", []):
+            key = (m.get("type"), m.get("ts"), m.get("job"), m.get("status"))
+            if key in at_tap:
+                first_page[key] = min(first_page.get(key, m["t"]), m["t"])
+    to_layer: dict[str, list[float]] = {}
+    to_page: dict[str, list[float]] = {}
+    for key, t_tap in at_tap.items():
+        stamp = iso_ms(key[1])
+        if stamp is not None:
+            to_layer.setdefault(key[0], []).append(t_tap - stamp)
+        if key in first_page:
+            to_page.setdefault(key[0], []).append(first_page[key] - t_tap)
+    every_layer = [v for values in to_layer.values() for v in values]
+    every_page = [v for values in to_page.values() for v in values]
+    return {
+        "basis": "a listener process on the same channel layer, in the watched groups",
+        "tap_messages": len(taps),
+        "matched_in_pages": len(first_page),
+        "event_to_layer_ms": {k: harness.distribution(v) for k, v in sorted(to_layer.items())}
+        | {"all": harness.distribution(every_layer)},
+        "layer_to_page_ms": {k: harness.distribution(v) for k, v in sorted(to_page.items())}
+        | {"all": harness.distribution(every_page)},
+    }
 
 
 def event_delay(dom: dict, msg: dict | None) -> float | None:

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from bench import harness
-from bench.live_admin.analysis import analyse
+from bench.live_admin.analysis import analyse, layer_split
 from bench.live_admin.constants import (
     ACTION,
     DOMAIN,
@@ -23,6 +23,17 @@ from bench.live_admin.constants import (
     USERNAME,
     WARMUP_ACTION,
 )
+from bench.live_admin.load import (
+    LOAD_ACTION,
+    LOAD_MARKETPLACE,
+    LOAD_MODES,
+    LOAD_SCHEMA,
+    achieved_rate,
+    cancel_load,
+    create_load_batch,
+    load_env,
+)
+from bench.live_admin.tap import Tap
 
 # Runs in every page before its own scripts: records WebSocket messages on arrival (a
 # listener added in the constructor fires before live.js's ``onmessage``) and every change
@@ -87,11 +98,20 @@ INSTRUMENT = """
 """
 
 
-def enqueue_in_child(schema: str, warmup_id: int, batch_id: int, timeout: float) -> None:
+def enqueue_in_child(
+    schema: str,
+    warmup_id: int,
+    batch_id: int,
+    timeout: float,
+    load_id: int | None = None,
+    lead_steps: int = 0,
+) -> None:
     """Runs in ``manage.py shell`` with the layer's environment (so the q2 broker and the
-    channel layer are the server's): the warm-up batch, wait for it, then the watched one."""
+    channel layer are the server's): the warm-up batch, wait for it, then the load (if any)
+    until it has committed ``lead_steps`` steps, then the watched batch."""
     from django_tenants.utils import schema_context
 
+    from bench.live_admin.load import LOAD_SCHEMA, wait_for_load
     from orchestration import live
     from orchestration.models import Batch, MarketplaceJob
     from orchestration.services import jobs_enqueue
@@ -109,10 +129,17 @@ def enqueue_in_child(schema: str, warmup_id: int, batch_id: int, timeout: float)
                     raise SystemExit(f"warm-up batch {pk} did not finish in {timeout:.0f}s")
                 time.sleep(0.1)
             time.sleep(1.0)  # its last messages out of the way
+            if load_id is not None:
+                with schema_context(LOAD_SCHEMA):
+                    ids = MarketplaceJob.objects.filter(batch_id=load_id)
+                    jobs_enqueue(job_ids=list(ids.values_list("pk", flat=True)))
+                wait_for_load(load_id, lead_steps, timeout)
     live.flush()
 
 
-def run_live(args: argparse.Namespace, env: dict[str, str], layer: str) -> dict[str, Any]:
+def run_live(
+    args: argparse.Namespace, env: dict[str, str], layer: str, mode: str = "none"
+) -> dict[str, Any]:
     from django.db.models import Count
     from django_tenants.utils import schema_context
     from playwright.sync_api import sync_playwright
@@ -122,10 +149,13 @@ def run_live(args: argparse.Namespace, env: dict[str, str], layer: str) -> dict[
     from orchestration.states import BATCH_TERMINAL
     from tests.engine_providers import set_faults
 
-    layer_env = dict(env)
+    layer_env = load_env(args, env, mode)
     if layer == "redis":
         layer_env["REDIS_URL"] = args.redis_url
-    print(f"  live [{layer}]: uvicorn + qcluster ({args.workers} workers) + Chromium ...")
+    run = layer if mode == "none" else f"{layer}+load_{mode}"
+    workers = int(layer_env["Q_WORKERS"])
+    print(f"  live [{run}]: uvicorn + qcluster ({workers} workers) + Chromium ...")
+    load_id = None if mode == "none" else create_load_batch(args, run)
     faults = harness.RESULTS_DIR / f"{NAME}.{layer}.faults.tmp"
     seconds = args.step_ms / 1000
     set_faults(faults, {f"step{i}": {"mode": "sleep", "times": args.jobs, "seconds": seconds}
@@ -150,10 +180,12 @@ def run_live(args: argparse.Namespace, env: dict[str, str], layer: str) -> dict[
             start=False,
         )
     server = harness.AsgiServer(
-        layer_env, harness.RESULTS_DIR / f"{NAME}.{layer}.uvicorn.log.tmp", host=DOMAIN
+        layer_env, harness.RESULTS_DIR / f"{NAME}.{run}.uvicorn.log.tmp", host=DOMAIN
     )
-    cluster = harness.Cluster(layer_env, harness.RESULTS_DIR / f"{NAME}.{layer}.qcluster.log.tmp")
+    cluster = harness.Cluster(layer_env, harness.RESULTS_DIR / f"{NAME}.{run}.qcluster.log.tmp")
     child = None
+    tap = None
+    taps: list[dict] = []
     pages: dict[str, dict] = {}
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"  # Playwright's loop on this thread
     try:
@@ -181,10 +213,19 @@ def run_live(args: argparse.Namespace, env: dict[str, str], layer: str) -> dict[
                         "() => window.__bench && window.__bench.ws.some(m => m.type === 'snapshot')"
                     )
                     opened[name] = page
+                with schema_context(SCHEMA):
+                    job_ids = list(
+                        MarketplaceJob.objects.filter(batch_id=batch.pk).values_list(
+                            "pk", flat=True
+                        )
+                    )
+                tap = Tap(layer_env, harness.RESULTS_DIR / f"{NAME}.{run}.tap.tmp", SCHEMA,
+                          batch.pk, job_ids, args.timeout * 3).start()  # fmt: skip
                 child = subprocess.Popen(
                     [sys.executable, "manage.py", "shell", "-c",
                      f"from bench.live_admin.live import enqueue_in_child; "
-                     f"enqueue_in_child({SCHEMA!r}, {warmup.pk}, {batch.pk}, {args.timeout})"],
+                     f"enqueue_in_child({SCHEMA!r}, {warmup.pk}, {batch.pk}, {args.timeout}, "
+                     f"{load_id}, {args.load_lead_steps})"],
                     cwd=harness.BASE_DIR, env=layer_env, stdout=subprocess.PIPE,
                     stderr=subprocess.STDOUT, text=True,
                 )  # fmt: skip
@@ -208,7 +249,10 @@ def run_live(args: argparse.Namespace, env: dict[str, str], layer: str) -> dict[
                         time.sleep(0.2)
                 finally:
                     progress.close()
+                if load_id is not None:
+                    cancel_load(load_id)  # the drains run dry: the cluster stops quickly
                 time.sleep(1.5)  # the last messages reach the pages
+                taps = tap.stop()
                 for name, page in opened.items():
                     pages[name] = page.evaluate("window.__bench")
                     pages[name]["final_text"] = page.evaluate(
@@ -226,6 +270,8 @@ def run_live(args: argparse.Namespace, env: dict[str, str], layer: str) -> dict[
                 child.wait(timeout=30)
             if child.poll() is None:
                 child.kill()
+        if tap is not None:
+            tap.stop()
         cluster.stop()
         server.stop()
         faults.unlink(missing_ok=True)
@@ -249,6 +295,7 @@ def run_live(args: argparse.Namespace, env: dict[str, str], layer: str) -> dict[
             for label, pk in (("warmup", warmup.pk), ("watched", batch.pk))
         }
     analysis = analyse(pages, rows)
+    analysis["layer_split_ms"] = layer_split(pages, taps)
     first_start = min((r[2] for r in rows if r[2]), default=None)
     analysis["batch"] = {
         "id": batch.pk,
@@ -265,13 +312,26 @@ def run_live(args: argparse.Namespace, env: dict[str, str], layer: str) -> dict[
         "runs_per_worker": runs_per_worker,
     }
     analysis["layer"] = layer
+    analysis["load_mode"] = mode
+    analysis["workers"] = workers
+    if load_id is not None:
+        analysis["load"] = {
+            "jobs": args.load_jobs,
+            "job_kind": f"{LOAD_MARKETPLACE}.{LOAD_ACTION}",
+            "tenant": LOAD_SCHEMA,
+            "lead_steps": args.load_lead_steps,
+            "env": LOAD_MODES[mode],
+            **achieved_rate(load_id, SCHEMA, first_start, batch.completed_at),
+        }
     analysis["q2_broker"] = "redis" if layer == "redis" else "orm (PostgreSQL)"
     analysis["uvicorn"] = " ".join(["uvicorn", *server.argv[3:]])
     analysis["page_visibility"] = {k: v.get("visibility") for k, v in pages.items()}
     analysis["final_label"] = pages.get("batch_page", {}).get("final_text")
     dist = analysis["commit_to_dom_ms"]["all"]
+    rate = analysis.get("load", {}).get("all_steps_per_s")
     print(
-        f"  live [{layer}]: commit -> DOM p50 {dist.get('p50')} / p95 {dist.get('p95')} / "
+        f"  live [{run}]: commit -> DOM p50 {dist.get('p50')} / p95 {dist.get('p95')} / "
         f"p99 {dist.get('p99')} ms over {dist.get('count')} updates"
+        + (f", {rate} steps/s in the window" if rate is not None else "")
     )
     return analysis

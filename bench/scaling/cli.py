@@ -1,0 +1,47 @@
+"""The command line: options and the rerun command."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from bench.scaling.constants import NAME, REDIS_URL
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog=f"python -m bench.{NAME}",
+        description="Engine steps/s with 1, 2, 4 workers, two clusters, 1,000 tenants.",
+    )
+    parser.add_argument("--jobs", type=int, default=400, help="noop5 jobs per run")
+    parser.add_argument("--worker-counts", default="1,2,4", help="workers of one cluster")
+    parser.add_argument("--cluster-workers", type=int, default=2, help="workers per cluster")
+    parser.add_argument("--tenants", type=int, default=1000, help="tenants in the tenant runs")
+    parser.add_argument(
+        "--jobs-per-tenant", type=int, default=2, help="jobs of each busy tenant (all busy)"
+    )
+    parser.add_argument("--redis-url", default=REDIS_URL, help="REDIS_URL of the redis runs")
+    parser.add_argument("--skip-tenants", action="store_true", help="no 1,000-tenant runs")
+    parser.add_argument("--timeout", type=float, default=300, help="liveness bound per run (s)")
+    parser.add_argument("--keep-db", action="store_true", help="leave the bench database")
+    args = parser.parse_args(small_defaults(argv))
+    args.worker_list = [int(x) for x in args.worker_counts.split(",") if x.strip()]
+    return args
+
+
+def small_defaults(argv: list[str] | None) -> list[str]:
+    """Under ``CI=true`` the sizes default small (explicit options still win)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        argv = ["--jobs", "100", "--tenants", "50", *argv]
+    return argv
+
+
+def command_line(args: argparse.Namespace) -> str:
+    return (
+        f".venv/bin/python -m bench.{NAME} --jobs {args.jobs} --worker-counts "
+        f"{','.join(map(str, args.worker_list))} --cluster-workers {args.cluster_workers} "
+        f"--tenants {args.tenants} --jobs-per-tenant {args.jobs_per_tenant}"
+        + (" --skip-tenants" if args.skip_tenants else "")
+    )

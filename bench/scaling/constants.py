@@ -1,0 +1,16 @@
+"""What every part of the scaling benchmark shares."""
+
+from __future__ import annotations
+
+NAME = "scaling"
+
+SCHEMA = "bench"  # the busy tenant of the worker and cluster runs
+
+TEMPLATE = "t0000"  # a real tenant (create_tenant), cloned into the others
+
+TENANT_PREFIX = "t"
+
+# no-op steps whose resource allows 64 at once (tests/engine_providers.py)
+MARKETPLACE, ACTION, STEPS_PER_JOB = "noopmkt", "noop5", 5
+
+REDIS_URL = "redis://127.0.0.1:6379/6"
