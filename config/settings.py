@@ -231,6 +231,10 @@ else:
                 "HOST": _db["HOST"],
                 "PORT": _db["PORT"],
                 "TIME_ZONE": None,
+                # Live messages are ephemeral (they expire in a minute; a page that misses
+                # one reloads its snapshot): their commits need not wait for the WAL flush,
+                # which the workers' step commits are waiting for (docs/live.md).
+                "OPTIONS": {"options": "-c synchronous_commit=off"},
             },
         }
     }

@@ -235,6 +235,35 @@ async def test_postgres_layer_sends_many_in_one_round_trip_only_to_listened_grou
         await group_discard(layer, "t.x.job.1", channel)
 
 
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_postgres_layer_commits_do_not_wait_for_the_wal_flush(release_channel_layer):
+    """Live messages are ephemeral: the layer's sessions commit asynchronously, so they do
+    not queue behind (or add to) the WAL flushes the workers' durable step commits wait for."""
+    from channels.layers import get_channel_layer
+
+    from config.channel_layer import close_private_layer, make_private_layer
+
+    private = make_private_layer()
+    try:
+        for layer in (private, get_channel_layer()):
+            pool = await layer.django_db.get_db_pool(layer.db_params)
+            async with pool.connection() as conn:
+                cursor = await conn.execute("SHOW synchronous_commit")
+                assert (await cursor.fetchone())[0] == "off"
+    finally:
+        await close_private_layer(private)
+    # The engine's own sessions stay durable.
+    synchronous = await sync_to_async(_synchronous_commit)()
+    assert synchronous == "on"
+
+
+def _synchronous_commit() -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        return cursor.fetchone()[0]
+
+
 def _kill_listen_connections() -> int:
     from django.db import connection
 
