@@ -9,6 +9,7 @@
 - ``sql``: statements by kind;
 - ``usage``: CPU of process trees and database backends, WAL counters;
 - ``pgbench``: the server's one-row-update ceiling;
+- ``pressure``: CPU pressure (PSI): the share of time some task waited for a CPU;
 - ``results``: machine and git facts, the JSON file, the summary's closing lines, the CLI.
 
 Everything is also importable from ``bench.harness`` itself (``harness.Cluster``).
@@ -34,6 +35,7 @@ from bench.harness.database import (
     with_database,
 )
 from bench.harness.pgbench import find_pgbench, pgbench_single_row_updates
+from bench.harness.pressure import cpu_pressure, cpu_pressure_between
 from bench.harness.processes import (
     Cluster,
     ProcessGroup,
@@ -78,6 +80,8 @@ __all__ = [
     "categorize",
     "cluster_env",
     "connect",
+    "cpu_pressure",
+    "cpu_pressure_between",
     "create_tenant_with_staff",
     "create_tenants",
     "describe_database",

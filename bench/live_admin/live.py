@@ -184,6 +184,7 @@ def run_live(
     )
     cluster = harness.Cluster(layer_env, harness.RESULTS_DIR / f"{NAME}.{run}.qcluster.log.tmp")
     child = None
+    pressure = None
     tap = None
     taps: list[dict] = []
     pages: dict[str, dict] = {}
@@ -229,6 +230,7 @@ def run_live(
                     cwd=harness.BASE_DIR, env=layer_env, stdout=subprocess.PIPE,
                     stderr=subprocess.STDOUT, text=True,
                 )  # fmt: skip
+                pressure_start = harness.cpu_pressure()
                 deadline = time.monotonic() + args.timeout * 2
                 progress = harness.Progress(f"[{layer}] watched batch jobs done", args.jobs)
                 try:
@@ -249,6 +251,7 @@ def run_live(
                         time.sleep(0.2)
                 finally:
                     progress.close()
+                pressure = harness.cpu_pressure_between(pressure_start, harness.cpu_pressure())
                 if load_id is not None:
                     cancel_load(load_id)  # the drains run dry: the cluster stops quickly
                 time.sleep(1.5)  # the last messages reach the pages
@@ -314,6 +317,8 @@ def run_live(
     analysis["layer"] = layer
     analysis["load_mode"] = mode
     analysis["workers"] = workers
+    analysis["cpu_pressure_pct"] = pressure  # PSI: share of the run some task waited for a CPU
+    analysis["loadavg_after"] = harness.loadavg()
     if load_id is not None:
         analysis["load"] = {
             "jobs": args.load_jobs,

@@ -50,11 +50,11 @@ def section(live: dict[str, Any], chart_name: str | None) -> list[str]:
         "jobs run in a second tenant; steps/s = every step committed in the observed window "
         "(first watched job started → watched batch completed).",
         "",
-        "| run | workers | steps/s in window (min 1-s) | commit → DOM p50 / p95 / p99 | "
+        "| run | workers | CPU pressure % | steps/s in window (min 1-s) | commit → DOM p50 / p95 / p99 | "
         "database → WebSocket p50 / p95 | every message: event → layer p50 / p95, layer → page "
         "p50 / p95 | WebSocket → DOM p95 | samples | p95 ≤ 100 ms | "
         "≥ 1,000 steps/s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     runs = {**(s.get("live") or {}), **(s.get("live_under_load") or {})}
     for name, d in runs.items():
@@ -70,7 +70,7 @@ def section(live: dict[str, Any], chart_name: str | None) -> list[str]:
             else "its own batch only"
         )
         lines.append(
-            f"| {name} | {d.get('workers') or '-'} | {rate} | {c.get('p50')} / {c.get('p95')} / "
+            f"| {name} | {d.get('workers') or '-'} | {d.get('cpu_pressure_pct')} | {rate} | {c.get('p50')} / {c.get('p95')} / "
             f"{c.get('p99')} | {w.get('p50')} / {w.get('p95')} | {el.get('p50')} / {el.get('p95')}, "
             f"{lp.get('p50')} / {lp.get('p95')} | "
             f"{(d.get('ws_to_dom_ms_all') or {}).get('p95')} | {c.get('count')} | "

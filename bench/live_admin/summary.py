@@ -135,6 +135,8 @@ def live_summary(result: dict[str, Any]) -> dict[str, Any]:
         "commit_to_dom_ms": {k: dom["all"].get(k) for k in ("count", "p50", "p95", "p99")},
         "p95_within_100ms": result["target_met"],
         "workers": result.get("workers"),
+        "cpu_pressure_pct": result.get("cpu_pressure_pct"),
+        "loadavg_after": result.get("loadavg_after"),
         "by_source": {
             source: {k: d.get(k) for k in ("count", "p50", "p95", "p99")}
             for source, d in dom.items()
@@ -184,6 +186,7 @@ def print_summary(result: dict[str, Any], path: Path) -> None:
             f"({d['count']} updates); p95 <= {TARGET_P95_MS:g} ms: "
             f"{'yes' if s['p95_within_100ms'] else 'NO'}"
             + (
+                f"; CPU pressure {s.get('cpu_pressure_pct')} %"
                 f"; {load.get('all_steps_per_s')} steps/s in the window ({s.get('workers')} "
                 f"workers, min 1-s bucket {load.get('min_1s_bucket')}, load covered it: "
                 f"{load.get('load_covered_window')})"

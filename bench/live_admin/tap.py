@@ -25,8 +25,8 @@ def tap(schema: str, batch_id: int, job_ids: list[int], out: str, seconds: float
     from orchestration.live.messages import group_name
 
     out_path = Path(out)
-    stop = out_path.with_suffix(".stop")
-    ready = out_path.with_suffix(".ready")
+    stop = out_path.with_suffix(".stop.tmp")
+    ready = out_path.with_suffix(".ready.tmp")
 
     async def main() -> None:
         layer = get_channel_layer()
@@ -75,16 +75,16 @@ class Tap:
 
         from bench import harness
 
-        for suffix in (".stop", ".ready"):
+        for suffix in (".stop.tmp", ".ready.tmp"):
             self.path.with_suffix(suffix).unlink(missing_ok=True)
-        self._log = self.path.with_suffix(".log").open("wb")
+        self._log = self.path.with_suffix(".log.tmp").open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "manage.py", "shell", "-c",
              f"from bench.live_admin.tap import tap; tap{self.args!r}"],
             cwd=harness.BASE_DIR, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         deadline = time.monotonic() + timeout
-        while not self.path.with_suffix(".ready").exists():
+        while not self.path.with_suffix(".ready.tmp").exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise harness.BenchError(f"layer tap did not start; log {self._log.name}")
             time.sleep(0.1)
@@ -95,7 +95,7 @@ class Tap:
 
         if self.proc is None:
             return []
-        self.path.with_suffix(".stop").touch()
+        self.path.with_suffix(".stop.tmp").touch()
         try:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
@@ -104,6 +104,6 @@ class Tap:
         self._log.close()
         self.proc = None
         records = read_tap(self.path)
-        for suffix in (".stop", ".ready"):
+        for suffix in (".stop.tmp", ".ready.tmp"):
             self.path.with_suffix(suffix).unlink(missing_ok=True)
         return records

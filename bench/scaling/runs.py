@@ -106,6 +106,7 @@ def run(
         return int(conn.execute(f"SELECT coalesce(sum(n), 0) FROM ({done_sql}) AS d").fetchone()[0])
 
     started_at = timezone.now()
+    pressure = harness.cpu_pressure()
     group.start()
     try:
         harness.wait_for_count(
@@ -113,6 +114,7 @@ def run(
             interval=0.5,
         )  # fmt: skip
     finally:
+        pressure_pct = harness.cpu_pressure_between(pressure, harness.cpu_pressure())
         group.stop()
         conn.close()
     runs_sql = _union(
@@ -122,10 +124,12 @@ def run(
         f'job_id IN (SELECT id FROM "{{schema}}".{MarketplaceJob._meta.db_table} '
         "WHERE batch_id = {batch})",
     )
-    return _figures(
+    figures = _figures(
         url, runs_sql, total, pids, clusters, workers, redis, started_at, load_start,
         drains=Task.objects.filter(func="orchestration.tasks.drain", stopped__gte=started_at),
     )  # fmt: skip
+    figures["cpu_pressure_pct"] = pressure_pct  # PSI: share of the run some task waited for CPU
+    return figures
 
 
 def _jobs(url: str, batches: dict[str, int]) -> dict[str, int]:

@@ -20,18 +20,21 @@ CREATE OR REPLACE FUNCTION pg_temp.bench_clone(src text, dst text) RETURNS void 
 DECLARE r record; m bigint;
 BEGIN
   EXECUTE format('CREATE SCHEMA %I', dst);
-  FOR r IN SELECT tablename FROM pg_tables WHERE schemaname = src LOOP
-    EXECUTE format('CREATE TABLE %I.%I (LIKE %I.%I INCLUDING ALL)',
-                   dst, r.tablename, src, r.tablename);
+  FOR r IN SELECT c.relname AS t,
+                  (SELECT a.attname FROM pg_attribute a
+                    WHERE a.attrelid = c.oid AND a.attidentity <> '' LIMIT 1) AS idcol
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = src AND c.relkind IN ('r', 'p') LOOP
+    EXECUTE format('CREATE TABLE %I.%I (LIKE %I.%I INCLUDING ALL)', dst, r.t, src, r.t);
     EXECUTE format('INSERT INTO %I.%I OVERRIDING SYSTEM VALUE SELECT * FROM %I.%I',
-                   dst, r.tablename, src, r.tablename);
-  END LOOP;
-  FOR r IN SELECT table_name, column_name FROM information_schema.columns
-            WHERE table_schema = dst AND is_identity = 'YES' LOOP
-    EXECUTE format('SELECT coalesce(max(%I), 0) + 1 FROM %I.%I',
-                   r.column_name, dst, r.table_name) INTO m;
-    EXECUTE format('ALTER TABLE %I.%I ALTER COLUMN %I RESTART WITH %s',
-                   dst, r.table_name, r.column_name, m);
+                   dst, r.t, src, r.t);
+    IF r.idcol IS NOT NULL THEN
+      EXECUTE format('SELECT coalesce(max(%I), 0) + 1 FROM %I.%I', r.idcol, src, r.t) INTO m;
+      IF m > 1 THEN
+        EXECUTE format('ALTER TABLE %I.%I ALTER COLUMN %I RESTART WITH %s',
+                       dst, r.t, r.idcol, m);
+      END IF;
+    END IF;
   END LOOP;
 END $$ LANGUAGE plpgsql;
 """
