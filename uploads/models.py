@@ -2,8 +2,8 @@
 
 An upload's bytes live on disk under ``storage.upload_dir`` (one directory per tenant
 schema and upload id); these rows say what was declared, which parts arrived and which
-import job and publish batch the file led to. Written only by ``uploads.services`` and
-the import steps (``uploads.importing``).
+import job and publish batch the file led to. Written only by ``uploads.services`` (parts
+through ``uploads.parts``) and the import steps (``uploads.importing``).
 """
 
 from __future__ import annotations

@@ -29,10 +29,6 @@ _CURRENCY = re.compile(r"[A-Z]{3}")
 _URL = re.compile(r"https?://\S{1,1990}")
 
 
-class RowInvalid(ValueError):
-    pass
-
-
 # --- one row ------------------------------------------------------------------------
 
 
