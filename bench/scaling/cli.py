@@ -23,7 +23,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--redis-url", default=REDIS_URL, help="REDIS_URL of the redis runs")
     parser.add_argument("--skip-tenants", action="store_true", help="no 1,000-tenant runs")
-    parser.add_argument("--timeout", type=float, default=300, help="liveness bound per run (s)")
+    parser.add_argument("--timeout", type=float, default=900, help="liveness bound per run (s)")
     parser.add_argument("--keep-db", action="store_true", help="leave the bench database")
     args = parser.parse_args(small_defaults(argv))
     args.worker_list = [int(x) for x in args.worker_counts.split(",") if x.strip()]
