@@ -149,7 +149,7 @@ def event_to_ws_by_type(pages: dict[str, dict]) -> dict[str, Any]:
 def layer_split(pages: dict[str, dict], taps: list[dict]) -> dict[str, Any]:
     """Per message type: event → the layer tap's arrival, and the tap's arrival → the page's
     (matched on type, timestamp, job and status; the first page that got it)."""
-    at_tap = {}
+    at_tap: dict[tuple, float] = {}
     for r in taps:
         at_tap.setdefault((r["type"], r["ts"], r["job"], r["status"]), r["t"])
     first_page: dict[tuple, float] = {}

@@ -131,8 +131,8 @@ def enqueue_in_child(
             time.sleep(1.0)  # its last messages out of the way
             if load_id is not None:
                 with schema_context(LOAD_SCHEMA):
-                    ids = MarketplaceJob.objects.filter(batch_id=load_id)
-                    jobs_enqueue(job_ids=list(ids.values_list("pk", flat=True)))
+                    load_jobs = MarketplaceJob.objects.filter(batch_id=load_id)
+                    jobs_enqueue(job_ids=list(load_jobs.values_list("pk", flat=True)))
                 wait_for_load(load_id, lead_steps, timeout)
     live.flush()
 

@@ -86,19 +86,22 @@ def cancel_load(batch_id: int) -> None:
 
 
 def _step_times(schema: str, since: datetime, until: datetime) -> list[datetime]:
+    """``completed_at`` of the schema's steps committed in [since, until]."""
     from django_tenants.utils import schema_context
 
     from orchestration.models import MarketplaceTask
     from orchestration.states import TaskStatus
 
     with schema_context(schema):
-        return list(
-            MarketplaceTask.objects.filter(
+        return [
+            t
+            for t in MarketplaceTask.objects.filter(
                 status=TaskStatus.COMPLETED, completed_at__gte=since, completed_at__lte=until
             )
             .values_list("completed_at", flat=True)
             .order_by("completed_at")
-        )
+            if t is not None
+        ]
 
 
 def achieved_rate(

@@ -13,6 +13,7 @@ one more delivery per send: the tap is on in every run, so runs stay comparable.
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -67,10 +68,9 @@ class Tap:
                  job_ids: list[int], seconds: float):  # fmt: skip
         self.env, self.path = env, path
         self.args = (schema, batch_id, job_ids, str(path), seconds)
-        self.proc = None
+        self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 90) -> Tap:
-        import subprocess
         import sys
 
         from bench import harness
@@ -78,21 +78,19 @@ class Tap:
         for suffix in (".stop.tmp", ".ready.tmp"):
             self.path.with_suffix(suffix).unlink(missing_ok=True)
         self._log = self.path.with_suffix(".log.tmp").open("wb")
-        self.proc = subprocess.Popen(
+        proc = self.proc = subprocess.Popen(
             [sys.executable, "manage.py", "shell", "-c",
              f"from bench.live_admin.tap import tap; tap{self.args!r}"],
             cwd=harness.BASE_DIR, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         deadline = time.monotonic() + timeout
         while not self.path.with_suffix(".ready.tmp").exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
+            if proc.poll() is not None or time.monotonic() > deadline:
                 raise harness.BenchError(f"layer tap did not start; log {self._log.name}")
             time.sleep(0.1)
         return self
 
     def stop(self) -> list[dict]:
-        import subprocess
-
         if self.proc is None:
             return []
         self.path.with_suffix(".stop.tmp").touch()

@@ -154,7 +154,7 @@ def _figures(url, runs_sql, total, pids, clusters, workers, redis, started_at, l
     ends = sorted(r[2] for r in rows if r[2])
     starts = sorted(r[1] for r in rows if r[1])
     per_worker = Counter(r[0] for r in rows)
-    per_cluster = Counter()
+    per_cluster: Counter[int] = Counter()
     for worker, n in per_worker.items():
         pid = int(str(worker).rsplit(":", 1)[-1]) if worker else -1
         per_cluster[pids.get(pid, -1)] += n
