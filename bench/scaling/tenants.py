@@ -15,6 +15,8 @@ from typing import Any
 from bench import harness
 from bench.scaling.constants import TEMPLATE, TENANT_PREFIX
 
+CLONES_PER_TRANSACTION = 5
+
 CLONE_SQL = """
 CREATE OR REPLACE FUNCTION pg_temp.bench_clone(src text, dst text) RETURNS void AS $$
 DECLARE r record; m bigint;
@@ -58,12 +60,14 @@ def create_many(count: int, env: dict[str, str], url: str) -> dict[str, Any]:
             "SELECT count(*) FROM pg_tables WHERE schemaname = %s", (TEMPLATE,)
         ).fetchone()[0]
         progress = harness.Progress("tenants cloned", count - 1)
-        for start in range(1, count, 100):
+        conn.execute(CLONE_SQL)
+        # A few schemas per transaction: each holds ~150 locks (tables, indexes, sequences)
+        # until its commit; 100 at once exhaust max_locks_per_transaction.
+        for start in range(1, count, CLONES_PER_TRANSACTION):
             with conn.transaction():
-                conn.execute(CLONE_SQL)
-                for schema in schemas[start : start + 100]:
+                for schema in schemas[start : start + CLONES_PER_TRANSACTION]:
                     conn.execute("SELECT pg_temp.bench_clone(%s, %s)", (TEMPLATE, schema))
-            progress.update(min(start + 99, count - 1))
+            progress.update(min(start + CLONES_PER_TRANSACTION - 1, count - 1))
         progress.close()
     finally:
         conn.close()
