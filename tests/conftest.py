@@ -4,7 +4,7 @@ Tenant schemas are expensive (~1 s of migrations each), so two test tenants are
 made once per test database (kept by --reuse-db) and each test only activates
 one. Transactional tests flush only the public schema, which removes the tenant
 rows (not the schemas): the tenant fixtures re-create the row cheaply, and
-`clean_tenants` truncates tenant data the test committed.
+`clean_tenants` deletes tenant data the test committed.
 """
 
 from __future__ import annotations
@@ -68,6 +68,13 @@ def truncate_tenant_data(*schemas: str) -> None:
 @pytest.fixture(scope="session")
 def django_db_setup(django_db_setup, django_db_blocker):
     with django_db_blocker.unblock():
+        # A commit need not wait for its WAL flush in a test database (nothing here survives
+        # a database crash anyway): the suite commits thousands of times, with real workers.
+        # Every session opened from now on, workers' and servers' too, has it.
+        with connection.cursor() as cursor:
+            name = connection.settings_dict["NAME"].replace('"', '""')
+            cursor.execute(f'ALTER DATABASE "{name}" SET synchronous_commit = off')
+        connection.close()
         for key in TEST_TENANTS:
             _ensure_tenant(key)
     # The channel layer (channels-postgres) must talk to the test database too.

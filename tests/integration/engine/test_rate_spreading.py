@@ -8,7 +8,9 @@ check reads only those timestamps), so a minute of claims takes well under a sec
 import itertools
 from datetime import timedelta
 
+import pytest
 from django.db.models import F
+from django.utils import timezone
 
 from orchestration.engine.claims import claim_jobs, next_wake_time
 from orchestration.models import JobRun
@@ -16,6 +18,16 @@ from orchestration.services import job_create, resource_set_limits
 from tests.engine_providers import MARKETPLACE
 
 STEP = timedelta(milliseconds=500)
+
+
+@pytest.fixture
+def still_clock(monkeypatch):
+    """The engine's clock stands still, so only ``_age_runs`` moves time: a loaded machine
+    (seconds between claims) must not add room the simulated half seconds did not. It
+    stands ahead of the real one: jobs the test queues (``run_after`` from the model
+    field's default, the real clock) are due."""
+    instant = timezone.now() + timedelta(minutes=10)
+    monkeypatch.setattr(timezone, "now", lambda: instant)
 
 
 def _queue(engine, count):
@@ -37,7 +49,7 @@ def _age_runs(delta):
     JobRun.objects.filter(resource_key="testmkt").update(started_at=F("started_at") - delta)
 
 
-def test_sixty_per_minute_starts_one_per_second_not_a_burst(engine):
+def test_sixty_per_minute_starts_one_per_second_not_a_burst(engine, still_clock):
     # Concurrency far above the rate: only the rate limit holds jobs back.
     resource_set_limits(key="testmkt", concurrency=500, rate_per_minute=60)
     _queue(engine, 90)
@@ -71,7 +83,7 @@ def test_next_wake_is_the_spacing_not_the_end_of_the_minute(engine):
     assert wake is not None and wake - started == timedelta(seconds=1)
 
 
-def test_fast_and_slow_rates_keep_their_spacing(engine):
+def test_fast_and_slow_rates_keep_their_spacing(engine, still_clock):
     # 600/min: ten starts per second at most (a drain takes its share of the room per claim).
     resource_set_limits(key="testmkt", concurrency=500, rate_per_minute=600)
     _queue(engine, 40)
@@ -80,7 +92,7 @@ def test_fast_and_slow_rates_keep_their_spacing(engine):
     assert _claim_until_refused() == 10
     # A slow rate: 6/min is one start per 10 s.
     resource_set_limits(key="testmkt", concurrency=500, rate_per_minute=6)
-    _age_runs(timedelta(seconds=60))  # the 20 starts above leave the 60-s window
+    _age_runs(timedelta(seconds=61))  # the 20 starts above leave the 60-s window (edge in)
     assert _claim_until_refused() == 1
     _age_runs(timedelta(seconds=9))
     assert claim_jobs(limit=32, worker="w1") == []

@@ -127,17 +127,19 @@ def test_a_live_workers_runs_are_left_alone(engine):
 
 
 def test_a_drain_starts_no_claimed_job_after_its_deadline(engine):
-    set_faults(engine.faults, {"step1": {"mode": "sleep", "seconds": 0.4, "times": 1}})
+    # The first job must start before the deadline however loaded the machine (1.5 s for
+    # one claim), and its step outlasts it.
+    set_faults(engine.faults, {"step1": {"mode": "sleep", "seconds": 2, "times": 1}})
     jobs = [
         job_create(marketplace=MARKETPLACE, action="three", params=engine.params())
         for _ in range(3)
     ]
-    # Unknown pace: one job first (0.4 s, past the deadline), then the rest in one claim.
-    now = time.monotonic()
+    # Unknown pace: one job first (2 s, past the deadline), then the rest in one claim.
     executor = StepExecutor()
+    now = time.monotonic()
     try:
         served = dispatch.serve_tenant(
-            "test_alpha", 0, until=now + 5, executor=executor, deadline=now + 0.2
+            "test_alpha", 0, until=now + 10, executor=executor, deadline=now + 1.5
         )
     finally:
         executor.close()
