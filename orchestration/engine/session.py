@@ -60,8 +60,12 @@ def tune_worker_session() -> None:
     with connection.cursor() as cursor:
         if not conf.get("SYNCHRONOUS_COMMIT"):
             cursor.execute("SET synchronous_commit TO off")
-        elif conf.get("COMMIT_DELAY_US") > 0:
-            _set_group_commit(cursor)
+        else:
+            # Said, not assumed: a database or role default of ``off`` does not make the
+            # steps' commits asynchronous behind the operator's back.
+            cursor.execute("SET synchronous_commit TO on")
+            if conf.get("COMMIT_DELAY_US") > 0:
+                _set_group_commit(cursor)
         # The runner's hot statements are server-side prepared; with the default plan cache
         # mode PostgreSQL re-plans a custom plan for each execution (their CTEs cost more to
         # plan than to run: measured 60% of their time). Their generic plan is the same

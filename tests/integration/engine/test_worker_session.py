@@ -27,6 +27,8 @@ def tuned_session(tenant_a):
 
 def test_workers_commit_durably_by_default(tuned_session):
     assert conf.DEFAULTS["SYNCHRONOUS_COMMIT"] == 1
+    with connection.cursor() as cursor:  # whatever the database's or role's default says
+        cursor.execute("SET synchronous_commit TO off")
     session.tune_worker_session()
     assert _show("synchronous_commit") == "on"
     assert _show("commit_delay") == "0"

@@ -253,15 +253,7 @@ async def test_postgres_layer_commits_do_not_wait_for_the_wal_flush(release_chan
                 assert (await cursor.fetchone())[0] == "off"
     finally:
         await close_private_layer(private)
-    # The engine's own sessions stay durable.
-    synchronous = await sync_to_async(_synchronous_commit)()
-    assert synchronous == "on"
-
-
-def _synchronous_commit() -> str:
-    with connection.cursor() as cursor:
-        cursor.execute("SHOW synchronous_commit")
-        return cursor.fetchone()[0]
+    # (The workers' sessions are durable: tests/integration/engine/test_worker_session.py.)
 
 
 def _kill_listen_connections() -> int:
