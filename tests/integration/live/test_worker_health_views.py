@@ -24,6 +24,14 @@ STALL_REASON = "a drain has waited 12s for a worker and this cluster started non
 NO_CLUSTER = "No worker cluster is reporting — start <code>manage.py run_workers</code>"
 
 
+@pytest.fixture(autouse=True)
+def still_clock(monkeypatch):
+    """Rows are written and pages rendered at one instant: a loaded machine (seconds between
+    the two) must not age the rows past what the test wrote."""
+    instant = timezone.now()
+    monkeypatch.setattr(timezone, "now", lambda: instant)
+
+
 @pytest.fixture
 def no_clusters(db):
     """Start from an empty cluster table (rolled back with the test)."""
