@@ -51,8 +51,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         import tests.engine_providers  # noqa: F401  (registers noopmkt in this process too)
 
         def one(label: str, schemas: list[str], jobs: int, **kw: Any) -> dict[str, Any]:
-            return run(args, env, db.url, label, batches=create_batches(schemas, jobs, label),
-                       **kw)  # fmt: skip
+            # A run that fails is recorded as failed; the other runs' figures are kept.
+            try:
+                return run(args, env, db.url, label,
+                           batches=create_batches(schemas, jobs, label), **kw)  # fmt: skip
+            except Exception as exc:
+                print(f"  {label}: FAILED: {exc}"[:2000], flush=True)
+                return {"error": f"{type(exc).__name__}: {exc}"[:2000], "steps_per_s_steady": None,
+                        "runs_per_cluster": []}  # fmt: skip
 
         workers = {
             str(n): one(f"workers {n}", [SCHEMA], args.jobs, workers=n) for n in args.worker_list

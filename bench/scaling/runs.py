@@ -42,11 +42,27 @@ def enqueue_in_child(batches: dict[str, int]) -> None:
             jobs_enqueue(job_ids=list(ids))
 
 
-def _union(table: str, columns: str, batches: dict[str, int], where: str) -> str:
-    return " UNION ALL ".join(
-        f'SELECT {columns} FROM "{schema}"."{table}" WHERE {where.format(batch=pk, schema=schema)}'
-        for schema, pk in batches.items()
-    )
+UNION_CHUNK = 50  # schemas per statement: each table and index read takes a lock
+
+
+def _union(table: str, columns: str, batches: dict[str, int], where: str) -> list[str]:
+    """``SELECT columns FROM <schema>.table WHERE where`` over every schema, as statements of
+    ``UNION_CHUNK`` schemas each (1,000 at once exhaust max_locks_per_transaction)."""
+    items = list(batches.items())
+    return [
+        " UNION ALL ".join(
+            f'SELECT {columns} FROM "{schema}"."{table}" WHERE {where.format(batch=pk, schema=schema)}'
+            for schema, pk in items[i : i + UNION_CHUNK]
+        )
+        for i in range(0, len(items), UNION_CHUNK)
+    ]
+
+
+def _rows(conn, statements: list[str]) -> list[tuple]:
+    rows: list[tuple] = []
+    for sql in statements:
+        rows += conn.execute(sql).fetchall()
+    return rows
 
 
 def _cluster_pids(group: harness.ProcessGroup, seen: dict[int, int]) -> None:
@@ -103,7 +119,7 @@ def run(
 
     def poll() -> int:
         _cluster_pids(group, pids)
-        return int(conn.execute(f"SELECT coalesce(sum(n), 0) FROM ({done_sql}) AS d").fetchone()[0])
+        return sum(int(row[0] or 0) for row in _rows(conn, done_sql))
 
     started_at = timezone.now()
     pressure = harness.cpu_pressure()
@@ -138,7 +154,7 @@ def _jobs(url: str, batches: dict[str, int]) -> dict[str, int]:
     sql = _union(Batch._meta.db_table, "total_jobs", batches, "id = {batch}")
     conn = harness.connect(url)
     try:
-        rows = conn.execute(sql).fetchall()
+        rows = _rows(conn, sql)
     finally:
         conn.close()
     return dict(zip(batches, (r[0] for r in rows), strict=True))
@@ -148,7 +164,7 @@ def _figures(url, runs_sql, total, pids, clusters, workers, redis, started_at, l
              drains) -> dict[str, Any]:  # fmt: skip
     conn = harness.connect(url)
     try:
-        rows = conn.execute(runs_sql).fetchall()
+        rows = _rows(conn, runs_sql)
     finally:
         conn.close()
     ends = sorted(r[2] for r in rows if r[2])
