@@ -51,10 +51,31 @@ def ensure_running(database: str = DEFAULT_DB_NAME) -> str:
     if not already_running:
         owner = os.getpid()
         atexit.register(_stop_if_owner, owner)
+        _allow_connections(server)
         logger.info("embedded PostgreSQL started in %s", DATA_DIR)
     _create_database(server, database)
     _url = _socket_url(str(socket_dir), database)
     return _url
+
+
+# The server's default (100) is too few for the test suite's parallel workers, each with its
+# worker clusters, ASGI servers and channel-layer pools (``make test``).
+MAX_CONNECTIONS = 400
+
+
+def _allow_connections(server) -> None:
+    """Raise ``max_connections`` once (``ALTER SYSTEM``, kept in the data directory); the
+    setting needs a restart, done here by the process that just started the server."""
+    shown = server.psql("SHOW max_connections;")
+    current = next((int(w) for w in shown.split() if w.isdigit()), 0)
+    if current >= MAX_CONNECTIONS:
+        return
+    from pgserver import _commands
+
+    server.psql(f"ALTER SYSTEM SET max_connections = {MAX_CONNECTIONS};")
+    user = "pgserver" if os.geteuid() == 0 else None
+    pg_ctl = _commands.pg_ctl  # type: ignore[attr-defined]  # generated at import
+    pg_ctl(["-w", "-m", "fast", "restart"], pgdata=DATA_DIR, user=user)
 
 
 def _create_database(server, database: str) -> None:
