@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.harness import RESULTS_DIR
+from bench.harness import RESULTS_DIR, save_chart
 from bench.live_admin import report as live_report
 from bench.scaling import report as scaling_report
 
@@ -92,11 +92,7 @@ def chart_throughput(et: dict[str, Any]) -> str | None:
     durable = "durable commits" if s.get("durable_commits") else "synchronous_commit=off"
     ax.set_title(f"Throughput, {durable}, {(et.get('settings') or {}).get('workers')} workers")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = RESULTS_DIR / "throughput.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path.name
+    return save_chart(plt, fig, "throughput.png")
 
 
 def chart_usage(et: dict[str, Any]) -> str | None:
@@ -125,11 +121,7 @@ def chart_usage(et: dict[str, Any]) -> str | None:
     ax.set_ylabel("CPU µs per unit of work")
     ax.set_title("Where the CPU goes (steady window)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = RESULTS_DIR / "cpu_per_unit.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path.name
+    return save_chart(plt, fig, "cpu_per_unit.png")
 
 
 def chart_rate_curve(et: dict[str, Any]) -> str | None:
@@ -159,11 +151,7 @@ def chart_rate_curve(et: dict[str, Any]) -> str | None:
     ax2.set_ylabel("cumulative starts")
     ax.set_title(f"A {curve['rate_per_minute']}/min resource under a real cluster")
     fig.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
-    path = RESULTS_DIR / "rate_curve.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path.name
+    return save_chart(plt, fig, "rate_curve.png")
 
 
 # --- SUMMARY.md ---------------------------------------------------------------------------------

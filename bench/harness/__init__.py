@@ -57,6 +57,7 @@ from bench.harness.results import (
     now_iso,
     package_versions,
     run_cli,
+    save_chart,
     write_result,
 )
 from bench.harness.sql import categorize
@@ -105,6 +106,7 @@ __all__ = [
     "rate",
     "redact",
     "run_cli",
+    "save_chart",
     "seconds_between",
     "server_url",
     "setup_django",

@@ -119,3 +119,12 @@ def finish_result(name: str, result: dict[str, Any], *, started: float | None = 
         result["duration_s"] = round(time.perf_counter() - started, 1)
     result["machine"]["loadavg_at_end"] = loadavg()
     return write_result(name, result)
+
+
+def save_chart(plt, fig, filename: str) -> str:
+    """Lay out ``fig``, write it to ``bench/results/<filename>`` (110 dpi), close it; returns
+    the file name (what SUMMARY.md links)."""
+    fig.tight_layout()
+    fig.savefig(RESULTS_DIR / filename, dpi=110)
+    plt.close(fig)
+    return filename

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.harness import RESULTS_DIR
+from bench.harness import save_chart
 
 
 def chart(live: dict[str, Any], plt) -> str | None:
@@ -27,11 +27,7 @@ def chart(live: dict[str, Any], plt) -> str | None:
     ax.set_ylabel("step commit -> browser DOM (ms)")
     ax.set_yscale("log")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = RESULTS_DIR / "latency.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path.name
+    return save_chart(plt, fig, "latency.png")
 
 
 def section(live: dict[str, Any], chart_name: str | None) -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.harness import RESULTS_DIR
+from bench.harness import save_chart
 
 
 def chart(sc: dict[str, Any], plt) -> str | None:
@@ -25,11 +25,7 @@ def chart(sc: dict[str, Any], plt) -> str | None:
         ax.set_title(title, fontsize=10)
         ax.tick_params(axis="x", labelsize=8)
     axes[0].set_ylabel("engine steps/s (steady window)")
-    fig.tight_layout()
-    path = RESULTS_DIR / "scaling.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path.name
+    return save_chart(plt, fig, "scaling.png")
 
 
 def section(sc: dict[str, Any], chart_name: str | None) -> list[str]:
