@@ -215,7 +215,10 @@ class Publisher:
             return
         if slot in self._normal:
             self.stats.coalesced += 1
-            self._normal[slot].item = item  # keeps its place in the queue
+            self._normal[slot].item = item  # keeps its due time, not its place:
+            # the newer state goes after what was queued before it (a job's ``completed``
+            # after its steps' progress, though its ``running`` was queued before them)
+            self._normal.move_to_end(slot)
         elif len(self._normal) >= self.max_pending and not item.final:
             self.stats.dropped += 1
         else:

@@ -100,6 +100,51 @@ def test_a_final_state_survives_a_failing_send():
     assert publisher.stats.errors >= 1
 
 
+def test_a_newer_snapshot_goes_after_what_was_queued_before_it():
+    """A job's ``running`` is still lingering when its steps and its end arrive (a quick job,
+    a busy publisher): the job's ``completed`` replaces ``running`` and must go out after the
+    steps' progress, not in ``running``'s old place before them."""
+    gate = threading.Event()
+
+    class HeldLayer(RecordingLayer):
+        async def group_send(self, group, message):
+            while not gate.is_set():
+                await asyncio.sleep(0.005)
+            await super().group_send(group, message)
+
+    layer = HeldLayer()
+    publisher = live.Publisher(layer_factory=lambda: layer)
+
+    def job(status):
+        return events.Event(type="job_status", tenant="acme", status=status, job_id=3)
+
+    def step(task_id, status):
+        return events.Event(type="task_progress", tenant="acme", status=status, job_id=3,
+                            task_id=task_id)  # fmt: skip
+
+    try:
+        publisher.publish(live.outgoing_for(job("queued")))  # held: the layer is not answering
+        time.sleep(0.05)
+        publisher.publish(live.outgoing_for(job("running")))
+        for task_id in (1, 2, 3):
+            publisher.publish(live.outgoing_for(step(task_id, "running")))
+            publisher.publish(live.outgoing_for(step(task_id, "completed")))
+        publisher.publish(live.outgoing_for(job("completed")))
+        gate.set()
+        assert publisher.flush(5)
+    finally:
+        gate.set()
+        publisher.stop()
+    sent = [(m["type"], m.get("task_id"), m["status"]) for _, g, m in layer.sent]
+    assert sent == [
+        ("job_status", None, "queued"),
+        ("task_progress", 1, "completed"),
+        ("task_progress", 2, "completed"),
+        ("task_progress", 3, "completed"),
+        ("job_status", None, "completed"),
+    ], sent
+
+
 def test_publishing_from_many_threads_never_blocks_on_the_layer():
     gate = threading.Event()
 
