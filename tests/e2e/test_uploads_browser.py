@@ -193,3 +193,19 @@ def test_the_import_page_resumes_after_a_reload(browser, server, tx_tenant_a, tm
     assert upload.state == "completed"
     assert upload.import_job_id is not None
     page.context.close()
+
+
+def test_the_import_button_waits_for_the_script(browser, server, tx_tenant_a):
+    """Before import.js runs, a click would submit the form natively (a reload that loses the
+    picked file, as a busy machine showed): the button is disabled until the script is ready."""
+    name, value = login_cookie(tx_tenant_a, "early-staff").split("=", 1)
+    context = browser.new_context(java_script_enabled=False)
+    context.add_cookies([{"name": name, "value": value, "url": server.url()}])
+    page = context.new_page()
+    page.goto(server.url(path="/admin/uploads/upload/import/"))
+    expect(page.locator("#import-start")).to_be_disabled()
+    context.close()
+    page = _page(browser, server, login_cookie(tx_tenant_a, "early-staff"))
+    page.goto(server.url(path="/admin/uploads/upload/import/"))
+    expect(page.locator("#import-start")).to_be_enabled()
+    page.context.close()

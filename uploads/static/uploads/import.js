@@ -278,4 +278,5 @@
       say(err instanceof Fatal ? err.message : "Unexpected error: " + err, true);
     }).finally(function () { el("import-start").disabled = false; });
   });
+  el("import-start").disabled = false;  // ready: the form is handled here from now on
 })();
