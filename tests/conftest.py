@@ -71,6 +71,12 @@ def django_db_setup(django_db_setup, django_db_blocker):
         # An earlier version of this fixture set synchronous_commit off on the test database,
         # and a reused database keeps it: the tests of durable commits expect the default.
         name = connection.settings_dict["NAME"]
+        # pytest-django sets up only the databases the collected tests ask for: a module
+        # whose tests reach the database only through a module fixture must still ask
+        # (``django_db``), or its fixtures would write into the development database.
+        assert name == settings.DATABASES["default"]["TEST"]["NAME"], (
+            f"not the test database ({name}): mark the tests with django_db"
+        )
         if name.startswith("test"):
             with connection.cursor() as cursor:
                 quoted = name.replace('"', '""')
@@ -110,13 +116,16 @@ def reset_dispatch_state(schemas: list[str]) -> None:
     """Forget the public dispatch state tests that commit leave behind: drain slots held by
     workers stopped mid-drain (in production they expire after a grace period, during which
     fewer drains run: the next test would see fewer workers), queued q2 messages, and the
-    tenants' queue rows."""
+    tenants' queue rows, and the clusters seen (the next test's count their own workers)."""
     from django_q.models import OrmQ
 
-    from tenants.models import DrainSlot, TenantQueue
+    from orchestration.engine.slots import forget_presence
+    from tenants.models import DrainSlot, QueueCluster, TenantQueue
 
     connection.set_schema_to_public()
     DrainSlot.objects.update(held_until=None, holder="")
+    QueueCluster.objects.all().delete()
+    forget_presence()
     TenantQueue.objects.filter(schema_name__in=schemas).delete()
     OrmQ.objects.all().delete()
 

@@ -22,7 +22,9 @@ from tests.conftest import TEST_TENANTS, _ensure_tenant, reset_dispatch_state, t
 from tests.factories import ProductFactory
 from tests.integration.live.servers import start_server
 
-pytestmark = pytest.mark.e2e
+# ``django_db``: the server and its data come from a module fixture; the mark makes
+# pytest-django set up the test database when this module runs alone.
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db]
 
 MAX_EXAMPLES = 6
 
