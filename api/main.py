@@ -56,7 +56,21 @@ class StrictJsonParser(Parser):
         return super().parse_body(request)
 
 
-api = NinjaAPI(
+class CachedSchemaAPI(NinjaAPI):
+    """The OpenAPI document is built once per process (per path prefix), not per request:
+    building it took ~150 ms of CPU, so /api/openapi.json was a cheap way to load a server."""
+
+    def get_openapi_schema(self, *, path_prefix=None, path_params=None):
+        key = (path_prefix, tuple(sorted((path_params or {}).items())))
+        cache = self.__dict__.setdefault("_schema_cache", {})
+        if key not in cache:
+            cache[key] = super().get_openapi_schema(
+                path_prefix=path_prefix, path_params=path_params
+            )
+        return cache[key]
+
+
+api = CachedSchemaAPI(
     parser=StrictJsonParser(),
     title="Marketplace publishing API",
     version="1",
