@@ -28,6 +28,12 @@ def _sweep_at_worker_start(sender, proc_name, **kwargs) -> None:
     # Recovery also runs when a worker starts (a crashed cluster restarting). Enqueue
     # rather than run: an exception here would kill the worker being spawned.
     try:
+        from orchestration.engine.slots import register_worker_cluster
+
+        register_worker_cluster()  # this cluster's workers count in the drain slots
+    except Exception:
+        logger.exception("could not register this worker's cluster")
+    try:
         from django_q.tasks import async_task
 
         async_task("orchestration.tasks.sweep")

@@ -19,7 +19,7 @@ DEFAULTS: dict[str, float] = {
     "RETRY_MAX_SECONDS": 900.0,
     "DRAIN_SECONDS": 20.0,  # one q2 task works this long at most, then hands back
     "TENANT_TURN_SECONDS": 2.0,  # a tenant's turn inside a drain (fairness bound)
-    "DRAIN_SLOTS": 0,  # concurrent drains; 0 = the q2 worker count
+    "DRAIN_SLOTS": 0,  # concurrent drains; 0 = the workers of every cluster seen (slots.py)
     "WAKE_AHEAD_SECONDS": 60.0,  # a drain keeps waiting for retries due this soon
     "CLAIM_BATCH": 32,  # at most this many jobs per claim (within each resource's room)
     # 1 (default): a worker's commit returns once its WAL is flushed (durable). 0 is an
@@ -40,8 +40,3 @@ def get(key: str) -> float:
     if env is not None:
         return float(env)
     return float(getattr(settings, "ORCHESTRATION", {}).get(key, DEFAULTS[key]))
-
-
-def drain_slots() -> int:
-    slots = int(get("DRAIN_SLOTS"))
-    return slots or int(settings.Q_CLUSTER.get("workers", 2))

@@ -68,7 +68,7 @@ class TenantQueue(models.Model):
 
 
 class DrainSlot(models.Model):
-    """One slot per concurrent drain task (capped at the worker count).
+    """One slot per concurrent drain task (capped at the workers of the clusters seen).
 
     A slot is held until ``held_until``; a drain renews it while it runs and frees it
     when it ends. A drain whose q2 message was lost or whose worker died frees its
@@ -85,6 +85,22 @@ class DrainSlot(models.Model):
 
     def __str__(self) -> str:
         return f"drain slot {self.pk}"
+
+
+class QueueCluster(models.Model):
+    """A django-q2 cluster seen working on this database (one ``qcluster`` process, under a
+    watchdog or not), so the drain slots add up every machine's workers.
+
+    Written by each worker process when it starts and by each drain when it takes its slot;
+    a cluster not seen for ``orchestration.engine.slots.PRESENCE_HORIZON`` no longer counts.
+    """
+
+    name = models.CharField(max_length=120, unique=True, help_text="<host>:<sentinel pid>")
+    workers = models.PositiveSmallIntegerField()
+    seen_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    def __str__(self) -> str:
+        return f"queue cluster {self.name}"
 
 
 class WorkerCluster(models.Model):

@@ -27,7 +27,7 @@ from django.db.models import Max, Min, Q
 from django.utils import timezone
 
 from orchestration import conf, events, states, steps
-from orchestration.engine import marks
+from orchestration.engine import marks, slots
 from orchestration.engine.counters import batch_apply_job_moves
 from orchestration.engine.session import worker_id
 from orchestration.models import JobRun, MarketplaceJob, MarketplaceTask, ResourcePolicy
@@ -186,7 +186,7 @@ def select_jobs_to_claim(*, now: datetime, limit: int) -> list[MarketplaceJob]:
             # One worker takes at most its share of a resource's room, so jobs that could run
             # in parallel (eBay: 4 at once) are not queued up behind each other in one worker.
             for key in keys:
-                share[key] = max(1, rooms[key].room // conf.drain_slots())
+                share[key] = max(1, rooms[key].room // slots.drain_slots())
         rejected = False
         for job in candidates:
             room = rooms.get(job.resource_key)

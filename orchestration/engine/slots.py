@@ -1,5 +1,10 @@
 """Drain slots: at most one drain per worker process is queued or running at a time.
 
+The slots add up the workers of every cluster seen working on this database in the last
+``PRESENCE_HORIZON`` (``QueueCluster`` rows: each worker process writes its cluster's when it
+starts, each drain when it takes a slot), so a second machine's ``qcluster`` adds drains
+without a setting; ``DRAIN_SLOTS`` fixes the number instead.
+
 A slot is a public ``DrainSlot`` row; a drain message names its slot and a token. Enqueueing
 a drain marks the slot queued with a new token; the drain takes it when it starts (a stale
 message, whose token changed, does nothing), renews it while it works and frees it at the
@@ -10,20 +15,82 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import uuid
 from datetime import datetime, timedelta
 from functools import partial
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Sum
 from django.utils import timezone
 from django_q.tasks import async_task
 
 from orchestration import conf
 from orchestration.engine.session import worker_id
-from tenants.models import DrainSlot, WorkerCluster
+from tenants.models import DrainSlot, QueueCluster, WorkerCluster
 
 logger = logging.getLogger(__name__)
+
+
+# A cluster not seen for this long (no worker started, no drain taken) no longer counts.
+# Counting a stopped cluster a while longer only queues a drain message more, which the
+# next free worker runs; forgetting a live idle one only starts its drains a turn later.
+PRESENCE_HORIZON = timedelta(minutes=5)
+_PRESENCE_CACHE_SECONDS = 5.0  # claims read the count; the table is read once per 5 s
+_presence: tuple[float, int] | None = None  # (read at, workers seen)
+_in_worker = False  # this process is a q2 worker (its drains refresh its cluster's row)
+
+
+def drain_slots() -> int:
+    """Concurrent drains wanted: ``DRAIN_SLOTS``, or the workers of every cluster seen
+    lately (at least this process's own cluster's worker count)."""
+    explicit = int(conf.get("DRAIN_SLOTS"))
+    if explicit:
+        return explicit
+    local = int(settings.Q_CLUSTER.get("workers", 2))
+    return max(local, _workers_seen())
+
+
+def _workers_seen() -> int:
+    global _presence
+    now = time.monotonic()
+    if _presence is not None and now - _presence[0] < _PRESENCE_CACHE_SECONDS:
+        return _presence[1]
+    seen = QueueCluster.objects.filter(seen_at__gte=timezone.now() - PRESENCE_HORIZON).aggregate(
+        n=Sum("workers")
+    )["n"]
+    _presence = (now, int(seen or 0))
+    return _presence[1]
+
+
+def forget_presence() -> None:
+    """Read the clusters' rows again at the next ``drain_slots`` (tests; a new cluster)."""
+    global _presence
+    _presence = None
+
+
+def cluster_name() -> str:
+    """``<host>:<pid of the q2 sentinel>``: a worker's parent is its cluster's sentinel."""
+    return f"{worker_id().rsplit(':', 1)[0]}:{os.getppid()}"
+
+
+def register_worker_cluster() -> None:
+    """This process is a q2 worker that just started: its cluster is here, with its workers."""
+    global _in_worker
+    _in_worker = True
+    _seen_now(int(settings.Q_CLUSTER.get("workers", 2)))
+    forget_presence()
+
+
+def _seen_now(workers: int | None = None) -> None:
+    name = cluster_name()
+    now = timezone.now()
+    if workers is None:
+        if QueueCluster.objects.filter(name=name).update(seen_at=now):
+            return
+        workers = int(settings.Q_CLUSTER.get("workers", 2))
+    QueueCluster.objects.update_or_create(name=name, defaults={"workers": workers, "seen_at": now})
 
 
 def _slot_grace() -> timedelta:
@@ -43,8 +110,12 @@ def _start_one_drain() -> bool:
     now = timezone.now()
     for _ in range(2):
         with transaction.atomic():
+            wanted = drain_slots()
+            # Only the first ``wanted`` slots (fewer clusters than before: the rest idle).
+            in_use = DrainSlot.objects.order_by("pk").values("pk")[:wanted]
             slot = (
                 DrainSlot.objects.select_for_update(skip_locked=True)
+                .filter(pk__in=in_use)
                 .exclude(held_until__gt=now)
                 .order_by("pk")
                 .first()
@@ -53,7 +124,6 @@ def _start_one_drain() -> bool:
                 _queue_drain(slot.pk, now)
                 return True
             existing = DrainSlot.objects.count()
-            wanted = conf.drain_slots()
             if existing >= wanted:
                 return False
             DrainSlot.objects.bulk_create([DrainSlot() for _ in range(wanted - existing)])
@@ -101,9 +171,12 @@ def take_slot(slot_id: int, token: str | None, holder: str) -> bool:
     slots = DrainSlot.objects.filter(pk=slot_id, holder="queued")
     if token is not None:
         slots = slots.filter(token=token)
-    return bool(
+    taken = bool(
         slots.update(held_until=timezone.now() + _slot_grace(), holder=holder, queued_at=None)
     )
+    if taken and _in_worker:
+        _seen_now()  # this cluster still works here (idle clusters drop out of the count)
+    return taken
 
 
 def hold_slot(slot_id: int, holder: str) -> None:

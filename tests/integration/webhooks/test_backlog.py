@@ -10,8 +10,8 @@ from django.test import override_settings
 from django.utils import timezone
 from django_q.models import OrmQ
 
-from orchestration import conf as engine_conf
 from orchestration.engine import dispatch, marks
+from orchestration.engine.slots import drain_slots
 from tests.integration.webhooks.receiver import Receiver
 from webhooks import services
 from webhooks.delivery import close_clients
@@ -36,14 +36,14 @@ def test_a_backlog_is_delivered_by_a_few_drains(tx_tenant_a):
             schema = connection.schema_name
             marks.signal_work(schema)
             queued = OrmQ.objects.count()
-            assert 1 <= queued <= engine_conf.drain_slots()  # drains, not one task per event
+            assert 1 <= queued <= drain_slots()  # drains, not one task per event
             drains = 0
             while WebhookDelivery.objects.exclude(status="delivered").exists():
                 assert drains < 50, "the backlog did not drain"
                 dispatch.drain()  # what a q2 worker runs for a drain message
                 drains += 1
                 connection.set_tenant(tx_tenant_a)
-                assert OrmQ.objects.count() <= engine_conf.drain_slots() + queued
+                assert OrmQ.objects.count() <= drain_slots() + queued
         assert len(receiver.event_ids()) == BACKLOG == len(receiver.snapshot())
     finally:
         close_clients()
