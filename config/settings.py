@@ -211,7 +211,7 @@ else:
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "config.redis_layer.RedisChannelLayer",
             # redis-py 8's default 5 s socket timeout kills idle consumers (PITFALLS).
             "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": None}]},
         }

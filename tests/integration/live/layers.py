@@ -19,7 +19,7 @@ REDIS_PREFIX = os.environ.setdefault(PREFIX_ENV, f"asgi-test-{uuid.uuid4().hex[:
 
 REDIS_CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "BACKEND": "config.redis_layer.RedisChannelLayer",
         "CONFIG": {
             "hosts": [{"address": REDIS_LAYER_URL, "socket_timeout": None}],
             "prefix": REDIS_PREFIX,

@@ -33,6 +33,19 @@ class RecordingLayer:
         self.sent.append((time.monotonic(), group, message["message"]))
 
 
+class HeldLayer(RecordingLayer):
+    """A layer that does not answer until the test sets its ``gate``."""
+
+    def __init__(self):
+        super().__init__()
+        self.gate = threading.Event()
+
+    async def group_send(self, group, message):
+        while not self.gate.is_set():
+            await asyncio.sleep(0.005)
+        await super().group_send(group, message)
+
+
 def _event(type_, status, *, batch_id=7, percent=0, **fields):
     progress = {"percent": percent, "done": percent, "total": 100}
     return events.Event(type=type_, tenant="acme", status=status, batch_id=batch_id,
@@ -104,15 +117,8 @@ def test_a_newer_snapshot_goes_after_what_was_queued_before_it():
     """A job's ``running`` is still lingering when its steps and its end arrive (a quick job,
     a busy publisher): the job's ``completed`` replaces ``running`` and must go out after the
     steps' progress, not in ``running``'s old place before them."""
-    gate = threading.Event()
-
-    class HeldLayer(RecordingLayer):
-        async def group_send(self, group, message):
-            while not gate.is_set():
-                await asyncio.sleep(0.005)
-            await super().group_send(group, message)
-
     layer = HeldLayer()
+    gate = layer.gate
     publisher = live.Publisher(layer_factory=lambda: layer)
 
     def job(status):
@@ -146,17 +152,8 @@ def test_a_newer_snapshot_goes_after_what_was_queued_before_it():
 
 
 def test_publishing_from_many_threads_never_blocks_on_the_layer():
-    gate = threading.Event()
-
-    class StuckLayer(RecordingLayer):
-        """A layer that does not answer until the test lets it."""
-
-        async def group_send(self, group, message):
-            while not gate.is_set():
-                await asyncio.sleep(0.01)
-            await super().group_send(group, message)
-
-    layer = StuckLayer()
+    layer = HeldLayer()
+    gate = layer.gate
     publisher = live.Publisher(layer_factory=lambda: layer)
     try:
 
