@@ -73,6 +73,7 @@ def describe_settings(args: argparse.Namespace) -> dict[str, Any]:
     from django.conf import settings
 
     from orchestration import conf
+    from orchestration.engine import slots
 
     q = settings.Q_CLUSTER
     keys = ("workers", "poll", "queue_limit", "bulk", "save_limit", "timeout", "retry", "recycle")
@@ -86,7 +87,7 @@ def describe_settings(args: argparse.Namespace) -> dict[str, Any]:
         "q2_broker": "redis" if "redis" in q else "orm",
         "conn_max_age": settings.DATABASES["default"].get("CONN_MAX_AGE"),
         "orchestration": {k: conf.get(k) for k in conf.DEFAULTS},
-        "drain_slots": conf.drain_slots(),
+        "drain_slots": slots.drain_slots(),
         "poll_interval_s": 0.2,
     }
 
