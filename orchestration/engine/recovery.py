@@ -221,9 +221,10 @@ def sweep_all_tenants(*, reconcile: bool = True) -> dict:
         each([schema for schema in schemas if schema not in active], recover)
         each(schemas, reconcile_one)
     freed = slots.free_slots_of_dead_workers()
+    gone = slots.forget_dead_local_clusters()
     wait = marks.seconds_until_next_wake()
     drains = 0
     if wait is not None and wait <= conf.get("WAKE_AHEAD_SECONDS"):
         drains = slots.ensure_drains()  # ready work, or retries (e.g. just recovered) due soon
     return {"recovered": recovered, "reconciled": reconciled, "freed_slots": freed,
-            "drains_started": drains, "errors": errors}  # fmt: skip
+            "clusters_gone": gone, "drains_started": drains, "errors": errors}  # fmt: skip

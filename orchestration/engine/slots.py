@@ -235,6 +235,29 @@ def free_slots_of_dead_workers() -> int:
     return freed
 
 
+def forget_dead_local_clusters() -> int:
+    """Delete the ``QueueCluster`` rows of this host whose sentinel process is gone (a
+    cluster restarted by its watchdog, or stopped), so their workers stop counting at once
+    instead of after ``PRESENCE_HORIZON``; returns how many. Run by the sweep.
+
+    Counting them on would queue drain messages no worker is free for, and the watchdog's
+    stall rule restarts a cluster whose queued drain waits: each restart would leave one
+    more row behind.
+    """
+    prefix = worker_id().rsplit(":", 1)[0] + ":"
+    gone = [
+        name
+        for name in QueueCluster.objects.filter(name__startswith=prefix).values_list(
+            "name", flat=True
+        )
+        if not (pid := name.removeprefix(prefix)).isdigit() or not process_alive(int(pid))
+    ]
+    if gone:
+        QueueCluster.objects.filter(name__in=gone).delete()
+        forget_presence()
+    return len(gone)
+
+
 def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -104,3 +104,20 @@ def test_a_starting_worker_registers_its_cluster_and_drains_keep_it_seen(
     slot = DrainSlot.objects.create(holder="queued", token="t")
     assert slots.take_slot(slot.pk, "t", "me:1")
     assert presence.get().seen_at > timezone.now() - timedelta(seconds=10)
+
+
+@override_settings(Q_CLUSTER={"workers": 2, "orm": "default", "name": "orchestrator"})
+def test_the_sweep_forgets_local_clusters_whose_sentinel_is_gone(tenant_a, presence):
+    """A watchdog restart leaves its old cluster's row: counted on, its workers would queue
+    drains nobody takes (and the stall rule restarts a cluster whose drain waits)."""
+    from orchestration import tasks
+
+    host = socket.gethostname()
+    presence.create(name=f"{host}:{_dead_pid()}", workers=2)
+    alive = presence.create(name=f"{host}:{os.getpid()}", workers=2)
+    elsewhere = presence.create(name="another-host:1", workers=2)
+    slots.forget_presence()
+    assert slots.drain_slots() == 6
+    assert tasks.sweep()["clusters_gone"] == 1
+    assert set(presence.values_list("pk", flat=True)) == {alive.pk, elsewhere.pk}
+    assert slots.drain_slots() == 4
