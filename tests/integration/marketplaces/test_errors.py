@@ -158,13 +158,13 @@ def test_vinted_bridge_timeout_is_a_step_timeout_naming_the_step(accounts, produ
     sandbox.faults({"kind": "timeout", "marketplace": "vinted", "operation": "create_item"})
     step = step_named("vinted", "publish", "create_item")
     ctx = step_context(
-        step, marketplace="vinted", action="publish", product=product, outputs=outputs, timeout=0.5
-    )
+        step, marketplace="vinted", action="publish", product=product, outputs=outputs, timeout=2
+    )  # (2 s: the handshake must fit in it on a loaded machine, or "(connect)" is named)
 
     with pytest.raises(StepTimeout) as caught:
         step.perform(ctx)
 
-    assert "step 'create_item' timed out after 0.5s waiting for Vinted (create_item)" in str(
+    assert "step 'create_item' timed out after 2s waiting for Vinted (create_item)" in str(
         caught.value
     )
     assert sandbox.ledger(marketplace="vinted", operation="create_item") == []
@@ -200,9 +200,10 @@ def test_vinted_bridge_holds_one_session_per_seller(accounts, product, sandbox):
     with connect(bridge_url(account), additional_headers=headers) as other_session:
         assert '"ready"' in other_session.recv(timeout=5)
         step = step_named("vinted", "publish", "upload_photos")
-        ctx = step_context(
-            step, marketplace="vinted", action="publish", product=product, timeout=0.6
-        )
+        # The adapter retries a busy bridge for half the step's budget (at most 2 s), then
+        # says busy; a budget of 4 s leaves every attempt's handshake 2 s even on a loaded
+        # machine (0.6 s did not: CI saw the handshake time out instead).
+        ctx = step_context(step, marketplace="vinted", action="publish", product=product, timeout=4)
         with pytest.raises(RetryableStepError, match="busy"):
             step.check(ctx)
     # Once the other session is gone, the bridge is free again.

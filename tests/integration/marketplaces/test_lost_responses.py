@@ -107,7 +107,9 @@ def test_every_way_of_losing_the_answer_is_retryable(lost_as, accounts, product,
             "times": 1,
         }
     )
-    ctx = step_context(step, marketplace="ebay", action="publish", product=product, timeout=0.5)
+    # 2 s: the request must reach the sandbox within it even on a loaded machine (the
+    # sandbox applies it, then holds the answer for 10 s).
+    ctx = step_context(step, marketplace="ebay", action="publish", product=product, timeout=2)
 
     with pytest.raises(RetryableStepError) as lost:
         step.perform(ctx)
