@@ -6,8 +6,10 @@ import asyncio
 
 import pytest
 from asgiref.sync import sync_to_async
+from django_tenants.utils import tenant_context
 
 from orchestration import consumers, live
+from orchestration.models import Batch
 from tests.conftest import _ensure_tenant
 from tests.integration.live.scenarios import (
     closing_connection,
@@ -128,18 +130,29 @@ async def test_subscriptions_answer_with_a_snapshot_and_ids_are_checked_in_the_t
     await socket.disconnect()
 
 
+def _delete_batch(tenant, batch_id: int) -> None:
+    with tenant_context(tenant):
+        Batch.objects.filter(pk=batch_id).delete()  # never started: its jobs go with it
+
+
 async def test_snapshots_of_interleaved_consumers_of_both_tenants_stay_in_their_tenant(
     clean_tenants, release_channel_layer
 ):
     """Consumers share one database thread (PITFALLS): many of both tenants subscribing at
     once must each read their own schema."""
     alpha, beta = await _tenants()
-    batches = {
-        "test_alpha": {await sync_to_async(create_batch)(alpha, 1) for _ in range(2)},
-        "test_beta": {await sync_to_async(create_batch)(beta, 1) for _ in range(3)},
-    }
-    while batches["test_alpha"] & batches["test_beta"]:
-        batches["test_beta"].add(await sync_to_async(create_batch)(beta, 1))
+    alpha_ids = {await sync_to_async(create_batch)(alpha, 1) for _ in range(2)}
+    # Three beta batches whose ids alpha does not have (ids count per schema: on a fresh
+    # database both start at 1). Growing a set that still held the shared ids never ended.
+    # The others are deleted, so each tenant's overview lists exactly its set.
+    beta_ids: set[int] = set()
+    while len(beta_ids) < 3:
+        pk = await sync_to_async(create_batch)(beta, 1)
+        if pk in alpha_ids:
+            await sync_to_async(_delete_batch)(beta, pk)
+        else:
+            beta_ids.add(pk)
+    batches = {"test_alpha": alpha_ids, "test_beta": beta_ids}
     sockets = []
     for n in range(3):
         for tenant, host in ((alpha, ALPHA), (beta, BETA)):
