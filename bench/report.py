@@ -224,7 +224,7 @@ def section_throughput(et: dict[str, Any], charts: list[str]) -> list[str]:
 
 
 def section_generic(name: str, data: dict[str, Any]) -> list[str]:
-    when = data.get("timestamp") or data.get("at") or data.get("started_at")
+    when = data.get("timestamp") or data.get("when") or data.get("at") or data.get("started_at")
     lines = [
         f"## `{name}`",
         "",
@@ -233,7 +233,11 @@ def section_generic(name: str, data: dict[str, Any]) -> list[str]:
     ]
     summary = data.get("summary")
     if summary is None:
-        summary = {k: data[k] for k in ("target", "backlog", "latency", "assembly") if k in data}
+        summary = {
+            k: data[k]
+            for k in ("target", "backlog", "latency", "assembly", "settings", "request", "worker")
+            if k in data
+        }
     text = json.dumps(summary, indent=1, default=str)
     if len(text) > 2500:
         text = text[:2500] + "\n… (see the JSON file)"
