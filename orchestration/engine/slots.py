@@ -70,9 +70,14 @@ def forget_presence() -> None:
     _presence = None
 
 
+def _host_prefix() -> str:
+    """``<host>:``, the start of this host's slot holders and cluster names."""
+    return worker_id().rsplit(":", 1)[0] + ":"
+
+
 def cluster_name() -> str:
     """``<host>:<pid of the q2 sentinel>``: a worker's parent is its cluster's sentinel."""
-    return f"{worker_id().rsplit(':', 1)[0]}:{os.getppid()}"
+    return f"{_host_prefix()}{os.getppid()}"
 
 
 def register_worker_cluster() -> None:
@@ -219,13 +224,11 @@ def free_slots_of_dead_workers() -> int:
     Run by the sweep, which each new worker process enqueues: a restarted cluster gets its
     full number of drains at once.
     """
-    prefix = worker_id().rsplit(":", 1)[0] + ":"  # this host's holders ("<host>:<pid>")
     freed = 0
     for slot_id, holder in DrainSlot.objects.filter(
-        held_until__gt=timezone.now(), holder__startswith=prefix
+        held_until__gt=timezone.now(), holder__startswith=_host_prefix()
     ).values_list("pk", "holder"):
-        pid = holder.removeprefix(prefix)
-        if not pid.isdigit() or process_alive(int(pid)):
+        if not _gone_from_this_host(holder):
             continue
         freed += DrainSlot.objects.filter(pk=slot_id, holder=holder).update(
             held_until=None, holder=""
@@ -244,18 +247,20 @@ def forget_dead_local_clusters() -> int:
     stall rule restarts a cluster whose queued drain waits: each restart would leave one
     more row behind.
     """
-    prefix = worker_id().rsplit(":", 1)[0] + ":"
-    gone = [
-        name
-        for name in QueueCluster.objects.filter(name__startswith=prefix).values_list(
-            "name", flat=True
-        )
-        if not (pid := name.removeprefix(prefix)).isdigit() or not process_alive(int(pid))
-    ]
+    names = QueueCluster.objects.filter(name__startswith=_host_prefix())
+    gone = [name for name in names.values_list("name", flat=True) if _gone_from_this_host(name)]
     if gone:
         QueueCluster.objects.filter(name__in=gone).delete()
         forget_presence()
     return len(gone)
+
+
+def _gone_from_this_host(name: str) -> bool:
+    """``<host>:<pid>`` names a process of this host that no longer exists (a name of
+    another host, or without a pid, is not this host's to judge)."""
+    prefix = _host_prefix()
+    pid = name.removeprefix(prefix)
+    return name.startswith(prefix) and pid.isdigit() and not process_alive(int(pid))
 
 
 def process_alive(pid: int) -> bool:
