@@ -93,7 +93,9 @@ class StepExecutor:
         while True:
             remaining = ctx.remaining()
             try:
-                ok, value = helper.outcomes.get(timeout=min(tick, remaining) if remaining > 0 else 0)
+                ok, value = helper.outcomes.get(
+                    timeout=min(tick, remaining) if remaining > 0 else 0
+                )
             except queue.Empty:
                 if ctx.remaining() <= 0:
                     self._abandon()
