@@ -27,7 +27,7 @@ Modules: ``cli`` (options), ``peers`` (django-q2, procrastinate), ``engine`` (th
 runs, the rate curve), ``meter`` (CPU, counters, WAL while a run runs), ``profile`` (the
 in-process profile), ``summary`` (the JSON and the printed summary).
 
-    .venv/bin/python -m bench.engine_throughput --jobs 1000 --tasks 1000
+    .venv/bin/python -m bench.engine_throughput --jobs 1000 --tasks 2500
 """
 
 from __future__ import annotations

@@ -14,8 +14,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m bench.engine_throughput",
         description="Engine steps/s vs raw django-q2 tasks/s on a fresh database.",
     )
-    parser.add_argument("--jobs", type=int, default=400, help="engine jobs, 5 no-op steps each")
-    parser.add_argument("--tasks", type=int, default=1000, help="raw django-q2 no-op tasks")
+    parser.add_argument(
+        "--jobs", type=int, default=1000, help="engine jobs, 5 no-op steps each (5,000 steps)"
+    )
+    parser.add_argument(
+        "--tasks",
+        type=int,
+        default=2500,
+        help="raw django-q2 no-op tasks (and procrastinate jobs)",
+    )
     parser.add_argument("--workers", type=int, default=2, help="qcluster workers (Q_WORKERS)")
     parser.add_argument(
         "--rounds",
