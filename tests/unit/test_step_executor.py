@@ -78,10 +78,10 @@ def test_a_step_past_its_limit_is_abandoned_and_the_next_step_gets_a_fresh_threa
         release.wait(10)
         return {"late": True}
 
-    started = time.monotonic()
     with pytest.raises(StepTimeout, match=r"timed out after 0\.2s"):
         executor.run(_Step(hangs), _ctx(timeout=0.2), on_tick=lambda: None)
-    assert time.monotonic() - started < 2
+    # (raised while the step still hangs: had the worker waited for it, it would have
+    # returned the step's late output instead)
 
     # The next step runs at once on another thread, not behind the stuck one.
     served_by = []
