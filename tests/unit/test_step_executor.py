@@ -6,7 +6,6 @@ Real threads, no database (a no-op step never opens a connection).
 from __future__ import annotations
 
 import threading
-import time
 import traceback
 
 import pytest
@@ -65,8 +64,19 @@ def test_the_steps_exception_reaches_the_worker_with_its_frame(executor):
 def test_the_worker_ticks_while_a_step_is_busy(executor, settings):
     settings.ORCHESTRATION = {**getattr(settings, "ORCHESTRATION", {}), "CANCEL_POLL_SECONDS": 0.02}
     ticks = []
-    executor.run(_Step(lambda ctx: time.sleep(0.3) or {}), _ctx(), on_tick=lambda: ticks.append(1))
-    assert len(ticks) >= 3
+    ticked_thrice = threading.Event()
+
+    def on_tick():
+        ticks.append(threading.current_thread())
+        if len(ticks) >= 3:
+            ticked_thrice.set()
+
+    # The step waits for the worker's ticks: it ends only if they come while it runs.
+    output = executor.run(
+        _Step(lambda ctx: {"ticked": ticked_thrice.wait(10)}), _ctx(timeout=20), on_tick=on_tick
+    )
+    assert output == ({"ticked": True}, False)
+    assert set(ticks) == {threading.current_thread()}  # on the worker's thread, not the step's
 
 
 def test_a_step_past_its_limit_is_abandoned_and_the_next_step_gets_a_fresh_thread(executor):
