@@ -151,7 +151,7 @@ class Watchdog:
         code = self.proc.poll()
         if code is not None and not self.stopping:
             exited = f"the cluster process exited with code {code}"
-            self.restart(exited)
+            self.restart(exited, killed=code < 0)
             return exited
         try:
             now = time.monotonic()
@@ -303,12 +303,20 @@ class Watchdog:
             time.sleep(0.05)
         self.proc = None
 
-    def restart(self, reason: str) -> None:
+    def restart(self, reason: str, *, killed: bool = False) -> None:
+        """Replace the cluster. ``killed``: its process ended by a signal (``kill -9``, the
+        OOM killer), not by itself."""
         logger.error("watchdog %s: restarting the cluster: %s", self.name, reason)
         # A cluster that worked before it was killed (the OOM killer, an operator) comes back
-        # at once; only clusters that never got anything done (crashing at start: bad
-        # settings, an unreachable broker) are restarted with a growing delay.
-        self.futile_restarts = 0 if self._progressed_since_start() else self.futile_restarts + 1
+        # at once; so does one killed by a signal while it was still starting (nothing of its
+        # own went wrong: kills a few seconds apart would otherwise look like a crash loop and
+        # hold every later start back up to a minute). Only clusters that end by themselves
+        # without getting anything done (crashing at start: bad settings, an unreachable
+        # broker) or that stall are restarted with a growing delay.
+        if self._progressed_since_start():
+            self.futile_restarts = 0
+        elif not killed:
+            self.futile_restarts += 1
         now = timezone.now()
         self.restart_times = [*restarts_in_last_hour(self.restart_times, now), now.isoformat()]
         self.restarts_total += 1
@@ -323,7 +331,7 @@ class Watchdog:
         self._sweep(reconcile=True)
         with contextlib.suppress(*DATABASE_LOST):
             slots.requeue_stale_slots(queued_before=timezone.now())
-        delay = restart_delay(self.futile_restarts)
+        delay = 0.0 if killed else restart_delay(self.futile_restarts)
         if delay:
             logger.warning("watchdog %s: waiting %.0fs before the next start", self.name, delay)
             self._sleep(delay)

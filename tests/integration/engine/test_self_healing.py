@@ -268,3 +268,50 @@ def test_a_cluster_that_was_working_is_restarted_at_once_however_often(tenant_a,
     for _ in range(6):  # clusters that never get anything done
         watchdog.restart("exited at start")
     assert slept == [2.0, 4.0, 8.0]
+
+
+def test_a_cluster_killed_while_it_starts_comes_back_at_once(tenant_a, monkeypatch):
+    """Kills a few seconds apart land before a cluster has done anything (its start-up takes
+    seconds): a signal is not a crash of its own, so no delay, and the crash-loop count is
+    neither raised nor reset by it. A cluster ending by itself with nothing done still
+    backs off (the chaos kill storm stalled 85 s when kills counted as crashes)."""
+    connection.set_schema_to_public()
+    watchdog = _watchdog(started_ago=2)
+    slept: list[float] = []
+    monkeypatch.setattr(watchdog, "stop_cluster", lambda graceful: None)
+    monkeypatch.setattr(watchdog, "_sweep", lambda reconcile: None)
+    monkeypatch.setattr(watchdog, "_sleep", slept.append)
+    monkeypatch.setattr(watchdog, "start_cluster", lambda: None)
+    WorkerCluster.objects.filter(name=watchdog.name).update(last_progress_at=None)
+
+    for _ in range(10):
+        watchdog.restart("the cluster process exited with code -9", killed=True)
+    assert slept == []
+
+    for _ in range(5):  # then it crashes by itself at start
+        watchdog.restart("the cluster process exited with code 1")
+    assert slept == [2.0, 4.0]
+    watchdog.restart("the cluster process exited with code -9", killed=True)
+    watchdog.restart("the cluster process exited with code 1")
+    assert slept == [2.0, 4.0, 8.0]  # the kill between did not reset the count
+
+
+def test_tick_tells_a_signal_from_an_exit(tenant_a, monkeypatch):
+    connection.set_schema_to_public()
+    watchdog = _watchdog(started_ago=2)
+    seen: list[tuple[str, bool]] = []
+    monkeypatch.setattr(
+        watchdog, "restart", lambda reason, killed=False: seen.append((reason, killed))
+    )
+
+    class _Exited:
+        def __init__(self, code):
+            self.code = code
+
+        def poll(self):
+            return self.code
+
+    for code in (-9, 1, 0):
+        watchdog.proc = _Exited(code)
+        watchdog.tick()
+    assert [killed for _, killed in seen] == [True, False, False]
