@@ -151,7 +151,9 @@ class Watchdog:
         code = self.proc.poll()
         if code is not None and not self.stopping:
             exited = f"the cluster process exited with code {code}"
-            self.restart(exited, killed=code < 0)
+            # SIGKILL comes from outside (kill -9, the OOM killer); SIGSEGV, SIGABRT or an
+            # exit code is the cluster's own failure.
+            self.restart(exited, killed=code == -signal.SIGKILL)
             return exited
         try:
             now = time.monotonic()
@@ -304,11 +306,11 @@ class Watchdog:
         self.proc = None
 
     def restart(self, reason: str, *, killed: bool = False) -> None:
-        """Replace the cluster. ``killed``: its process ended by a signal (``kill -9``, the
-        OOM killer), not by itself."""
+        """Replace the cluster. ``killed``: its process was killed from outside (SIGKILL:
+        ``kill -9``, the OOM killer), not ended by a failure of its own."""
         logger.error("watchdog %s: restarting the cluster: %s", self.name, reason)
         # A cluster that worked before it was killed (the OOM killer, an operator) comes back
-        # at once; so does one killed by a signal while it was still starting (nothing of its
+        # at once; so does one killed by SIGKILL while it was still starting (nothing of its
         # own went wrong: kills a few seconds apart would otherwise look like a crash loop and
         # hold every later start back up to a minute). Only clusters that end by themselves
         # without getting anything done (crashing at start: bad settings, an unreachable
