@@ -86,7 +86,7 @@ def test_the_batch_page_status_and_counts_move_live_with_its_bar(
 def test_a_cancel_during_the_last_step_ends_truthful_and_stable(
     browser, server, tx_tenant_a, start_cluster
 ):
-    job = job_create(marketplace=UI, action="publish", sku="LATE-1", params={"seconds": 4})
+    job = job_create(marketplace=UI, action="publish", sku="LATE-1", params={"seconds": 6})
     start_cluster(workers=1, PROVIDER_MODULES=WORKER_PROVIDERS, DRAIN_SECONDS=5)
     page = _page(browser, server, login_cookie(tx_tenant_a, "ui-cancel"))
     page.goto(server.url(path=f"/admin/orchestration/marketplacejob/{job.pk}/change/"))
@@ -112,6 +112,33 @@ def test_a_cancel_during_the_last_step_ends_truthful_and_stable(
     expect(page.locator("button[name=cancel]")).to_have_count(0)
     job.refresh_from_db()
     assert (job.status, job.cancel_requested) == ("completed", False)
+    page.context.close()
+
+
+def test_a_click_survives_a_live_re_render_during_the_press(browser, server, tx_tenant_a):
+    """The timeline (with its Cancel button) is re-rendered on every message of its job.
+    A re-render between the button's mousedown and mouseup replaced the button under the
+    pointer, so the browser fired no click and the cancel was silently lost (seen once in
+    CI). The swap now waits until the press ends."""
+    job = job_create(marketplace=UI, action="publish", sku="PRESS-1")
+    assert [c.job_id for c in claim_jobs(limit=1)] == [job.pk]  # RUNNING: Cancel is shown
+    page = _page(browser, server, login_cookie(tx_tenant_a, "ui-press"))
+    page.goto(server.url(path=f"/admin/orchestration/marketplacejob/{job.pk}/change/"))
+    _live(page)
+    button = page.locator("button[name=cancel]")
+    button.scroll_into_view_if_needed()
+    box = button.bounding_box()
+    assert box is not None
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    # A live re-render lands while the button is pressed (as a job message would cause).
+    with page.expect_response(lambda r: "/timeline/" in r.url):
+        page.evaluate(f"window.orchestrationLivePage.refreshTimeline({job.pk})")
+    page.wait_for_timeout(100)  # let the fetched fragment be applied (or held back)
+    page.mouse.up()
+    expect(page.locator("[data-live-answer]")).to_contain_text("if that is its last step")
+    job.refresh_from_db()
+    assert job.cancel_requested
     page.context.close()
 
 

@@ -85,11 +85,32 @@
       .catch(function () { return null; });
   }
 
+  // A part re-rendered while a button in it is pressed would replace the button under the
+  // pointer: the browser then fires no click and the action is lost. Such a swap waits
+  // until the press ends (after the click it completes).
+  let pressed = null;
+  const held = new Map();
+  document.addEventListener("pointerdown", function (event) { pressed = event.target; }, true);
+  function release() {
+    pressed = null;
+    held.forEach(function (html, el) { swap(el, html); });
+    held.clear();
+  }
+  ["pointerup", "pointercancel"].forEach(function (type) {
+    document.addEventListener(type, function () { window.setTimeout(release, 0); }, true);
+  });
+  window.addEventListener("blur", release);  // a press that ends outside the window
+
+  function swap(el, html) {
+    if (pressed && el.contains(pressed)) { held.set(el, html); return; }
+    el.innerHTML = html; rendered(); showTimes();
+  }
+
   function refetch(el, url) {
     if (!url) { return; }
     later(el, 300, function () {
       return getText(url).then(function (html) {
-        if (html !== null) { el.innerHTML = html; rendered(); showTimes(); }
+        if (html !== null) { swap(el, html); }
       });
     });
   }
