@@ -89,12 +89,20 @@
   // pointer: the browser then fires no click and the action is lost. Such a swap waits
   // until the press ends (after the click it completes).
   let pressed = null;
-  const held = new Map();
+  const held = new Map();  // key -> the re-render to run once the press ends
   document.addEventListener("pointerdown", function (event) { pressed = event.target; }, true);
   function release() {
     pressed = null;
-    held.forEach(function (html, el) { swap(el, html); });
+    const runs = Array.from(held.values());
     held.clear();
+    runs.forEach(function (run) { run(); });
+  }
+  function unlessPressed(key, roots, run) {
+    if (pressed && roots.some(function (root) { return root.contains(pressed); })) {
+      held.set(key, run);  // a newer re-render of the same part replaces an older one
+      return;
+    }
+    run();
   }
   ["pointerup", "pointercancel"].forEach(function (type) {
     document.addEventListener(type, function () { window.setTimeout(release, 0); }, true);
@@ -102,8 +110,7 @@
   window.addEventListener("blur", release);  // a press that ends outside the window
 
   function swap(el, html) {
-    if (pressed && el.contains(pressed)) { held.set(el, html); return; }
-    el.innerHTML = html; rendered(); showTimes();
+    unlessPressed(el, [el], function () { el.innerHTML = html; rendered(); showTimes(); });
   }
 
   function refetch(el, url) {
@@ -152,24 +159,29 @@
     later("region " + url, 1000, function () {
       return getText(url).then(function (html) {
         if (html === null) { return; }
-        const own = !el.dataset.liveRegionUrl;
-        const doc = own ? new DOMParser().parseFromString(html, "text/html") : null;
-        document.querySelectorAll("[data-live-region]").forEach(function (target) {
-          if ((target.dataset.liveRegionUrl || window.location.href) !== url) { return; }
-          if (!own) { target.innerHTML = html; return; }
-          const fresh = doc.querySelector('[data-live-region="' + target.dataset.liveRegion + '"]');
-          if (fresh) { patchRegion(target, fresh); }
-        });
-        if (own) {
-          const pager = doc.querySelector(".paginator");
-          const mine = document.querySelector(".paginator");
-          if (pager && mine) { mine.innerHTML = pager.innerHTML; }
-        }
-        rendered();
-        showTimes();
-        syncRetryingSegments();
+        const roots = Array.from(document.querySelectorAll("[data-live-region]"));
+        unlessPressed("region " + url, roots, function () { applyRegion(url, el, html); });
       });
     });
+  }
+
+  function applyRegion(url, el, html) {
+    const own = !el.dataset.liveRegionUrl;
+    const doc = own ? new DOMParser().parseFromString(html, "text/html") : null;
+    document.querySelectorAll("[data-live-region]").forEach(function (target) {
+      if ((target.dataset.liveRegionUrl || window.location.href) !== url) { return; }
+      if (!own) { target.innerHTML = html; return; }
+      const fresh = doc.querySelector('[data-live-region="' + target.dataset.liveRegion + '"]');
+      if (fresh) { patchRegion(target, fresh); }
+    });
+    if (own) {
+      const pager = doc.querySelector(".paginator");
+      const mine = document.querySelector(".paginator");
+      if (pager && mine) { mine.innerHTML = pager.innerHTML; }
+    }
+    rendered();
+    showTimes();
+    syncRetryingSegments();
   }
 
   // A batch page's bar (kept across re-renders) takes its backing-off share from the summary.
