@@ -125,11 +125,18 @@ def test_a_click_survives_a_live_re_render_during_the_press(browser, server, tx_
     page = _page(browser, server, login_cookie(tx_tenant_a, "ui-press"))
     page.goto(server.url(path=f"/admin/orchestration/marketplacejob/{job.pk}/change/"))
     _live(page)
-    button = page.locator("button[name=cancel]")
-    button.scroll_into_view_if_needed()
-    box = button.bounding_box()
-    assert box is not None
-    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    expect(page.locator("button[name=cancel]")).to_be_visible()
+    # Scroll and measure in one script: the page's own first re-render (the snapshot's) may
+    # replace the button between two separate calls; it re-renders in the same place.
+    box = page.evaluate(
+        """() => {
+            const button = document.querySelector("button[name=cancel]");
+            button.scrollIntoView({ block: "center" });
+            const r = button.getBoundingClientRect();
+            return { x: r.x + r.width / 2, y: r.y + r.height / 2 };
+        }"""
+    )
+    page.mouse.move(box["x"], box["y"])
     page.mouse.down()
     # A live re-render lands while the button is pressed (as a job message would cause).
     with page.expect_response(lambda r: "/timeline/" in r.url):
