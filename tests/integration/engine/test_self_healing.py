@@ -245,15 +245,21 @@ def test_a_drifted_running_count_does_not_hide_a_tenants_lost_runs(engine):
     assert sweep_all_tenants(reconcile=True)["recovered"] == {"test_alpha": 1}
 
 
+def _restarts_without_processes(watchdog: Watchdog, monkeypatch) -> list[float]:
+    """``restart`` without processes or a sweep; returns the list its waits are recorded in."""
+    slept: list[float] = []
+    monkeypatch.setattr(watchdog, "stop_cluster", lambda graceful: None)
+    monkeypatch.setattr(watchdog, "_sweep", lambda reconcile: None)
+    monkeypatch.setattr(watchdog, "_sleep", slept.append)
+    return slept
+
+
 def test_a_cluster_that_was_working_is_restarted_at_once_however_often(tenant_a, monkeypatch):
     """Kills of a working cluster (OOM killer) never hold it back; only clusters that get
     nothing done (crashing at start) are restarted with a growing delay."""
     connection.set_schema_to_public()
     watchdog = _watchdog(started_ago=30)
-    slept: list[float] = []
-    monkeypatch.setattr(watchdog, "stop_cluster", lambda graceful: None)
-    monkeypatch.setattr(watchdog, "_sweep", lambda reconcile: None)
-    monkeypatch.setattr(watchdog, "_sleep", slept.append)
+    slept = _restarts_without_processes(watchdog, monkeypatch)
 
     def start_cluster() -> None:
         watchdog.cluster_started = timezone.now() - timedelta(seconds=30)
@@ -277,10 +283,7 @@ def test_a_cluster_killed_while_it_starts_comes_back_at_once(tenant_a, monkeypat
     backs off (the chaos kill storm stalled 85 s when kills counted as crashes)."""
     connection.set_schema_to_public()
     watchdog = _watchdog(started_ago=2)
-    slept: list[float] = []
-    monkeypatch.setattr(watchdog, "stop_cluster", lambda graceful: None)
-    monkeypatch.setattr(watchdog, "_sweep", lambda reconcile: None)
-    monkeypatch.setattr(watchdog, "_sleep", slept.append)
+    slept = _restarts_without_processes(watchdog, monkeypatch)
     monkeypatch.setattr(watchdog, "start_cluster", lambda: None)
     WorkerCluster.objects.filter(name=watchdog.name).update(last_progress_at=None)
 
