@@ -11,7 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import Count, F, Q
 from django.utils import timezone
 from psycopg.types.json import Jsonb
 
@@ -40,25 +40,35 @@ from tenants.models import TenantQueue
 from webhooks import outbox
 
 
-def steps_completed_by(run_id: int) -> int:
-    """Steps a run completed (kept on the run when it ends; tasks remember their last run)."""
-    return MarketplaceTask.objects.filter(last_run_id=run_id, status=TaskStatus.COMPLETED).count()
+def steps_completed_by(run_id: int, job_id: int) -> int:
+    """Steps a run completed (kept on the run when it ends; tasks remember their last run).
+
+    Counted among the job's own tasks (``FILTER``, not ``WHERE``): a ``WHERE status =
+    'completed'`` lets the planner read the index of every task the tenant ever completed.
+    """
+    done = Q(last_run_id=run_id, status=TaskStatus.COMPLETED)
+    return MarketplaceTask.objects.filter(job_id=job_id).aggregate(n=Count("pk", filter=done))["n"]
 
 
 def _end_run(claim: Claim, status: str, **fields) -> None:
     transitions.transition(JobRun, claim.run_id, status, finished_at=timezone.now(),
-                           steps_completed=steps_completed_by(claim.run_id), **fields)  # fmt: skip
+                           steps_completed=steps_completed_by(claim.run_id, claim.job_id),
+                           **fields)  # fmt: skip
     marks.runs_finished(current_schema(), 1)
 
 
 # The job's last step and its end are one commit: the run row's lock is the fence (as in
 # ``advance``); ``done`` completes the last task (none when the job had no step left to
 # run: ``task_id`` NULL); its snapshot still sees that task RUNNING, hence ``completing``.
+# The run's steps are counted among its job's tasks (see ``steps_completed_by``): this plan
+# is generic and kept for the connection's life, and one chosen on a small table read the
+# index of every completed task of the tenant at each job's end.
 _FINISH_SQL = """
 WITH run AS (
     UPDATE {run} SET status = 'completed', finished_at = %(now)s,
-           steps_completed = (SELECT count(*) FROM {task}
-                               WHERE last_run_id = %(run_id)s AND status = 'completed')
+           steps_completed = (SELECT count(*) FILTER (WHERE t.last_run_id = %(run_id)s
+                                                        AND t.status = 'completed')
+                                FROM {task} AS t WHERE t.job_id = {run}.job_id)
                              + %(completing)s
      WHERE id = %(run_id)s AND status = 'running'
  RETURNING job_id),

@@ -71,7 +71,7 @@ def recover_run(run_id: int, *, message: str, expired_before: datetime | None = 
             )  # fmt: skip
         transitions.transition(
             JobRun, run.pk, RunStatus.FAILED, finished_at=now,
-            steps_completed=steps_completed_by(run.pk),
+            steps_completed=steps_completed_by(run.pk, run.job_id),
             error_kind=JobRun.ErrorKind.WORKER_LOST, error_message=message,
             failed_step=running_task[1] if running_task else "",
         )  # fmt: skip
