@@ -113,13 +113,27 @@ def execute_prepared(sql: str, params: dict[str, Any]) -> tuple:
     return tuple(row)
 
 
+def compact_sql(sql: str) -> str:
+    """The statement on one line with single spaces. psycopg caches a statement's parsing
+    (its placeholders) only up to 4,096 bytes (``MAX_CACHED_STATEMENT_LENGTH``); longer
+    ones are parsed again at every execution, each step's or job's end here."""
+    if "--" in sql:
+        raise ValueError("a hot statement must not hold an SQL comment: it would swallow the rest")
+    literals = sql.split("'")[1::2]
+    if any(" ".join(literal.split()) != literal for literal in literals):
+        raise ValueError("a string literal of a hot statement would lose its white space")
+    return " ".join(sql.split())
+
+
 @functools.cache
 def _sql(template: str) -> str:
-    return template.format(
-        run=JobRun._meta.db_table,
-        task=MarketplaceTask._meta.db_table,
-        job=MarketplaceJob._meta.db_table,
-        task_sources=sql_list(states.sources("task", TaskStatus.RUNNING)),
+    return compact_sql(
+        template.format(
+            run=JobRun._meta.db_table,
+            task=MarketplaceTask._meta.db_table,
+            job=MarketplaceJob._meta.db_table,
+            task_sources=sql_list(states.sources("task", TaskStatus.RUNNING)),
+        )
     )
 
 

@@ -18,6 +18,7 @@ from psycopg.types.json import Jsonb
 from orchestration import events, states, steps
 from orchestration.engine import marks, transitions
 from orchestration.engine.advance import (
+    compact_sql,
     emit_task,
     execute_prepared,
     fence,
@@ -62,7 +63,10 @@ def _end_run(claim: Claim, status: str, **fields) -> None:
 # run: ``task_id`` NULL); its snapshot still sees that task RUNNING, hence ``completing``.
 # The run's steps are counted among its job's tasks (see ``steps_completed_by``): this plan
 # is generic and kept for the connection's life, and one chosen on a small table read the
-# index of every completed task of the tenant at each job's end.
+# index of every completed task of the tenant at each job's end. ``batch`` reads ``queue``
+# so that it runs (and locks the tenant's queue row) before the batch row is locked: every
+# path takes the queue row before the batch row (deadlocks otherwise, with a job of the
+# batch failing in another worker); that condition is always true.
 _FINISH_SQL = """
 WITH run AS (
     UPDATE {run} SET status = 'completed', finished_at = %(now)s,
@@ -90,9 +94,6 @@ queue AS (
      WHERE schema_name = %(schema)s AND EXISTS (SELECT 1 FROM job)
  RETURNING 1),
 batch AS (
-    -- Reading ``queue`` here makes it run (and lock the tenant's queue row) before this
-    -- locks the batch row: every path takes the queue row before the batch row (deadlocks
-    -- otherwise, with a job of the batch failing in another worker). Always true.
     UPDATE {batch} SET completed_jobs = completed_jobs + 1
      WHERE id = %(batch_id)s AND EXISTS (SELECT 1 FROM job)
        AND (SELECT count(*) FROM queue) >= 0
@@ -148,14 +149,14 @@ def finish_completed(
 
 @functools.cache
 def _finish_sql() -> str:
-    return _FINISH_SQL.format(
+    return compact_sql(_FINISH_SQL.format(
         run=JobRun._meta.db_table, job=MarketplaceJob._meta.db_table,
         task=MarketplaceTask._meta.db_table, batch=Batch._meta.db_table,
         queue=f"public.{TenantQueue._meta.db_table}",
         batch_columns=", ".join(batch_row_columns()),
         job_sources=sql_list(states.sources("job", JobStatus.COMPLETED)),
         hook=outbox.completed_cte("job"),  # the job.run.completed webhook rows, if any
-    )  # fmt: skip
+    ))  # fmt: skip
 
 
 def finish_cancelled(claim: Claim) -> str:
