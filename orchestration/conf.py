@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 from django.conf import settings
+from django.core.signals import setting_changed
 
 DEFAULTS: dict[str, float] = {
     "LEASE_SECONDS": 60.0,  # a run's lease; renewed by heartbeat
@@ -35,8 +36,30 @@ DEFAULTS: dict[str, float] = {
 }
 
 
+_overrides: dict | None = None  # ``settings.ORCHESTRATION``, looked up once per change
+
+
 def get(key: str) -> float:
     env = os.environ.get(f"ORCHESTRATION_{key}")
     if env is not None:
         return float(env)
-    return float(getattr(settings, "ORCHESTRATION", {}).get(key, DEFAULTS[key]))
+    overrides = _overrides
+    if overrides is None:
+        # A settings lookup that misses costs a raised AttributeError; this runs several
+        # times per step. The dict itself is kept, so a change made in place is seen too.
+        overrides = _set_overrides(getattr(settings, "ORCHESTRATION", {}))
+    return float(overrides.get(key, DEFAULTS[key]))
+
+
+def _set_overrides(value: dict | None) -> dict:
+    global _overrides
+    _overrides = value
+    return value or {}
+
+
+def _on_setting_changed(setting: str, **kwargs) -> None:
+    if setting == "ORCHESTRATION":
+        _set_overrides(None)
+
+
+setting_changed.connect(_on_setting_changed, dispatch_uid="orchestration-conf")
