@@ -17,13 +17,14 @@ a minute's worth at once and idling for the rest of the minute.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Max, Min, Q
+from django.db.models import Min, Q
 from django.utils import timezone
 
 from orchestration import conf, events, states, steps
@@ -325,38 +326,84 @@ def claim_jobs(*, limit: int, worker: str | None = None) -> list[Claim]:
         return start_runs(jobs, worker=worker or worker_id(), now=now)
 
 
-_START_JOBS = """
-UPDATE {job} AS j SET status = 'running', current_run_id = v.run_id,
-       started_at = COALESCE(j.started_at, %s)
-  FROM (SELECT unnest(%s::bigint[]) AS job_id, unnest(%s::bigint[]) AS run_id) AS v
- WHERE j.id = v.job_id AND j.status = ANY(%s)
+# A claim's runs and its jobs' move to RUNNING in one statement: each run's attempt follows
+# the job's last one, its ``retry_of`` is the job's current run; the jobs' rows are locked
+# by the claim, and ``moved`` counts the jobs that really moved (a second line of defence
+# behind those locks). The other columns take their model defaults (``_run_columns``).
+_START_RUNS = """
+WITH v AS (SELECT * FROM unnest(%(ids)s::bigint[], %(previous)s::bigint[], %(keys)s::text[])
+                  AS v(job_id, retry_of_id, resource_key)),
+runs AS (
+    INSERT INTO {run} ({columns})
+    SELECT {values} FROM v
+    RETURNING id, job_id, attempt),
+moved AS (
+    UPDATE {job} AS j SET status = 'running', current_run_id = runs.id,
+           started_at = COALESCE(j.started_at, %(now)s)
+      FROM runs WHERE j.id = runs.job_id AND j.status = ANY(%(sources)s)
+    RETURNING j.id)
+SELECT runs.job_id, runs.id, runs.attempt, (SELECT count(*) FROM moved) FROM runs
 """
+
+_RUN_VALUES = {
+    "job_id": "v.job_id",
+    "attempt": "COALESCE((SELECT max(r.attempt) FROM {run} AS r WHERE r.job_id = v.job_id), 0) + 1",
+    "retry_of_id": "v.retry_of_id",
+    "worker": "%(worker)s",
+    "started_at": "%(now)s",
+    "heartbeat_at": "%(now)s",
+    "lease_expires_at": "%(lease)s",
+    "resource_key": "v.resource_key",
+}
+
+
+@functools.cache
+def _run_columns() -> tuple[str, dict[str, Any]]:
+    """The runs' insert: the statement, and the parameters of the columns it does not set
+    itself, each the model field's default (a field added later is covered too)."""
+    run = JobRun._meta.db_table
+    columns, values, defaults = [], [], {}
+    for f in JobRun._meta.concrete_fields:
+        if f.primary_key:
+            continue
+        columns.append(f.column)
+        if f.column in _RUN_VALUES:
+            values.append(_RUN_VALUES[f.column].format(run=run))
+        else:
+            name = f"default_{f.column}"
+            values.append(f"CAST(%({name})s AS {f.db_type(connection)})")
+            defaults[name] = f.get_db_prep_value(f.get_default(), connection)
+    sql = _START_RUNS.format(
+        run=run, job=MarketplaceJob._meta.db_table, columns=", ".join(columns),
+        values=", ".join(values),
+    )  # fmt: skip
+    return sql, defaults
+
+
+@dataclass(frozen=True)
+class _Run:
+    pk: int
+    attempt: int
 
 
 def start_runs(jobs: list[MarketplaceJob], *, worker: str, now) -> list[Claim]:
     ids = [job.pk for job in jobs]
-    last = dict(
-        JobRun.objects.filter(job_id__in=ids)
-        .values("job_id")
-        .annotate(n=Max("attempt"))
-        .values_list("job_id", "n")
-    )
-    lease = now + timedelta(seconds=conf.get("LEASE_SECONDS"))
-    runs = JobRun.objects.bulk_create(
-        JobRun(job_id=job.pk, attempt=last.get(job.pk, 0) + 1, retry_of_id=job.current_run_id,
-               worker=worker, started_at=now, heartbeat_at=now, lease_expires_at=lease,
-               resource_key=job.resource_key)
-        for job in jobs
-    )  # fmt: skip
     for job in jobs:  # the rows are locked by the claim; the table must allow the move
         states.check("job", job.pk, job.status, JobStatus.RUNNING)
+    sql, defaults = _run_columns()
+    params = {
+        **defaults, "ids": ids, "previous": [job.current_run_id for job in jobs],
+        "keys": [job.resource_key for job in jobs], "worker": worker, "now": now,
+        "lease": now + timedelta(seconds=conf.get("LEASE_SECONDS")),
+        "sources": sorted(JOB_CLAIMABLE),
+    }  # fmt: skip
     with connection.cursor() as cursor:
-        cursor.execute(
-            _START_JOBS.format(job=MarketplaceJob._meta.db_table),
-            [now, ids, [run.pk for run in runs], sorted(JOB_CLAIMABLE)],
-        )
-        if cursor.rowcount != len(ids):  # a second line behind the claim's row locks
-            raise states.ForbiddenTransition("job", ids, "not claimable", JobStatus.RUNNING)
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    if len(rows) != len(ids) or rows[0][3] != len(ids):  # behind the claim's row locks
+        raise states.ForbiddenTransition("job", ids, "not claimable", JobStatus.RUNNING)
+    started = {job_id: _Run(run_id, attempt) for job_id, run_id, attempt, _moved in rows}
+    runs = [started[job_id] for job_id in ids]
     marks.runs_started(current_schema(), len(jobs))
     tasks_of: dict[int, list[MarketplaceTask]] = {job_id: [] for job_id in ids}
     for task in MarketplaceTask.objects.filter(job_id__in=ids).order_by("job_id", "step_order"):

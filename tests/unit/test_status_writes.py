@@ -23,7 +23,7 @@ ENGINE_MODELS = {"Batch", "MarketplaceJob", "MarketplaceTask", "JobRun"}
 WRITE_METHODS = {"update", "create", "get_or_create", "update_or_create", "bulk_update"}
 # (file, module-level name) of SQL text allowed to set a status (docs/engine.md).
 ALLOWED_SQL = {
-    ("orchestration/engine/claims.py", "_START_JOBS"),  # claim: jobs → running
+    ("orchestration/engine/claims.py", "_START_RUNS"),  # claim: runs inserted, jobs → running
     ("orchestration/engine/advance.py", "_START_SQL"),  # first task → running
     ("orchestration/engine/advance.py", "_ADVANCE_BODY"),  # task → completed, next → running
     ("orchestration/engine/finish.py", "_FINISH_SQL"),  # run and job → completed

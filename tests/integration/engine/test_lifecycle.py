@@ -74,6 +74,25 @@ def test_single_job_lifecycle_has_one_run(engine):
     assert all(e.tenant == "test_alpha" for e in engine.recorder.events)
 
 
+def test_a_claimed_run_starts_with_its_defaults_and_lease(engine):
+    """The claim inserts runs in one statement; every column it does not set is the model's
+    default, as an ORM-created run would have it."""
+    from orchestration.engine.claims import claim_next_job
+
+    job = job_create(marketplace=MARKETPLACE, action="one", params=engine.params())
+    claim = claim_next_job(worker="host:1")
+    run = JobRun.objects.get(pk=claim.run_id)
+    blank = JobRun(job=job, attempt=1, lease_expires_at=run.lease_expires_at)
+    for field in ("status", "error_kind", "error_message", "traceback", "failed_step",
+                  "steps_completed", "finished_at"):  # fmt: skip
+        assert getattr(run, field) == getattr(blank, field), field
+    assert (run.job_id, run.attempt, run.retry_of_id, run.worker) == (job.pk, 1, None, "host:1")
+    assert run.started_at == run.heartbeat_at < run.lease_expires_at
+    assert run.resource_key == job.resource_key != ""
+    job.refresh_from_db()
+    assert (job.status, job.current_run_id) == ("running", run.pk)
+
+
 def test_batch_progress_0_33_66_100(engine):
     batch = batch_create(name="three", jobs=[engine.spec("one") for _ in range(3)])
     seen = [batch.progress_percent]
