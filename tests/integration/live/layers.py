@@ -13,9 +13,19 @@ import uuid
 
 REDIS_LAYER_URL = "redis://127.0.0.1:6379/9"  # a database of its own for these tests
 # Keys of one test run (its process and the servers and workers it starts, which inherit
-# the variable): concurrent runs on one machine share database 9 but never a group.
+# the variable): concurrent runs on one machine share database 9 but never a group. Each
+# xdist worker has its own (its tests use the same tenant names, so the same group names,
+# in databases of their own): the variable set in the controlling process is inherited by
+# every worker, and without the worker's name two workers' batches met on one overview.
 PREFIX_ENV = "ORCH_TEST_REDIS_PREFIX"
-REDIS_PREFIX = os.environ.setdefault(PREFIX_ENV, f"asgi-test-{uuid.uuid4().hex[:12]}")
+_run_prefix = os.environ.setdefault(PREFIX_ENV, f"asgi-test-{uuid.uuid4().hex[:12]}")
+_xdist_worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+REDIS_PREFIX = (
+    f"{_run_prefix}-{_xdist_worker}"
+    if _xdist_worker and not _run_prefix.endswith(f"-{_xdist_worker}")
+    else _run_prefix
+)
+os.environ[PREFIX_ENV] = REDIS_PREFIX  # what this worker's servers and clusters inherit
 
 REDIS_CHANNEL_LAYERS = {
     "default": {
