@@ -178,6 +178,51 @@ def test_publishing_from_many_threads_never_blocks_on_the_layer():
     assert len(layer.sent) == 200
 
 
+class ChunkLayer:
+    """Records each ``group_send_many`` call: when, and how many messages."""
+
+    def __init__(self):
+        self.chunks: list[tuple[float, int]] = []
+
+    async def group_send_many(self, pairs):
+        self.chunks.append((time.monotonic(), len(pairs)))
+
+
+def test_a_busy_publisher_sends_job_messages_in_spaced_chunks():
+    """Job-level messages that keep coming go out at most once per ``BUSY_INTERVAL`` (each
+    send has a fixed cost); none is lost, and a message after a quiet spell goes at once
+    (after ``LINGER``), not a busy interval later."""
+    layer = ChunkLayer()
+    publisher = live.Publisher(layer_factory=lambda: layer, busy_interval=0.05, linger=0.005)
+    try:
+        started = time.monotonic()
+        for i in range(300):  # ~1 message per ms, each of a different step
+            event = events.Event(type="task_progress", tenant="acme", status="running",
+                                 job_id=1 + i // 5, task_id=i)  # fmt: skip
+            publisher.publish(live.outgoing_for(event))
+            time.sleep(0.001)
+        busy = time.monotonic() - started
+        assert publisher.flush(5)
+        sent_during_busy = [n for t, n in layer.chunks if t <= started + busy]
+        # Spaced by 50 ms: at most one chunk per 50 ms of publishing (a 5 ms linger alone
+        # would send one every ~5 ms, ten times as many).
+        assert len(sent_during_busy) <= busy / 0.05 + 2, (len(sent_during_busy), busy)
+        assert sum(n for _, n in layer.chunks) == 300
+        time.sleep(0.2)  # quiet
+        quiet_chunks = len(layer.chunks)
+        publisher.publish(
+            live.outgoing_for(
+                events.Event(
+                    type="task_progress", tenant="acme", status="running", job_id=999, task_id=9999
+                )
+            )
+        )
+        assert publisher.flush(5)
+        assert len(layer.chunks) == quiet_chunks + 1
+    finally:
+        publisher.stop()
+
+
 async def _collect_until(layer, channel, done, timeout=20.0) -> list[dict]:
     received: list[dict] = []
     deadline = time.monotonic() + timeout
