@@ -362,11 +362,13 @@ def _run_columns() -> tuple[str, dict[str, Any]]:
     """The runs' insert: the statement, and the parameters of the columns it does not set
     itself, each the model field's default (a field added later is covered too)."""
     run = JobRun._meta.db_table
-    columns, values, defaults = [], [], {}
+    columns: list[str] = []
+    values: list[str] = []
+    defaults: dict[str, Any] = {}
     for f in JobRun._meta.concrete_fields:
         if f.primary_key:
             continue
-        columns.append(f.column)
+        columns.append(str(f.column))
         if f.column in _RUN_VALUES:
             values.append(_RUN_VALUES[f.column].format(run=run))
         else:
