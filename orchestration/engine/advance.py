@@ -9,6 +9,7 @@ FAILED and writes nothing.
 from __future__ import annotations
 
 import functools
+import weakref
 from datetime import timedelta
 from typing import Any
 
@@ -98,19 +99,33 @@ def execute_prepared(sql: str, params: dict[str, Any]) -> tuple:
     every step; a psycopg cursor with server-side binding on the same connection (same
     transaction, same tenant search_path, set by Django's cursor first) plans them once.
     """
-    with connection.cursor():  # connects and applies the tenant's search_path if needed
-        pass
     raw = connection.connection
+    if raw is None or raw.closed or not getattr(connection, "search_path_set_schemas", None):
+        with connection.cursor():  # connects and applies the tenant's search_path
+            pass
+        raw = connection.connection
     assert raw is not None
-    if raw.prepare_threshold is None:
-        # Django turns psycopg's statement preparation off (``prepare_threshold=None``), which
-        # also ignores ``prepare=True``. A threshold nothing reaches prepares only these.
-        raw.prepare_threshold = _EXPLICIT_PREPARE_ONLY
-    with psycopg.Cursor(raw) as cursor:
-        cursor.execute(sql, params, prepare=True)
-        row = cursor.fetchone()
+    cursor = _cursors.get(raw)
+    if cursor is None:
+        if raw.prepare_threshold is None:
+            # Django turns psycopg's statement preparation off (``prepare_threshold=None``),
+            # which also ignores ``prepare=True``. A threshold nothing reaches prepares only
+            # these.
+            raw.prepare_threshold = _EXPLICIT_PREPARE_ONLY
+        cursor = _cursors[raw] = psycopg.Cursor(raw)
+    cursor.execute(sql, params, prepare=True)
+    row = cursor.fetchone()
     assert row is not None
     return tuple(row)
+
+
+# One psycopg cursor per connection for the hot statements (a cursor per statement, and a
+# Django cursor opened only to check the connection and the search path, were ~5% of a
+# worker's Python per step); a new connection gets a new one. (django-tenants clears
+# ``search_path_set_schemas`` when the tenant changes, so the path is set again then.)
+_cursors: weakref.WeakKeyDictionary[psycopg.Connection, psycopg.Cursor] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def compact_sql(sql: str) -> str:
