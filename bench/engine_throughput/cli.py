@@ -27,8 +27,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--rounds",
         type=int,
-        default=3,
-        help="alternate raw q2 and engine runs this many times; the ratio is of the medians",
+        default=5,
+        help=(
+            "alternate the peers' and the engine's runs this many times; the ratio is of the "
+            "medians (5: two rounds thrown off by the VM's ±15%% swings do not move a median)"
+        ),
     )
     parser.add_argument(
         "--profile-jobs",
