@@ -32,6 +32,7 @@ from bench.harness.database import (
     server_url,
     setup_django,
     throwaway_database,
+    vacuum_analyze,
     with_database,
 )
 from bench.harness.pgbench import find_pgbench, pgbench_single_row_updates
@@ -112,6 +113,7 @@ __all__ = [
     "setup_django",
     "throwaway_database",
     "tree_cpu_seconds",
+    "vacuum_analyze",
     "wait_for_count",
     "wal_stats",
     "with_database",

@@ -142,12 +142,32 @@ def describe_database(embedded: bool, name: str, **extra: Any) -> dict[str, Any]
     with connection.cursor() as cursor:
         cursor.execute("SHOW server_version")
         version = cursor.fetchone()[0]
+        cursor.execute("SHOW autovacuum")
+        autovacuum = cursor.fetchone()[0]
     return {
         "server": "embedded (pgserver)" if embedded else "DATABASE_URL",
         "server_version": version,
+        "autovacuum": autovacuum,
         "bench_database": name,
         **extra,
     }
+
+
+def vacuum_analyze(url: str) -> float:
+    """``VACUUM (ANALYZE)`` the bench database (every system's tables alike); seconds taken.
+
+    What autovacuum does between runs on a server that has it. This machine's shared
+    server runs with ``autovacuum = off``: without this, each round inherits every earlier
+    round's dead rows and table statistics of an empty database, and every system's
+    queue queries slow down round after round (the engine's claim read ~6,000 dead index
+    entries per claim by the fifth round).
+    """
+    import time
+
+    started = time.perf_counter()
+    with connect(url) as conn:
+        conn.execute("VACUUM (ANALYZE)")
+    return time.perf_counter() - started
 
 
 @contextlib.contextmanager
