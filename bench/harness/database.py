@@ -6,6 +6,7 @@ import contextlib
 import os
 import secrets
 import sys
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -162,8 +163,6 @@ def vacuum_analyze(url: str) -> float:
     queue queries slow down round after round (the engine's claim read ~6,000 dead index
     entries per claim by the fifth round).
     """
-    import time
-
     started = time.perf_counter()
     with connect(url) as conn:
         conn.execute("VACUUM (ANALYZE)")

@@ -382,12 +382,6 @@ def _run_columns() -> tuple[str, dict[str, Any]]:
     return sql, defaults
 
 
-@dataclass(frozen=True)
-class _Run:
-    pk: int
-    attempt: int
-
-
 def start_runs(jobs: list[MarketplaceJob], *, worker: str, now) -> list[Claim]:
     ids = [job.pk for job in jobs]
     for job in jobs:  # the rows are locked by the claim; the table must allow the move
@@ -404,21 +398,21 @@ def start_runs(jobs: list[MarketplaceJob], *, worker: str, now) -> list[Claim]:
         rows = cursor.fetchall()
     if len(rows) != len(ids) or rows[0][3] != len(ids):  # behind the claim's row locks
         raise states.ForbiddenTransition("job", ids, "not claimable", JobStatus.RUNNING)
-    started = {job_id: _Run(run_id, attempt) for job_id, run_id, attempt, _moved in rows}
-    runs = [started[job_id] for job_id in ids]
+    started = {job_id: (run_id, attempt) for job_id, run_id, attempt, _moved in rows}
     marks.runs_started(current_schema(), len(jobs))
     tasks_of: dict[int, list[MarketplaceTask]] = {job_id: [] for job_id in ids}
     for task in MarketplaceTask.objects.filter(job_id__in=ids).order_by("job_id", "step_order"):
         tasks_of[task.job_id].append(task)
     started_batches: set[int] = set()
     result = []
-    for job, run in zip(jobs, runs, strict=True):
-        events.emit("job_status", status=JobStatus.RUNNING, job_id=job.pk, run_id=run.pk,
-                    batch_id=job.batch_id, data={"from": job.status, "attempt": run.attempt})  # fmt: skip
-        events.emit("run_started", status=RunStatus.RUNNING, job_id=job.pk, run_id=run.pk,
-                    batch_id=job.batch_id, data={"attempt": run.attempt, "worker": worker})  # fmt: skip
+    for job in jobs:
+        run_id, attempt = started[job.pk]
+        events.emit("job_status", status=JobStatus.RUNNING, job_id=job.pk, run_id=run_id,
+                    batch_id=job.batch_id, data={"from": job.status, "attempt": attempt})  # fmt: skip
+        events.emit("run_started", status=RunStatus.RUNNING, job_id=job.pk, run_id=run_id,
+                    batch_id=job.batch_id, data={"attempt": attempt, "worker": worker})  # fmt: skip
         if job.batch_id and job.batch_id not in started_batches:
             started_batches.add(job.batch_id)
             batch_apply_job_moves(job.batch_id, [(job.status, JobStatus.RUNNING)])
-        result.append(Claim(job.pk, run.pk, run.attempt, job.batch_id, job, tasks_of[job.pk]))
+        result.append(Claim(job.pk, run_id, attempt, job.batch_id, job, tasks_of[job.pk]))
     return result
