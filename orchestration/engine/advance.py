@@ -9,7 +9,9 @@ FAILED and writes nothing.
 from __future__ import annotations
 
 import functools
+import re
 import weakref
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -98,6 +100,8 @@ def execute_prepared(sql: str, params: dict[str, Any]) -> tuple:
     Django's cursors bind parameters client-side, so PostgreSQL would plan these CTEs on
     every step; a psycopg cursor with server-side binding on the same connection (same
     transaction, same tenant search_path, set by Django's cursor first) plans them once.
+    The statement is sent with ``$n`` placeholders (see ``positional``) through a raw
+    cursor, so psycopg does not parse its text again at each execution.
     """
     raw = connection.connection
     if raw is None or raw.closed or not getattr(connection, "search_path_set_schemas", None):
@@ -112,8 +116,9 @@ def execute_prepared(sql: str, params: dict[str, Any]) -> tuple:
             # which also ignores ``prepare=True``. A threshold nothing reaches prepares only
             # these.
             raw.prepare_threshold = _EXPLICIT_PREPARE_ONLY
-        cursor = _cursors[raw] = psycopg.Cursor(raw)
-    cursor.execute(sql, params, prepare=True)
+        cursor = _cursors[raw] = psycopg.RawCursor(raw)
+    text, names = positional(sql)
+    cursor.execute(text, [params[name] for name in names], prepare=True)
     row = cursor.fetchone()
     assert row is not None
     return tuple(row)
@@ -123,15 +128,39 @@ def execute_prepared(sql: str, params: dict[str, Any]) -> tuple:
 # Django cursor opened only to check the connection and the search path, were ~5% of a
 # worker's Python per step); a new connection gets a new one. (django-tenants clears
 # ``search_path_set_schemas`` when the tenant changes, so the path is set again then.)
-_cursors: weakref.WeakKeyDictionary[psycopg.Connection, psycopg.Cursor] = (
+_cursors: weakref.WeakKeyDictionary[psycopg.Connection, psycopg.RawCursor] = (
     weakref.WeakKeyDictionary()
 )
 
+_NAMED = re.compile(r"%\((\w+)\)s")
+
+
+@functools.cache
+def positional(sql: str) -> tuple[bytes, tuple[str, ...]]:
+    """A statement written with ``%(name)s`` placeholders, as PostgreSQL's ``$n`` ones, and
+    the names in their order (a name used twice is one parameter).
+
+    psycopg's own conversion of named placeholders runs at every execution of a statement
+    over 4,096 bytes (``MAX_CACHED_STATEMENT_LENGTH``): the job's end, with the next job's
+    start in it, is longer (issue 17: ~5% of a worker's Python in a py-spy profile).
+    """
+    names: list[str] = []
+
+    def number(match: re.Match) -> str:
+        name = match.group(1)
+        if name not in names:
+            names.append(name)
+        return f"${names.index(name) + 1}"
+
+    text = _NAMED.sub(number, sql)
+    if "%" in text:
+        raise ValueError(f"a hot statement holds a '%' that is not a %(name)s placeholder: {sql!r}")
+    return text.encode(), tuple(names)
+
 
 def compact_sql(sql: str) -> str:
-    """The statement on one line with single spaces. psycopg caches a statement's parsing
-    (its placeholders) only up to 4,096 bytes (``MAX_CACHED_STATEMENT_LENGTH``); longer
-    ones are parsed again at every execution, each step's or job's end here."""
+    """The statement on one line with single spaces: shorter to hash, to send when it is
+    prepared, and to read in ``pg_stat_activity`` and the server's log."""
     if "--" in sql:
         raise ValueError("a hot statement must not hold an SQL comment: it would swallow the rest")
     literals = sql.split("'")[1::2]
@@ -213,6 +242,48 @@ def task_advance(
     elif nxt is not None and not cancel:
         fenced_or_forbidden(claim, run_alive, nxt, TaskStatus.RUNNING)
     return bool(cancel)
+
+
+@dataclass
+class NextStart:
+    """The first step of the next claimed job, started by the commit that ends the job before
+    it (``finish.finish_completed``): a drain running claimed jobs back to back then makes one
+    commit per step, none of them only to start a job. ``started`` and ``cancel`` are set once
+    that commit is done; unless ``started``, the job starts with its own ``task_start``."""
+
+    claim: Claim
+    task: MarketplaceTask
+    outputs: dict
+    started: bool = False
+    cancel: bool = False
+
+
+# The next job's start inside the previous job's end: its run's lock (a first write, so the
+# lease is renewed and ``started_at`` set) and its first task's move to RUNNING, as in
+# ``task_start``. Taken before the ending run's rows (its ``run`` waits for ``next_started``):
+# the recovery sweep locks a run before its job's queue and batch rows, so these run and task
+# locks must not be taken after them.
+NEXT_START_CTES = """
+next_run AS (
+    UPDATE {run} SET heartbeat_at = %(now)s, lease_expires_at = %(next_lease)s, started_at = %(now)s
+     WHERE id = %(next_run_id)s AND status = 'running'
+ RETURNING job_id),
+next_started AS (
+    UPDATE {task} AS t SET status = 'running', input = %(next_input)s, started_at = %(now)s,
+           completed_at = NULL, error_message = '', attempts = t.attempts + 1,
+           last_run_id = %(next_run_id)s
+      FROM next_run WHERE t.id = %(next_task_id)s AND t.job_id = next_run.job_id
+       AND t.status IN ({task_sources})
+ RETURNING t.job_id),"""
+
+NEXT_START_COLUMNS = """(SELECT count(*) FROM next_started),
+       COALESCE((SELECT cancel_requested FROM {job} WHERE id = (SELECT job_id FROM next_run)), false),"""
+
+
+def next_start_params(start: NextStart, now) -> dict[str, Any]:
+    return {"next_run_id": start.claim.run_id, "next_task_id": start.task.pk,
+            "next_input": Jsonb(start.outputs),
+            "next_lease": now + timedelta(seconds=conf.get("LEASE_SECONDS"))}  # fmt: skip
 
 
 def emit_task(claim: Claim, task: MarketplaceTask, status: str, **data) -> None:

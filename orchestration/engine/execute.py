@@ -10,6 +10,7 @@ import logging
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from datetime import timedelta
 
 from django.db import connection, transaction
@@ -20,7 +21,7 @@ from orchestration.engine import advance, finish, slots
 from orchestration.engine.claims import CLAIM_FIELDS, Claim, claim_jobs, start_runs
 from orchestration.engine.executor import StepExecutor
 from orchestration.engine.session import DATABASE_LOST, RunFenced, worker_id
-from orchestration.models import JobRun, MarketplaceJob
+from orchestration.models import JobRun, MarketplaceJob, MarketplaceTask
 from orchestration.states import JOB_CLAIMABLE, RunStatus, TaskStatus
 from tenants.db import current_schema
 
@@ -54,15 +55,31 @@ def execute_claims(
     connection raises ``DatabaseLost`` with the claims left.
     """
     renewed = time.monotonic()
+    start: advance.NextStart | None = None  # the next job's start, made by this one's end
     for index, claim in enumerate(claimed):
-        if deadline is not None and time.monotonic() >= deadline:
+        started = start if start is not None and start.started and start.claim is claim else None
+        if started is None and deadline is not None and time.monotonic() >= deadline:
             return index, claimed[index:]
         waiting = [c.run_id for c in claimed[index + 1 :]]
+        following = claimed[index + 1] if index + 1 < len(claimed) else None
+        made: list[advance.NextStart] = []
+
+        def then(
+            following: Claim | None = following, made: list[advance.NextStart] = made
+        ) -> advance.NextStart | None:
+            # Asked by the job's last step: none past the deadline (it would not be run).
+            if following is None or (deadline is not None and time.monotonic() >= deadline):
+                return None
+            nxt = next_start(following)
+            if nxt is not None:
+                made.append(nxt)
+            return nxt
+
         try:
             if waiting and time.monotonic() - renewed >= conf.get("HEARTBEAT_SECONDS"):
                 renew_leases([claim.run_id, *waiting])
                 renewed = time.monotonic()
-            execute_claim(claim, executor=executor, waiting=waiting)
+            execute_claim(claim, executor=executor, waiting=waiting, started=started, then=then)
         except DATABASE_LOST as exc:
             raise DatabaseLost(claimed[index:], exc) from exc
         except Exception as exc:
@@ -71,6 +88,7 @@ def execute_claims(
                 _fail_internal(claim, exc)
             except DATABASE_LOST as lost:
                 raise DatabaseLost(claimed[index:], lost) from lost
+        start = made[0] if made else None
     return len(claimed), []
 
 
@@ -100,26 +118,55 @@ def renew_leases(run_ids: list[int]) -> int:
     )
 
 
+def _plan(claim: Claim) -> tuple[MarketplaceJob, list[MarketplaceTask], dict, dict]:
+    """(job, its tasks not completed, the completed ones' outputs, the steps provided by
+    name) for running a claimed job; raises ``steps.UnknownProvider``."""
+    job = claim.job or MarketplaceJob.objects.get(pk=claim.job_id)
+    tasks = claim.tasks if claim.tasks is not None else list(job.tasks.order_by("step_order"))
+    outputs = {t.step_type: t.output or {} for t in tasks if t.status == TaskStatus.COMPLETED}
+    pending = [t for t in tasks if t.status != TaskStatus.COMPLETED]
+    provided = {s.step_type: s for s in steps.steps_for(job.marketplace, job.action)}
+    return job, pending, outputs, provided
+
+
+def next_start(claim: Claim) -> advance.NextStart | None:
+    """The start of a claimed job's first remaining step, for the previous job's end to make
+    (None when the job would not start a step: nothing left, or its step is not provided)."""
+    try:
+        _job, pending, outputs, provided = _plan(claim)
+    except steps.UnknownProvider:
+        return None
+    if not pending or pending[0].step_type not in provided:
+        return None
+    return advance.NextStart(claim, pending[0], outputs)
+
+
 def execute_claim(
-    claim: Claim, *, executor: StepExecutor | None = None, waiting: list[int] | None = None
+    claim: Claim,
+    *,
+    executor: StepExecutor | None = None,
+    waiting: list[int] | None = None,
+    started: advance.NextStart | None = None,
+    then: Callable[[], advance.NextStart | None] | None = None,
 ) -> str:
     """Run the claimed job's remaining tasks in order; returns the job's final status here.
 
     ``waiting``: runs claimed with this one that start after it; their leases are renewed
     with this run's (a long job must not get them declared lost before they start).
+    ``started``: its first remaining step was already started (by the previous job's end).
+    ``then``: asked at the last step for the next claimed job's start, which this job's end
+    makes in the same commit.
     """
     if executor is None:
         executor = StepExecutor()
         try:
-            return execute_claim(claim, executor=executor, waiting=waiting)
+            return execute_claim(claim, executor=executor, waiting=waiting, started=started,
+                                 then=then)  # fmt: skip
         finally:
             executor.close()
     schema = current_schema()
-    job = claim.job or MarketplaceJob.objects.get(pk=claim.job_id)
-    tasks = claim.tasks if claim.tasks is not None else list(job.tasks.order_by("step_order"))
-    outputs = {t.step_type: t.output or {} for t in tasks if t.status == TaskStatus.COMPLETED}
     try:
-        provided = {s.step_type: s for s in steps.steps_for(job.marketplace, job.action)}
+        job, pending, outputs, provided = _plan(claim)
     except steps.UnknownProvider as exc:
         return finish.finish_failed(claim, None, steps.PermanentStepError(str(exc)), tb="")
     cancelled = threading.Event()
@@ -142,13 +189,16 @@ def execute_claim(
             with contextlib.suppress(Exception):
                 connection.close()
 
-    pending = [t for t in tasks if t.status != TaskStatus.COMPLETED]
     try:
-        # The first remaining task starts on its own; after that, each commit records one
-        # step's outcome and starts the next (one statement, one commit per step).
-        cancel = (
-            advance.task_start(claim, pending[0], outputs, first_write=True) if pending else False
-        )
+        # The first remaining task starts on its own (or with the previous job's end); after
+        # that, each commit records one step's outcome and starts the next (one statement,
+        # one commit per step).
+        if started is not None:
+            cancel = started.cancel
+        elif pending:
+            cancel = advance.task_start(claim, pending[0], outputs, first_write=True)
+        else:
+            cancel = False
         for index, task in enumerate(pending):
             if cancel or cancelled.is_set():
                 return finish.finish_cancelled(claim)
@@ -183,11 +233,16 @@ def execute_claim(
                 last_beat[0] = time.monotonic()
                 renew_leases(waiting or [])
             if nxt is None:  # the last step's commit also ends the job
-                return finish.finish_completed(claim, outputs, (task, dict(output), reused))
+                return finish.finish_completed(
+                    claim, outputs, (task, dict(output), reused),
+                    start_next=then() if then is not None else None,
+                )  # fmt: skip
             cancel = advance.task_advance(
                 claim, task, dict(output), reused, nxt, outputs, renew=renew
             )
-        return finish.finish_completed(claim, outputs)
+        return finish.finish_completed(
+            claim, outputs, start_next=then() if then is not None else None
+        )
     except RunFenced:
         logger.warning(
             "run %s of job %s was fenced; stopping without writing", claim.run_id, claim.job_id

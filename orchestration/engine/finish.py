@@ -18,11 +18,15 @@ from psycopg.types.json import Jsonb
 from orchestration import events, states, steps
 from orchestration.engine import marks, transitions
 from orchestration.engine.advance import (
+    NEXT_START_COLUMNS,
+    NEXT_START_CTES,
+    NextStart,
     compact_sql,
     emit_task,
     execute_prepared,
     fence,
     fenced_or_forbidden,
+    next_start_params,
     sql_list,
 )
 from orchestration.engine.claims import Claim
@@ -68,13 +72,13 @@ def _end_run(claim: Claim, status: str, **fields) -> None:
 # path takes the queue row before the batch row (deadlocks otherwise, with a job of the
 # batch failing in another worker); that condition is always true.
 _FINISH_SQL = """
-WITH run AS (
+WITH {next_ctes} run AS (
     UPDATE {run} SET status = 'completed', finished_at = %(now)s,
            steps_completed = (SELECT count(*) FILTER (WHERE t.last_run_id = %(run_id)s
                                                         AND t.status = 'completed')
                                 FROM {task} AS t WHERE t.job_id = {run}.job_id)
                              + %(completing)s
-     WHERE id = %(run_id)s AND status = 'running'
+     WHERE id = %(run_id)s AND status = 'running' {after_next}
  RETURNING job_id),
 done AS (
     UPDATE {task} AS t SET status = 'completed', output = %(output)s, reused_existing = %(reused)s,
@@ -99,7 +103,7 @@ batch AS (
        AND (SELECT count(*) FROM queue) >= 0
  RETURNING {batch_columns})
 SELECT (SELECT count(*) FROM run), (SELECT count(*) FROM done), (SELECT count(*) FROM job),
-       (SELECT count(*) FROM queue), batch.*
+       (SELECT count(*) FROM queue), {next_columns} batch.*
   FROM (SELECT 1) AS one LEFT JOIN batch ON true
 """
 
@@ -108,19 +112,33 @@ def finish_completed(
     claim: Claim,
     outputs: dict,
     last: tuple[MarketplaceTask, dict, bool] | None = None,
+    *,
+    start_next: NextStart | None = None,
 ) -> str:
     """The job's last step COMPLETED (``last``: the task, its output, whether the effect
     existed already), run and job COMPLETED, the tenant's running count down and the
-    batch's counter up: one fenced statement, one commit."""
+    batch's counter up: one fenced statement, one commit. With ``start_next``, the same
+    commit starts the next claimed job's first step (``start_next.started`` once committed;
+    left unset if that run was fenced or its task may not start, for its own start to tell)."""
     task, output, reused = last if last is not None else (None, None, False)
     if task is not None:
         states.check("task", task.pk, TaskStatus.RUNNING, TaskStatus.COMPLETED)
-    params: dict[str, Any] = {"now": timezone.now(), "run_id": claim.run_id, "result": Jsonb(outputs),
+    now = timezone.now()
+    params: dict[str, Any] = {"now": now, "run_id": claim.run_id, "result": Jsonb(outputs),
               "schema": current_schema(), "batch_id": claim.batch_id,
               "task_id": task.pk if task else None, "completing": 1 if task else 0,
               "output": Jsonb(output) if task else None, "reused": reused}  # fmt: skip
+    if start_next is not None:
+        params.update(next_start_params(start_next, now))
+    next_started = next_cancel = False
     with transaction.atomic():
-        run_done, task_done, job_done, _queue, *batch_row = execute_prepared(_finish_sql(), params)
+        row = execute_prepared(_finish_sql(start_next is not None), params)
+        run_done, task_done, job_done, _queue = row[:4]
+        if start_next is not None:
+            next_started, next_cancel = bool(row[4]), bool(row[5])
+            batch_row = row[6:]
+        else:
+            batch_row = row[4:]
         if not run_done:
             raise RunFenced(f"run {claim.run_id} of job {claim.job_id} is no longer current")
         if task is not None and not task_done:  # the atomic block rolls the run's update back
@@ -144,18 +162,27 @@ def finish_completed(
             batch_counters_moved(batch)
             if batch.mode == Batch.Mode.SEQUENTIAL:
                 batch_next_sequential(batch_id)
+        if start_next is not None and next_started:
+            emit_task(start_next.claim, start_next.task, TaskStatus.RUNNING)
+    if start_next is not None:  # committed
+        start_next.started, start_next.cancel = next_started, next_cancel
     return JobStatus.COMPLETED
 
 
 @functools.cache
-def _finish_sql() -> str:
+def _finish_sql(with_next_start: bool = False) -> str:
+    tables = {"run": JobRun._meta.db_table, "job": MarketplaceJob._meta.db_table,
+              "task": MarketplaceTask._meta.db_table,
+              "task_sources": sql_list(states.sources("task", TaskStatus.RUNNING))}  # fmt: skip
     return compact_sql(_FINISH_SQL.format(
-        run=JobRun._meta.db_table, job=MarketplaceJob._meta.db_table,
-        task=MarketplaceTask._meta.db_table, batch=Batch._meta.db_table,
+        **tables, batch=Batch._meta.db_table,
         queue=f"public.{TenantQueue._meta.db_table}",
         batch_columns=", ".join(batch_row_columns()),
         job_sources=sql_list(states.sources("job", JobStatus.COMPLETED)),
         hook=outbox.completed_cte("job"),  # the job.run.completed webhook rows, if any
+        next_ctes=NEXT_START_CTES.format(**tables) if with_next_start else "",
+        after_next="AND (SELECT count(*) FROM next_started) >= 0" if with_next_start else "",
+        next_columns=NEXT_START_COLUMNS.format(**tables) if with_next_start else "",
     ))  # fmt: skip
 
 

@@ -24,7 +24,7 @@ def test_a_cancel_during_the_last_step_ends_completed_without_the_flag(
     original = finish_module.finish_completed
     outcome: dict = {}
 
-    def cancel_then_finish(claim, outputs, last=None):
+    def cancel_then_finish(claim, outputs, last=None, **kwargs):
         # The last step ran, its commit (which ends the job) not made yet: staff press Cancel now.
         def cancel():
             try:
@@ -37,7 +37,7 @@ def test_a_cancel_during_the_last_step_ends_completed_without_the_flag(
         thread.start()
         thread.join(10)
         assert MarketplaceJob.objects.get(pk=job.pk).cancel_requested
-        return original(claim, outputs, last)
+        return original(claim, outputs, last, **kwargs)
 
     monkeypatch.setattr(finish_module, "finish_completed", cancel_then_finish)
     assert job_execute_now(job_id=job.pk) == "completed"
