@@ -105,6 +105,9 @@ class Publisher:
         # True while it sleeps until a job-level chunk is due: only batch-level (urgent)
         # messages need to wake it.
         self._chunk_pending = False
+        # When it wakes at the latest (monotonic; 0 while awake): a batch's progress held back
+        # by its throttle until after then needs no poke either (each job's end makes one).
+        self._wake_at = 0.0
         ready = threading.Event()
         self._thread = threading.Thread(
             target=self._run, args=(ready,), name="live-publisher", daemon=True
@@ -120,10 +123,36 @@ class Publisher:
 
     def publish(self, items: list[Outgoing]) -> None:
         self._inbox.extend(items)
-        if self._poked or (self._chunk_pending and not any(item.urgent for item in items)):
+        if self._poked or not self._needs_poke(items):
             return
         self._poked = True
         self._poke()
+
+    def _needs_poke(self, items: list[Outgoing]) -> bool:
+        """Whether the sleeping loop must wake for these: not when it wakes before they are
+        due anyway (job-level ones while a chunk is pending, or due after the loop's next
+        wake; a batch's progress already
+        pending, or sent less than ``interval`` ago and held back until after the loop's
+        next wake)."""
+        wake_at = self._wake_at
+        for item in items:
+            if not item.urgent:
+                if self._chunk_pending:
+                    continue
+                due = max(
+                    time.monotonic() + self.linger, self._last_chunk_sent + self.busy_interval
+                )
+                if due < wake_at:
+                    return True
+            elif item.final or not item.throttled:
+                return True
+            else:
+                slot = (item.group, *item.key)
+                if slot in self._urgent:
+                    continue  # the loop wakes for the one pending (this one replaces it)
+                if self._last_sent.get(slot, -1e9) + self.interval < wake_at:
+                    return True
+        return False
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Send everything queued so far (throttled progress included); False on timeout."""
@@ -183,6 +212,7 @@ class Publisher:
         # before reading the flag, so an item is either seen here or pokes.
         self._poked = seconds <= self.linger
         self._chunk_pending = bool(self._normal) and seconds <= self.busy_interval
+        self._wake_at = time.monotonic() + seconds
         if not self._inbox:
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=seconds)
@@ -195,6 +225,7 @@ class Publisher:
                     self._forget_old(time.monotonic())
         self._wake.clear()
         self._chunk_pending = False
+        self._wake_at = 0.0
 
     def _wait_seconds(self, now: float) -> float:
         dues = [e.due for e in self._urgent.values()]

@@ -381,3 +381,60 @@ async def test_receivers_keep_receiving_after_the_listen_connection_is_killed(
     while received[-1] != n + 1:
         received.append((await asyncio.wait_for(layer.receive(channel), timeout=10))["n"])
     assert received == sorted(set(received)) and 1 not in received
+
+
+class TypedChunkLayer:
+    """Records each ``group_send_many`` call: when, and the messages' types."""
+
+    def __init__(self):
+        self.chunks: list[tuple[float, list[str]]] = []
+
+    async def group_send_many(self, pairs):
+        self.chunks.append((time.monotonic(), [m["message"]["type"] for _, m in pairs]))
+        self.last_progress = next(
+            (m["message"]["progress"] for _, m in reversed(pairs) if "progress" in m["message"]),
+            getattr(self, "last_progress", None),
+        )
+
+
+def test_a_throttled_batch_progress_does_not_wake_the_sleeping_publisher():
+    """Each job's end announces its batch's progress; while that progress was sent less than
+    ``interval`` ago and the publisher wakes before it is due anyway (a chunk of job-level
+    messages pending), publishing it makes no wake-up (a self-pipe write and a loop turn
+    each). It still goes out on time, and the last one is not lost."""
+    layer = TypedChunkLayer()
+    publisher = live.Publisher(
+        layer_factory=lambda: layer, interval=0.2, busy_interval=0.05, linger=0.005
+    )
+    pokes: list[float] = []
+    original = publisher._poke
+
+    def counting_poke():
+        pokes.append(time.monotonic())
+        original()
+
+    publisher._poke = counting_poke  # type: ignore[method-assign]
+    try:
+        started = time.monotonic()
+        for i in range(300):  # a step per ms; a job (and its batch's progress) per 5 ms
+            event = events.Event(type="task_progress", tenant="acme", status="completed",
+                                 job_id=1 + i // 5, task_id=i)  # fmt: skip
+            publisher.publish(live.outgoing_for(event))
+            if i % 5 == 4:
+                done = (i + 1) // 5
+                progress = events.Event(type="batch_progress", tenant="acme", status="running",
+                                        batch_id=7, progress={"done": done, "total": 60})  # fmt: skip
+                publisher.publish(live.outgoing_for(progress))
+            time.sleep(0.001)
+        busy = time.monotonic() - started
+        assert publisher.flush(5)
+    finally:
+        publisher.stop()
+    # 60 progress events and ~busy/50 ms chunks: pokes only to start a chunk's wait.
+    assert len(pokes) <= busy / 0.05 + 4, (len(pokes), busy)
+    progress_sends = [t for t, types in layer.chunks if "batch_progress" in types]
+    # One held back by the throttle went out while publishing went on, with no poke for it.
+    assert len([t for t in progress_sends if t <= started + busy]) >= 2, (progress_sends, busy)
+    gaps = [b - a for a, b in itertools.pairwise(progress_sends)][:-1]
+    assert all(gap >= 0.2 - 0.01 for gap in gaps), gaps  # the throttle holds (not ``flush``)
+    assert layer.last_progress == {"done": 60, "total": 60}  # the last snapshot is not lost
