@@ -136,6 +136,9 @@ def next_start(claim: Claim) -> advance.NextStart | None:
         _job, pending, outputs, provided = _plan(claim)
     except steps.UnknownProvider:
         return None
+    except Exception:  # the job then starts on its own (and meets the error there)
+        logger.exception("could not prepare the start of job %s", claim.job_id)
+        return None
     if not pending or pending[0].step_type not in provided:
         return None
     return advance.NextStart(claim, pending[0], outputs)
