@@ -147,7 +147,6 @@ class TestProvider:
         "ten": [LedgerStep(f"step{i}") for i in range(1, 11)],
         "slow": [LedgerStep("prepare"), LedgerStep("slow", timeout=0.5), LedgerStep("finish")],
         "noop5": [NoopStep(f"noop{i}") for i in range(1, 6)],
-        "noop1": [NoopStep("noop1")],
     }
 
     def actions(self):
