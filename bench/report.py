@@ -157,6 +157,32 @@ def chart_rate_curve(et: dict[str, Any]) -> str | None:
 # --- SUMMARY.md ---------------------------------------------------------------------------------
 
 
+def _cpu_share(et: dict[str, Any], s: dict[str, Any], best: str | None) -> list[str]:
+    """The engine's CPU per step as a share of the best peer's per unit, and the ratios of
+    each round's pair: what the ratio follows on a machine whose CPUs are the limit."""
+    peer_key = {"procrastinate": "procrastinate", "django-q2": "raw_q2"}.get(best or "")
+    engine = (et.get("engine") or {}).get("usage_per_step") or {}
+    peer = (et.get(peer_key) or {}).get("usage_per_task") or {} if peer_key else {}
+    engine_cpu = (engine.get("worker_cpu_us") or 0) + (engine.get("backend_cpu_us") or 0)
+    peer_cpu = (peer.get("worker_cpu_us") or 0) + (peer.get("backend_cpu_us") or 0)
+    lines: list[str] = []
+    if engine_cpu and peer_cpu:
+        lines += [
+            "",
+            f"The engine's worker + PostgreSQL CPU per step is **{engine_cpu / peer_cpu:.2f}** of "
+            f"{best}'s per job ({_fmt(engine_cpu)} against {_fmt(peer_cpu)} µs): on a machine whose "
+            "CPUs are the limit the ratio follows its inverse, so a ratio of 3 needs 0.33 or less.",
+        ]
+    rounds_key = {"procrastinate": "rounds_procrastinate_tasks_per_s",
+                  "django-q2": "rounds_q2_tasks_per_s"}.get(best or "")  # fmt: skip
+    engine_rounds = s.get("rounds_engine_steps_per_s") or []
+    peer_rounds = s.get(rounds_key) or [] if rounds_key else []
+    if engine_rounds and len(engine_rounds) == len(peer_rounds):
+        pairs = [round(e / p, 2) for e, p in zip(engine_rounds, peer_rounds, strict=True) if p]
+        lines += ["", f"Each round's engine ÷ {best} (alternating pairs): {pairs}."]
+    return lines
+
+
 def section_throughput(et: dict[str, Any], charts: list[str]) -> list[str]:
     s = et.get("summary") or {}
     m = et.get("machine") or {}
@@ -209,6 +235,7 @@ def section_throughput(et: dict[str, Any], charts: list[str]) -> list[str]:
                 f"{_fmt(u.get('commits'), 2)} | {_fmt(u.get('wal_syncs_server_wide'), 2)} | "
                 f"{_fmt(u.get('wal_bytes_server_wide'))} |"
             )
+    lines += _cpu_share(et, s, best)
     curve = et.get("rate_curve")
     if curve:
         lines += [
