@@ -46,6 +46,11 @@ def fence(claim: Claim) -> None:
 # which writes no new row version (the run's indexes are left alone). Then the tasks'
 # guarded transitions; the result hands back the job's cancel flag, so the step boundary
 # needs no extra query.
+# What a task's start writes, wherever it is made (the first step, the step after a commit,
+# the next job's first step at the previous job's end).
+_TASK_START_SET = """status = 'running', input = %(input)s, started_at = %(now)s,
+           completed_at = NULL, error_message = '', attempts = t.attempts + 1, last_run_id = %(run_id)s"""
+
 _RUN_RENEW_CTE = """
 run AS (
     UPDATE {run} SET heartbeat_at = %(now)s, lease_expires_at = %(lease)s,
@@ -62,8 +67,9 @@ _START_SQL = (
     + _RUN_RENEW_CTE
     + """,
 started AS (
-    UPDATE {task} AS t SET status = 'running', input = %(input)s, started_at = %(now)s,
-           completed_at = NULL, error_message = '', attempts = t.attempts + 1, last_run_id = %(run_id)s
+    UPDATE {task} AS t SET """
+    + _TASK_START_SET
+    + """
       FROM run WHERE t.id = %(next_id)s AND t.job_id = run.job_id AND t.status IN ({task_sources})
  RETURNING t.job_id)
 SELECT (SELECT count(*) FROM run), (SELECT count(*) FROM started),
@@ -71,7 +77,8 @@ SELECT (SELECT count(*) FROM run), (SELECT count(*) FROM started),
 """
 )
 
-_ADVANCE_BODY = """,
+_ADVANCE_BODY = (
+    """,
 done AS (
     UPDATE {task} AS t SET status = 'completed', output = %(output)s, reused_existing = %(reused)s,
            completed_at = %(now)s
@@ -79,14 +86,16 @@ done AS (
  RETURNING t.job_id),
 flag AS (SELECT cancel_requested FROM {job} WHERE id = (SELECT job_id FROM done)),
 started AS (
-    UPDATE {task} AS t SET status = 'running', input = %(input)s, started_at = %(now)s,
-           completed_at = NULL, error_message = '', attempts = t.attempts + 1, last_run_id = %(run_id)s
+    UPDATE {task} AS t SET """
+    + _TASK_START_SET
+    + """
       FROM done WHERE t.id = %(next_id)s AND t.job_id = done.job_id AND t.status IN ({task_sources})
        AND NOT (SELECT cancel_requested FROM flag)
  RETURNING t.id)
 SELECT (SELECT count(*) FROM run), (SELECT count(*) FROM done),
        COALESCE((SELECT cancel_requested FROM flag), false), (SELECT count(*) FROM started)
 """
+)
 _ADVANCE_RENEW_SQL = "WITH" + _RUN_RENEW_CTE + _ADVANCE_BODY
 _ADVANCE_SQL = "WITH" + _RUN_LOCK_CTE + _ADVANCE_BODY
 
@@ -263,18 +272,22 @@ class NextStart:
 # ``task_start``. Taken before the ending run's rows (its ``run`` waits for ``next_started``):
 # the recovery sweep locks a run before its job's queue and batch rows, so these run and task
 # locks must not be taken after them.
-NEXT_START_CTES = """
+NEXT_START_CTES = (
+    """
 next_run AS (
     UPDATE {run} SET heartbeat_at = %(now)s, lease_expires_at = %(next_lease)s, started_at = %(now)s
      WHERE id = %(next_run_id)s AND status = 'running'
  RETURNING job_id),
 next_started AS (
-    UPDATE {task} AS t SET status = 'running', input = %(next_input)s, started_at = %(now)s,
-           completed_at = NULL, error_message = '', attempts = t.attempts + 1,
-           last_run_id = %(next_run_id)s
+    UPDATE {task} AS t SET """
+    + _TASK_START_SET.replace("%(input)s", "%(next_input)s").replace(
+        "%(run_id)s", "%(next_run_id)s"
+    )
+    + """
       FROM next_run WHERE t.id = %(next_task_id)s AND t.job_id = next_run.job_id
        AND t.status IN ({task_sources})
  RETURNING t.job_id),"""
+)
 
 NEXT_START_COLUMNS = """(SELECT count(*) FROM next_started),
        COALESCE((SELECT cancel_requested FROM {job} WHERE id = (SELECT job_id FROM next_run)), false),"""

@@ -27,7 +27,7 @@ ALLOWED_SQL = {
     ("orchestration/engine/advance.py", "_START_SQL"),  # first task → running
     ("orchestration/engine/advance.py", "_ADVANCE_BODY"),  # task → completed, next → running
     ("orchestration/engine/finish.py", "_FINISH_SQL"),  # run and job → completed
-    ("orchestration/engine/advance.py", "NEXT_START_CTES"),  # the next job's first task → running
+    ("orchestration/engine/advance.py", "_TASK_START_SET"),  # what every task start writes
 }
 _SQL_SET = re.compile(r"\bSET\b(.*?)(?:\bFROM\b|\bWHERE\b|\bRETURNING\b|;|$)", re.I | re.S)
 _STATUS_ASSIGN = re.compile(r"(?:^|[\s,.])status\s*=", re.I)
