@@ -290,6 +290,21 @@ if pg_core is not None:
                             rows,
                         )
 
+        async def groups_with_members(self, pattern: str) -> set[str]:
+            """The groups named like ``pattern`` (``*``: any text) that have a member (the live
+            publisher skips job-level messages to the others)."""
+            prefix = self._group_key("")
+            like = _like(prefix) + _like(pattern).replace("*", "%")
+            pool = await self.django_db.get_db_pool(self.db_params)
+            async with pool.connection() as conn:
+                cursor = await conn.execute(
+                    sql.SQL("SELECT DISTINCT group_key FROM {} WHERE group_key LIKE %s").format(
+                        sql.Identifier(pg_db.GROUP_CHANNEL_TABLE)
+                    ),
+                    (like,),
+                )
+                return {key[len(prefix) :] for (key,) in await cursor.fetchall()}
+
         async def close_pools(self) -> None:
             await self.django_db.close()
 
@@ -308,6 +323,11 @@ else:  # pragma: no cover
 
 # A missing group is normal for live sends (nobody watches that job): not a warning.
 logging.getLogger("config.channel_layer.postgres").setLevel(logging.ERROR)
+
+
+def _like(text: str) -> str:
+    """``text`` matched literally by SQL ``LIKE``."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def make_private_layer(alias: str = DEFAULT_CHANNEL_LAYER, *, name: str = ""):

@@ -37,7 +37,24 @@ _GROUP_SEND_LUA = """
 """
 
 
+def _glob_literal(text: str) -> str:
+    """``text`` matched literally by a Redis ``MATCH`` pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
 class RedisChannelLayer(_RedisChannelLayer):
+    async def groups_with_members(self, pattern: str) -> set[str]:
+        """The groups named like ``pattern`` (``*``: any text) that have a member (the live
+        publisher skips job-level messages to the others). Redis drops a group's key with its
+        last member."""
+        prefix = self._group_key("").decode("utf8")
+        match = _glob_literal(prefix) + _glob_literal(pattern).replace("\\*", "*")
+        found: set[str] = set()
+        for index in range(self.ring_size):
+            async for key in self.connection(index).scan_iter(match=match, count=1000):
+                found.add(key.decode("utf8")[len(prefix) :])
+        return found
+
     async def group_send_many(self, pairs: list[tuple[str, dict[str, Any]]]) -> None:
         """``group_send`` of each (group, message), in order, in two round trips."""
         if not pairs:

@@ -20,6 +20,7 @@ reconnects and subscribes again to what it may).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from datetime import datetime
@@ -140,12 +141,15 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         self.joined: set[str] = set()
         self.subscriptions: dict[tuple[str, int | None], set[str]] = {}
         self.last_seen: dict[tuple, datetime] = {}
+        self.catching_up: set[asyncio.Future] = set()
         await self.send_json(
             {"type": "hello", "tenant": self.schema, "user": self.scope["user"].get_username(),
              "may_watch": sorted(self.kinds), "timestamp": timezone.now().isoformat()}
         )  # fmt: skip
 
     async def disconnect(self, code: int) -> None:
+        for task in list(getattr(self, "catching_up", ())):
+            task.cancel()
         for group in list(getattr(self, "joined", ())):
             try:
                 await group_discard(self.channel_layer, group, self.channel_name)
@@ -226,6 +230,25 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         for key in self._keys(kind, found):
             self.subscriptions[key] = self._groups(key[0], [key[1]] if key[1] else [])
         await self.send_json(snapshot)
+        if kind in ("job", "jobs"):
+            # Publishers learn within ``live.WATCH_MAX_AGE`` that a job group has a member; what
+            # they left out before is in this second snapshot (docs/live.md).
+            task = asyncio.ensure_future(self._catch_up(kind, found))
+            self.catching_up.add(task)
+            task.add_done_callback(self.catching_up.discard)
+
+    async def _catch_up(self, kind: str, ids: list[int]) -> None:
+        await asyncio.sleep(live.CATCH_UP_SECONDS)
+        still = [pk for pk in ids if ("job", pk) in self.subscriptions]
+        if not still or self.closing:
+            return
+        try:
+            snapshot = await database_sync_to_async(_read_snapshot)(self.tenant, kind, still)
+        except Exception:
+            logger.exception("could not read the catch-up snapshot of %s %s", kind, still)
+            return
+        if snapshot is not None and not self.closing:
+            await self.send_json(snapshot)
 
     async def _unsubscribe(self, content: dict[str, Any]) -> None:
         kind = str(content.get("unsubscribe"))

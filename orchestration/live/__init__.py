@@ -35,6 +35,7 @@ from orchestration import events
 from orchestration.live.messages import LIVE_MESSAGE, Outgoing, group_name, outgoing_for
 from orchestration.live.publisher import (
     APPLICATION_NAME,
+    CATCH_UP_SECONDS,
     CONCURRENT_SENDS,
     FINAL_SEND_ATTEMPTS,
     IDLE_CLOSE_SECONDS,
@@ -49,6 +50,7 @@ from orchestration.live.publisher import (
 
 __all__ = [
     "APPLICATION_NAME",
+    "CATCH_UP_SECONDS",
     "CONCURRENT_SENDS",
     "FINAL_SEND_ATTEMPTS",
     "IDLE_CLOSE_SECONDS",
@@ -66,6 +68,7 @@ __all__ = [
     "group_name",
     "outgoing_for",
     "publish_event",
+    "publish_events",
     "stop_publisher",
 ]
 
@@ -99,7 +102,8 @@ def stop_publisher(timeout: float = 2.0) -> None:
 
 
 def flush(timeout: float = 5.0) -> bool:
-    """Wait until this process's queued live messages are sent (tests, diagnostics)."""
+    """Wait until this process's queued live messages are sent and it knows which job groups
+    are watched now (tests, diagnostics)."""
     current = _publisher
     if current is None or current.pid != os.getpid():
         return True
@@ -107,9 +111,15 @@ def flush(timeout: float = 5.0) -> bool:
 
 
 def publish_event(event: events.Event) -> None:
-    items = outgoing_for(event)
+    publish_events([event])
+
+
+def publish_events(delivered: list[events.Event]) -> None:
+    """The messages of the events one commit delivered, handed to the publisher at once."""
+    publisher = get_publisher()
+    items = [item for event in delivered for item in outgoing_for(event, publisher.watches)]
     if items:
-        get_publisher().publish(items)
+        publisher.publish(items)
 
 
 def _after_fork_in_child() -> None:
@@ -122,7 +132,7 @@ def _on_setting_changed(setting: str, **kwargs: Any) -> None:
         stop_publisher()
 
 
-events.subscribe(publish_event)
+events.subscribe_batches(publish_events)
 setting_changed.connect(_on_setting_changed, dispatch_uid="orchestration-live-layers")
 os.register_at_fork(after_in_child=_after_fork_in_child)
 atexit.register(stop_publisher)

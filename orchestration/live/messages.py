@@ -8,8 +8,8 @@ batch's progress) and which goes before the job-level backlog (batch-level).
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from django_tenants.utils import get_public_schema_name
 
@@ -26,8 +26,7 @@ def group_name(schema: str, kind: str, pk: int | None = None) -> str:
     return f"t.{schema}.{kind}" if pk is None else f"t.{schema}.{kind}.{pk}"
 
 
-@dataclass(frozen=True)
-class Outgoing:
+class Outgoing(NamedTuple):  # a named tuple: made once per message, cheaply
     group: str
     key: tuple  # the entity the message is a snapshot of, e.g. ("batch_progress", 5)
     message: dict[str, Any]
@@ -41,17 +40,23 @@ def _public_schema() -> str:
     return get_public_schema_name()  # a settings lookup per event showed in profiles
 
 
-def outgoing_for(event: events.Event) -> list[Outgoing]:
-    """The messages one engine event becomes, with their groups."""
+def _everyone(group: str) -> bool:
+    return True
+
+
+def outgoing_for(event: events.Event, watched: Callable[[str], bool] = _everyone) -> list[Outgoing]:
+    """The messages one engine event becomes, with their groups. ``watched(group)`` says
+    whether a job's group may have members: a job-level message goes only to those (the
+    overview and batch groups get theirs regardless)."""
     schema = event.tenant
     if not schema or schema == _public_schema():
         return []
-    message = event.as_message()
     overview = group_name(schema, "overview")
     batch = group_name(schema, "batch", event.batch_id) if event.batch_id else None
     job = group_name(schema, "job", event.job_id) if event.job_id else None
 
     if event.type in ("batch_progress", "complete") and batch:
+        message = event.as_message()
         groups = (overview, batch)
         key = ("batch_progress", event.batch_id)
         if event.type == "complete":
@@ -67,27 +72,42 @@ def outgoing_for(event: events.Event) -> list[Outgoing]:
         final = event.status in BATCH_TERMINAL
         return [Outgoing(g, key, message, final=final, throttled=True, urgent=True) for g in groups]
 
+    if job is not None and not watched(job):
+        job = None  # nobody watches this job: only what overview and batch pages show goes out
     out: list[Outgoing] = []
-    if event.type == "job_status" and job:
+    if event.type == "job_status" and event.job_id:
         key = ("job_status", event.job_id)
         final = event.status in JOB_TERMINAL
-        out.append(Outgoing(job, key, message, final=final))
-        if _overview_shows(event):
-            # Failures, jobs backing off and reservations: dashboards and batch pages count
-            # and list them (a batch page watches the jobs it shows through their own groups).
-            out.extend(Outgoing(g, key, message, final=final) for g in (overview, batch) if g)
-    elif event.type == "task_progress" and job:
-        final = event.status in _TASK_DONE
-        out.append(Outgoing(job, ("task_progress", event.task_id), message, final=final))
-    elif event.type.startswith("run_") and job:
+        shared = _overview_shows(event)
+        if job or shared:
+            message = event.as_message()
+            if job:
+                out.append(Outgoing(job, key, message, final=final))
+            if shared:
+                # Failures, jobs backing off and reservations: dashboards and batch pages
+                # count and list them (a batch page watches the jobs it shows through their
+                # own groups).
+                out.extend(Outgoing(g, key, message, final=final) for g in (overview, batch) if g)
+    elif event.type == "task_progress" and event.job_id:
+        if job:
+            final = event.status in _TASK_DONE
+            out.append(
+                Outgoing(job, ("task_progress", event.task_id), event.as_message(), final=final)
+            )
+    elif event.type.startswith("run_") and event.job_id:
         key = (event.type, event.run_id)
-        out.append(Outgoing(job, key, message, final=True))
-        if event.type == "run_failed":
-            out.extend(Outgoing(g, key, message, final=True) for g in (overview, batch) if g)
-    else:
-        target = job or batch
-        if target:
-            out.append(Outgoing(target, (event.type, event.job_id or event.batch_id), message))
+        failed = event.type == "run_failed"
+        if job or failed:
+            message = event.as_message()
+            if job:
+                out.append(Outgoing(job, key, message, final=True))
+            if failed:
+                out.extend(Outgoing(g, key, message, final=True) for g in (overview, batch) if g)
+    elif event.job_id:
+        if job:
+            out.append(Outgoing(job, (event.type, event.job_id), event.as_message()))
+    elif batch:
+        out.append(Outgoing(batch, (event.type, event.batch_id), event.as_message()))
     return out
 
 

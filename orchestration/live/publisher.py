@@ -42,6 +42,16 @@ CONCURRENT_SENDS = 8  # otherwise (Redis): sends in flight at once (its pool is 
 IDLE_CLOSE_SECONDS = 60.0  # an idle publisher releases its connections
 FINAL_SEND_ATTEMPTS = 5  # with backoff: a final state survives a ~5 s layer outage
 APPLICATION_NAME = "orchestration-live"  # the publisher's PostgreSQL connections
+# Job-level messages go only to job groups somebody watches (issue 17: publishing every step
+# of every job cost a busy worker ~10% of its CPU, and nearly nobody watches most jobs).
+# The publisher reads which job groups have members this often while messages flow; a
+# reading older than WATCH_MAX_AGE (or none: a layer that cannot tell, a failed read) counts
+# every group as watched. A page that starts watching a job gets a second snapshot after
+# CATCH_UP_SECONDS (``LiveConsumer``), later than any message dropped before publishers knew.
+WATCHED_GROUPS = "t.*.job.*"
+WATCH_REFRESH = 0.5
+WATCH_MAX_AGE = 1.0
+CATCH_UP_SECONDS = 1.5
 
 
 @dataclass
@@ -74,6 +84,8 @@ class Publisher:
         max_pending: int = MAX_PENDING,
         linger: float = LINGER,
         busy_interval: float = BUSY_INTERVAL,
+        watch_refresh: float = WATCH_REFRESH,
+        watch_max_age: float = WATCH_MAX_AGE,
         layer_factory: Callable[[], Any] | None = None,
     ) -> None:
         self.pid = os.getpid()
@@ -81,6 +93,8 @@ class Publisher:
         self.max_pending = max_pending
         self.linger = linger
         self.busy_interval = busy_interval
+        self.watch_refresh = watch_refresh
+        self.watch_max_age = watch_max_age
         self._last_chunk_sent = -1e9  # monotonic: when the last job-level chunk went out
         self.stats = PublisherStats()
         self._layer_factory = layer_factory or (
@@ -108,6 +122,11 @@ class Publisher:
         # When it wakes at the latest (monotonic; 0 while awake): a batch's progress held back
         # by its throttle until after then needs no poke either (each job's end makes one).
         self._wake_at = 0.0
+        # (monotonic time the reading started, job groups with members); None: unknown.
+        self._watched: tuple[float, frozenset[str]] | None = None
+        self._watch_wanted = -1e9  # monotonic: when a publisher last asked ``watches``
+        self._watch_supported = True
+        self._watch_retry_at = 0.0  # monotonic: no reading before (after a failed one)
         ready = threading.Event()
         self._thread = threading.Thread(
             target=self._run, args=(ready,), name="live-publisher", daemon=True
@@ -120,6 +139,13 @@ class Publisher:
         return self._thread.is_alive() and not self._stopping
 
     # --- any thread -----------------------------------------------------------------
+
+    def watches(self, group: str) -> bool:
+        """Whether a job group may have members (True unless a recent reading says not)."""
+        now = time.monotonic()
+        self._watch_wanted = now
+        known = self._watched
+        return known is None or now - known[0] > self.watch_max_age or group in known[1]
 
     def publish(self, items: list[Outgoing]) -> None:
         self._inbox.extend(items)
@@ -155,7 +181,8 @@ class Publisher:
         return False
 
     def flush(self, timeout: float = 5.0) -> bool:
-        """Send everything queued so far (throttled progress included); False on timeout."""
+        """Send everything queued so far (throttled progress included) and read again which
+        job groups are watched; False on timeout."""
         if not self._thread.is_alive():
             return not (self._inbox or self._urgent or self._normal)
         future = asyncio.run_coroutine_threadsafe(self._until_idle(), self._loop)
@@ -195,6 +222,8 @@ class Publisher:
         try:
             while True:
                 self._absorb_inbox()
+                if self._watch_due(time.monotonic()):
+                    await self._read_watched()
                 entries = self._next_due(time.monotonic())
                 if entries:
                     await self._send(entries)
@@ -227,8 +256,40 @@ class Publisher:
         self._chunk_pending = False
         self._wake_at = 0.0
 
+    def _watch_due(self, now: float) -> bool:
+        """A new reading of the watched groups is due: publishers asked lately (while
+        messages flow) and the last reading is ``WATCH_REFRESH`` old."""
+        if not self._watch_supported or now - self._watch_wanted > IDLE_CLOSE_SECONDS / 4:
+            return False
+        known = self._watched
+        return now >= self._watch_retry_at and (
+            known is None or now - known[0] >= self.watch_refresh
+        )
+
+    async def _read_watched(self) -> None:
+        started = time.monotonic()
+        try:
+            if self._layer is None:
+                self._layer = self._layer_factory()
+            reader = getattr(self._layer, "groups_with_members", None)
+            if reader is None:  # this layer cannot tell: every group counts as watched
+                self._watch_supported = False
+                return
+            groups = await asyncio.wait_for(reader(WATCHED_GROUPS), timeout=SEND_TIMEOUT)
+            self._watched = (started, frozenset(groups))
+        except Exception as exc:
+            self._watched = None  # unknown: everything is sent until a reading succeeds
+            self.stats.errors += 1
+            self.stats.last_error = f"{type(exc).__name__}: {exc}"
+            logger.warning("live publisher could not read the watched groups: %s", exc)
+            await self._close_layer()
+            self._watch_retry_at = started + self.watch_refresh
+
     def _wait_seconds(self, now: float) -> float:
         dues = [e.due for e in self._urgent.values()]
+        if self._watch_supported and now - self._watch_wanted <= IDLE_CLOSE_SECONDS / 4:
+            known = self._watched
+            dues.append(max(self._watch_retry_at, known[0] + self.watch_refresh if known else now))
         if self._normal:
             dues.append(next(iter(self._normal.values())).due)  # the oldest job-level message
         if dues:
@@ -332,6 +393,8 @@ class Publisher:
             while self._inbox or self._urgent or self._normal or self._sending:
                 self._poke()
                 await asyncio.sleep(0.002)
+            if self._watched is not None:
+                await self._read_watched()  # a group joined before the flush is known after it
         finally:
             self._hurry = False
 
