@@ -74,40 +74,29 @@ def outgoing_for(event: events.Event, watched: Callable[[str], bool] = _everyone
 
     if job is not None and not watched(job):
         job = None  # nobody watches this job: only what overview and batch pages show goes out
-    out: list[Outgoing] = []
+    # (its key, final?, also on the overview and its batch's page?)
     if event.type == "job_status" and event.job_id:
-        key = ("job_status", event.job_id)
-        final = event.status in JOB_TERMINAL
-        shared = _overview_shows(event)
-        if job or shared:
-            message = event.as_message()
-            if job:
-                out.append(Outgoing(job, key, message, final=final))
-            if shared:
-                # Failures, jobs backing off and reservations: dashboards and batch pages
-                # count and list them (a batch page watches the jobs it shows through their
-                # own groups).
-                out.extend(Outgoing(g, key, message, final=final) for g in (overview, batch) if g)
+        # Failures, jobs backing off and reservations: dashboards and batch pages count and
+        # list them (a batch page watches the jobs it shows through their own groups).
+        key, final, shared = (
+            ("job_status", event.job_id),
+            event.status in JOB_TERMINAL,
+            _overview_shows(event),
+        )
     elif event.type == "task_progress" and event.job_id:
-        if job:
-            final = event.status in _TASK_DONE
-            out.append(
-                Outgoing(job, ("task_progress", event.task_id), event.as_message(), final=final)
-            )
+        key, final, shared = ("task_progress", event.task_id), event.status in _TASK_DONE, False
     elif event.type.startswith("run_") and event.job_id:
-        key = (event.type, event.run_id)
-        failed = event.type == "run_failed"
-        if job or failed:
-            message = event.as_message()
-            if job:
-                out.append(Outgoing(job, key, message, final=True))
-            if failed:
-                out.extend(Outgoing(g, key, message, final=True) for g in (overview, batch) if g)
+        key, final, shared = (event.type, event.run_id), True, event.type == "run_failed"
     elif event.job_id:
-        if job:
-            out.append(Outgoing(job, (event.type, event.job_id), event.as_message()))
-    elif batch:
-        out.append(Outgoing(batch, (event.type, event.batch_id), event.as_message()))
+        key, final, shared = (event.type, event.job_id), False, False
+    else:
+        return [Outgoing(batch, (event.type, event.batch_id), event.as_message())] if batch else []
+    if not (job or shared):
+        return []  # made for nobody: not even its message is built
+    message = event.as_message()
+    out = [Outgoing(job, key, message, final=final)] if job else []
+    if shared:
+        out.extend(Outgoing(g, key, message, final=final) for g in (overview, batch) if g)
     return out
 
 
