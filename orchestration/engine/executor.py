@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from django.db import close_old_connections, connections
-from django_tenants.utils import schema_context
+from django_tenants.utils import get_tenant_database_alias
 
 from orchestration import conf
 from orchestration.steps import Step, StepContext, StepTimeout
@@ -18,11 +18,17 @@ from orchestration.steps import Step, StepContext, StepTimeout
 
 def _call(step: Step, ctx: StepContext) -> tuple[dict[str, Any], bool]:
     close_old_connections()
-    with schema_context(ctx.schema_name):  # the helper thread has its own connection
-        existing = step.check(ctx)
-        if existing is not None:
-            return dict(existing), True
-        return dict(step.perform(ctx)), False
+    # The helper thread has its own connection, and it stays in the tenant's schema from one
+    # step to the next: a ``schema_context`` per step made django-tenants send its
+    # ``SET search_path`` again at every step's first query (and clear the content-type
+    # cache). A step of another tenant switches it.
+    connection = connections[get_tenant_database_alias()]
+    if connection.schema_name != ctx.schema_name:
+        connection.set_schema(ctx.schema_name)
+    existing = step.check(ctx)
+    if existing is not None:
+        return dict(existing), True
+    return dict(step.perform(ctx)), False
 
 
 class _StepThread:
