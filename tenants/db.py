@@ -20,3 +20,10 @@ def current_schema() -> str:
 
 def use_public_schema() -> None:
     connection.set_schema_to_public()  # type: ignore[attr-defined]
+
+
+def use_schema(schema_name: str) -> None:
+    """Put this thread's connection in ``schema_name``, unless it is there already (a switch
+    makes django-tenants send ``SET search_path`` again at the next query)."""
+    if connection.schema_name != schema_name:  # type: ignore[attr-defined]
+        connection.set_schema(schema_name)  # type: ignore[attr-defined]

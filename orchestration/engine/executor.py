@@ -10,10 +10,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from django.db import close_old_connections, connections
-from django_tenants.utils import get_tenant_database_alias
 
 from orchestration import conf
 from orchestration.steps import Step, StepContext, StepTimeout
+from tenants.db import use_schema
 
 
 def _call(step: Step, ctx: StepContext) -> tuple[dict[str, Any], bool]:
@@ -22,9 +22,7 @@ def _call(step: Step, ctx: StepContext) -> tuple[dict[str, Any], bool]:
     # step to the next: a ``schema_context`` per step made django-tenants send its
     # ``SET search_path`` again at every step's first query (and clear the content-type
     # cache). A step of another tenant switches it.
-    connection = connections[get_tenant_database_alias()]
-    if connection.schema_name != ctx.schema_name:
-        connection.set_schema(ctx.schema_name)
+    use_schema(ctx.schema_name)
     existing = step.check(ctx)
     if existing is not None:
         return dict(existing), True
