@@ -67,7 +67,6 @@ __all__ = [
     "get_publisher",
     "group_name",
     "outgoing_for",
-    "publish_event",
     "publish_events",
     "stop_publisher",
 ]
@@ -108,10 +107,6 @@ def flush(timeout: float = 5.0) -> bool:
     if current is None or current.pid != os.getpid():
         return True
     return current.flush(timeout)
-
-
-def publish_event(event: events.Event) -> None:
-    publish_events([event])
 
 
 def publish_events(delivered: list[events.Event]) -> None:

@@ -126,7 +126,7 @@ class Publisher:
         self._watched: tuple[float, frozenset[str]] | None = None
         self._watch_wanted = -1e9  # monotonic: when a publisher last asked ``watches``
         self._watch_supported = True
-        self._watch_retry_at = 0.0  # monotonic: no reading before (after a failed one)
+        self._watch_attempted = -1e9  # monotonic: when the last reading started (or failed)
         ready = threading.Event()
         self._thread = threading.Thread(
             target=self._run, args=(ready,), name="live-publisher", daemon=True
@@ -222,7 +222,8 @@ class Publisher:
         try:
             while True:
                 self._absorb_inbox()
-                if self._watch_due(time.monotonic()):
+                next_read = self._next_watch_read()
+                if next_read is not None and next_read <= time.monotonic():
                     await self._read_watched()
                 entries = self._next_due(time.monotonic())
                 if entries:
@@ -256,18 +257,18 @@ class Publisher:
         self._chunk_pending = False
         self._wake_at = 0.0
 
-    def _watch_due(self, now: float) -> bool:
-        """A new reading of the watched groups is due: publishers asked lately (while
-        messages flow) and the last reading is ``WATCH_REFRESH`` old."""
-        if not self._watch_supported or now - self._watch_wanted > IDLE_CLOSE_SECONDS / 4:
-            return False
-        known = self._watched
-        return now >= self._watch_retry_at and (
-            known is None or now - known[0] >= self.watch_refresh
-        )
+    def _next_watch_read(self) -> float | None:
+        """When the watched groups are next read (monotonic): ``watch_refresh`` after the last
+        attempt, while publishers ask (messages flow); None while nobody asks."""
+        if (
+            not self._watch_supported
+            or time.monotonic() - self._watch_wanted > IDLE_CLOSE_SECONDS / 4
+        ):
+            return None
+        return self._watch_attempted + self.watch_refresh
 
     async def _read_watched(self) -> None:
-        started = time.monotonic()
+        started = self._watch_attempted = time.monotonic()
         try:
             if self._layer is None:
                 self._layer = self._layer_factory()
@@ -283,13 +284,12 @@ class Publisher:
             self.stats.last_error = f"{type(exc).__name__}: {exc}"
             logger.warning("live publisher could not read the watched groups: %s", exc)
             await self._close_layer()
-            self._watch_retry_at = started + self.watch_refresh
 
     def _wait_seconds(self, now: float) -> float:
         dues = [e.due for e in self._urgent.values()]
-        if self._watch_supported and now - self._watch_wanted <= IDLE_CLOSE_SECONDS / 4:
-            known = self._watched
-            dues.append(max(self._watch_retry_at, known[0] + self.watch_refresh if known else now))
+        next_read = self._next_watch_read()
+        if next_read is not None:
+            dues.append(next_read)
         if self._normal:
             dues.append(next(iter(self._normal.values())).due)  # the oldest job-level message
         if dues:

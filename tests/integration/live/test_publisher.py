@@ -273,7 +273,7 @@ def _kill_publisher_connections() -> int:
 
 def _job_failed(job_id: int) -> None:
     event = events.Event(type="job_status", tenant="test_alpha", status="failed", job_id=job_id)
-    live.publish_event(event)
+    live.publish_events([event])
 
 
 @pytest.mark.asyncio
