@@ -146,36 +146,50 @@ def event_to_ws_by_type(pages: dict[str, dict]) -> dict[str, Any]:
     return {kind: harness.distribution(values) for kind, values in sorted(by_type.items())}
 
 
-def layer_split(pages: dict[str, dict], taps: list[dict]) -> dict[str, Any]:
-    """Per message type: event → the layer tap's arrival, and the tap's arrival → the page's
-    (matched on type, timestamp, job and status; the first page that got it)."""
+def layer_split(pages: dict[str, dict], taps: list[dict], probes: list[dict]) -> dict[str, Any]:
+    """Per message type: event → the layer tap's arrival → the socket probe's arrival → the
+    page's (matched on type, timestamp, job and status; the first page that got it)."""
+
+    def key_of(m: dict) -> tuple:
+        return (m.get("type"), m.get("ts"), m.get("job"), m.get("status"))
+
     at_tap: dict[tuple, float] = {}
     for r in taps:
-        at_tap.setdefault((r["type"], r["ts"], r["job"], r["status"]), r["t"])
+        at_tap.setdefault(key_of(r), r["t"])
+    at_probe: dict[tuple, float] = {}
+    for r in probes:
+        at_probe.setdefault(key_of(r), r["t"])
     first_page: dict[tuple, float] = {}
     for record in pages.values():
         for m in record.get("ws", []):
-            key = (m.get("type"), m.get("ts"), m.get("job"), m.get("status"))
+            key = key_of(m)
             if key in at_tap:
                 first_page[key] = min(first_page.get(key, m["t"]), m["t"])
-    to_layer: dict[str, list[float]] = {}
-    to_page: dict[str, list[float]] = {}
+    legs: dict[str, dict[str, list[float]]] = {}
+
+    def add(leg: str, kind: str, value: float) -> None:
+        legs.setdefault(leg, {}).setdefault(kind, []).append(value)
+        legs[leg].setdefault("all", []).append(value)
+
     for key, t_tap in at_tap.items():
         stamp = iso_ms(key[1])
         if stamp is not None:
-            to_layer.setdefault(key[0], []).append(t_tap - stamp)
+            add("event_to_layer_ms", key[0], t_tap - stamp)
         if key in first_page:
-            to_page.setdefault(key[0], []).append(first_page[key] - t_tap)
-    every_layer = [v for values in to_layer.values() for v in values]
-    every_page = [v for values in to_page.values() for v in values]
+            add("layer_to_page_ms", key[0], first_page[key] - t_tap)
+        if key in at_probe:
+            add("layer_to_socket_ms", key[0], at_probe[key] - t_tap)
+            if key in first_page:
+                add("socket_to_page_ms", key[0], first_page[key] - at_probe[key])
     return {
-        "basis": "a listener process on the same channel layer, in the watched groups",
+        "basis": "a listener process on the same channel layer, in the watched groups; a "
+        "WebSocket client process on the same uvicorn, subscribed like the pages",
         "tap_messages": len(taps),
+        "probe_messages": len(probes),
         "matched_in_pages": len(first_page),
-        "event_to_layer_ms": {k: harness.distribution(v) for k, v in sorted(to_layer.items())}
-        | {"all": harness.distribution(every_layer)},
-        "layer_to_page_ms": {k: harness.distribution(v) for k, v in sorted(to_page.items())}
-        | {"all": harness.distribution(every_page)},
+    } | {
+        leg: {k: harness.distribution(v) for k, v in sorted(by_kind.items())}
+        for leg, by_kind in legs.items()
     }
 
 

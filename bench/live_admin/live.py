@@ -33,6 +33,7 @@ from bench.live_admin.load import (
     create_load_batch,
     load_env,
 )
+from bench.live_admin.probe import Probe
 from bench.live_admin.tap import Tap
 
 # Runs in every page before its own scripts: records WebSocket messages on arrival (a
@@ -185,8 +186,9 @@ def run_live(
     cluster = harness.Cluster(layer_env, harness.RESULTS_DIR / f"{NAME}.{run}.qcluster.log.tmp")
     child = None
     pressure = None
-    tap = None
+    tap = probe = None
     taps: list[dict] = []
+    probes: list[dict] = []
     pages: dict[str, dict] = {}
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"  # Playwright's loop on this thread
     try:
@@ -222,6 +224,11 @@ def run_live(
                     )
                 tap = Tap(layer_env, harness.RESULTS_DIR / f"{NAME}.{run}.tap.tmp", SCHEMA,
                           batch.pk, job_ids, args.timeout * 3).start()  # fmt: skip
+                cookie = "; ".join(
+                    f"{c['name']}={c['value']}" for c in opened["batch_page"].context.cookies()
+                )
+                probe = Probe(harness.RESULTS_DIR / f"{NAME}.{run}.probe.tmp", server.port,
+                              DOMAIN, cookie, batch.pk, job_ids, args.timeout * 3).start()  # fmt: skip
                 child = subprocess.Popen(
                     [sys.executable, "manage.py", "shell", "-c",
                      f"from bench.live_admin.live import enqueue_in_child; "
@@ -256,6 +263,7 @@ def run_live(
                     cancel_load(load_id)  # the drains run dry: the cluster stops quickly
                 time.sleep(1.5)  # the last messages reach the pages
                 taps = tap.stop()
+                probes = probe.stop()
                 for name, page in opened.items():
                     pages[name] = page.evaluate("window.__bench")
                     pages[name]["final_text"] = page.evaluate(
@@ -273,8 +281,9 @@ def run_live(
                 child.wait(timeout=30)
             if child.poll() is None:
                 child.kill()
-        if tap is not None:
-            tap.stop()
+        for recorder in (tap, probe):
+            if recorder is not None:
+                recorder.stop()
         cluster.stop()
         server.stop()
         faults.unlink(missing_ok=True)
@@ -298,7 +307,7 @@ def run_live(
             for label, pk in (("warmup", warmup.pk), ("watched", batch.pk))
         }
     analysis = analyse(pages, rows)
-    analysis["layer_split_ms"] = layer_split(pages, taps)
+    analysis["layer_split_ms"] = layer_split(pages, taps, probes)
     first_start = min((r[2] for r in rows if r[2]), default=None)
     analysis["batch"] = {
         "id": batch.pk,

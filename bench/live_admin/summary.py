@@ -151,14 +151,11 @@ def live_summary(result: dict[str, Any]) -> dict[str, Any]:
     }
     split = result.get("layer_split_ms") or {}
     if split:
-        out["event_to_layer_ms_all"] = {
-            k: (split.get("event_to_layer_ms") or {}).get("all", {}).get(k)
-            for k in ("p50", "p95", "p99")
-        }
-        out["layer_to_page_ms_all"] = {
-            k: (split.get("layer_to_page_ms") or {}).get("all", {}).get(k)
-            for k in ("p50", "p95", "p99")
-        }
+        for leg in ("event_to_layer_ms", "layer_to_socket_ms", "socket_to_page_ms",
+                    "layer_to_page_ms"):  # fmt: skip
+            out[f"{leg}_all"] = {
+                k: (split.get(leg) or {}).get("all", {}).get(k) for k in ("p50", "p95", "p99")
+            }
     if "event_to_ws_ms_by_type" in result:
         out["event_to_ws_ms_by_type"] = result["event_to_ws_ms_by_type"]
     load = result.get("load")
@@ -197,10 +194,14 @@ def print_summary(result: dict[str, Any], path: Path) -> None:
         c = s.get("commit_to_ws_ms_all") or {}
         el = s.get("event_to_layer_ms_all") or {}
         lp = s.get("layer_to_page_ms_all") or {}
+        ls = s.get("layer_to_socket_ms_all") or {}
+        sp = s.get("socket_to_page_ms_all") or {}
         lines.append(
             f"      database -> WebSocket arrival p50 {c.get('p50')} / p95 {c.get('p95')} ms; "
             f"every message: event -> layer p50 {el.get('p50')} / p95 {el.get('p95')}, "
-            f"layer -> page p50 {lp.get('p50')} / p95 {lp.get('p95')} ms"
+            f"layer -> page p50 {lp.get('p50')} / p95 {lp.get('p95')} ms (layer -> uvicorn's "
+            f"socket p50 {ls.get('p50')} / p95 {ls.get('p95')}, socket -> page p50 "
+            f"{sp.get('p50')} / p95 {sp.get('p95')})"
         )
         for source, b in s["by_source"].items():
             lines.append(

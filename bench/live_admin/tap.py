@@ -61,16 +61,17 @@ def read_tap(path: Path) -> list[dict]:
         return []
 
 
-class Tap:
-    """The listener as a child process (``manage.py shell``) with the run's environment."""
+class Recorder:
+    """A child process that writes one JSON line per message it gets until a stop file
+    appears; ``start`` returns once it has touched its ready file."""
 
-    def __init__(self, env: dict[str, str], path: Path, schema: str, batch_id: int,
-                 job_ids: list[int], seconds: float):  # fmt: skip
-        self.env, self.path = env, path
-        self.args = (schema, batch_id, job_ids, str(path), seconds)
+    what = "recorder"
+
+    def __init__(self, path: Path, argv: list[str], env: dict[str, str] | None = None):
+        self.path, self.argv, self.env = path, argv, env
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 90) -> Tap:
+    def start(self, timeout: float = 90) -> Recorder:
         import sys
 
         from bench import harness
@@ -79,14 +80,13 @@ class Tap:
             self.path.with_suffix(suffix).unlink(missing_ok=True)
         self._log = self.path.with_suffix(".log.tmp").open("wb")
         proc = self.proc = subprocess.Popen(
-            [sys.executable, "manage.py", "shell", "-c",
-             f"from bench.live_admin.tap import tap; tap{self.args!r}"],
-            cwd=harness.BASE_DIR, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
+            [sys.executable, *self.argv], cwd=harness.BASE_DIR, env=self.env,
+            stdout=self._log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         deadline = time.monotonic() + timeout
         while not self.path.with_suffix(".ready.tmp").exists():
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise harness.BenchError(f"layer tap did not start; log {self._log.name}")
+                raise harness.BenchError(f"{self.what} did not start; log {self._log.name}")
             time.sleep(0.1)
         return self
 
@@ -105,3 +105,18 @@ class Tap:
         for suffix in (".stop.tmp", ".ready.tmp"):
             self.path.with_suffix(suffix).unlink(missing_ok=True)
         return records
+
+
+class Tap(Recorder):
+    """The listener as a child process (``manage.py shell``) with the run's environment."""
+
+    what = "layer tap"
+
+    def __init__(self, env: dict[str, str], path: Path, schema: str, batch_id: int,
+                 job_ids: list[int], seconds: float):  # fmt: skip
+        args = (schema, batch_id, job_ids, str(path), seconds)
+        super().__init__(
+            path,
+            ["manage.py", "shell", "-c", f"from bench.live_admin.tap import tap; tap{args!r}"],
+            env,
+        )
