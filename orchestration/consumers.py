@@ -282,6 +282,16 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             message["request"] = request
         await self.send_json(message)
 
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Channels closes stale database connections before every handler, through a thread:
+        # a hop per message, most of this consumer's time while a tenant is busy (and a wait
+        # behind whatever that thread is doing). A live message reads nothing; its session
+        # recheck goes through database_sync_to_async, which closes them itself.
+        if message.get("type") == live.LIVE_MESSAGE:
+            await self.live_message(message)
+        else:
+            await super().dispatch(message)
+
     async def live_message(self, envelope: dict[str, Any]) -> None:
         """A message from ``orchestration.live``: forward it unless it is stale or a duplicate."""
         message = envelope["message"]

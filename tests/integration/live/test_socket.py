@@ -363,3 +363,33 @@ async def test_a_deactivated_user_stops_receiving_live_messages(
     await sync_to_async(start_batch)(alpha, batch_id)
     # The batch's messages flow; instead of forwarding the first, the socket closes.
     assert await socket.receive_output(timeout=15) == {"type": "websocket.close", "code": 4403}
+
+
+async def test_live_messages_reach_the_socket_without_a_thread_hop(
+    clean_tenants, release_channel_layer, monkeypatch
+):
+    import channels.consumer
+
+    hops: list[str] = []
+    real = channels.consumer.aclose_old_connections
+
+    async def counted():
+        hops.append("close_old_connections")
+        return await real()
+
+    monkeypatch.setattr(channels.consumer, "aclose_old_connections", counted)
+    alpha, _beta = await _tenants()
+    cookie = await sync_to_async(login_cookie)(alpha, "hops-staff")
+    batch_id = await sync_to_async(create_batch)(alpha, 2)
+    socket = await open_live(ALPHA, cookie)
+    assert (await subscribe(socket, subscribe="batch", id=batch_id))["type"] == "snapshot"
+    before = len(hops)
+    assert before >= 1  # the subscription (a client's message) went through it
+    await sync_to_async(start_batch)(alpha, batch_id)
+    messages = await receive_until(socket, _is_complete(batch_id))
+    assert len([m for m in messages if m["type"] == "batch_progress"]) >= 2
+    assert len(hops) == before, "live messages went through a thread each"
+    await socket.send_json_to({"ping": 1})
+    assert (await socket.receive_json_from(timeout=10))["type"] == "pong"
+    assert len(hops) == before + 1
+    await socket.disconnect()
