@@ -46,6 +46,10 @@ def children() -> list[Child]:
                 str(PORT),
                 "--ws",
                 "websockets-sansio",
+                # Live messages are small JSON: compressing each one for each socket cost
+                # about a tenth of the server's event loop (docs/live.md).
+                "--ws-per-message-deflate",
+                "false",
                 "--no-access-log",
             ],
         ),

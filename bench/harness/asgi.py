@@ -40,8 +40,8 @@ class AsgiServer:
     @property
     def argv(self) -> list[str]:
         return [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1",
-                "--port", str(self.port), "--ws", self.ws, "--lifespan", "off",
-                "--no-access-log"]  # fmt: skip
+                "--port", str(self.port), "--ws", self.ws, "--ws-per-message-deflate",
+                "false", "--lifespan", "off", "--no-access-log"]  # fmt: skip
 
     def url(self, path: str = "/") -> str:
         return f"http://{self.host}:{self.port}{path}"
