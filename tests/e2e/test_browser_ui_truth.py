@@ -297,3 +297,99 @@ def test_a_failure_retried_from_the_dashboard_leaves_recent_failures(browser, se
     expect(row).to_have_count(0, timeout=15_000)
     expect(page.locator("#panel-failures")).to_contain_text("No failed jobs")
     page.context.close()
+
+
+# Records, from the page's own clock, when each region re-fetch starts, and which rows of the
+# admin list had cells replaced (a cell's children swapped, not a badge's text moved).
+WATCH_REGIONS = """
+(() => {
+  window.__fetches = [];
+  window.__patched = new Set();
+  window.__renders = 0;
+  window.__sockets = [];
+  const Native = window.WebSocket;
+  window.WebSocket = class extends Native {
+    constructor(...args) { super(...args); window.__sockets.push(this); }
+  };
+  const native = window.fetch;
+  window.fetch = function (url, options) {
+    const headers = (options && options.headers) || {};
+    if (headers["X-Requested-With"] === "fetch") { window.__fetches.push(performance.now()); }
+    return native.apply(this, arguments);
+  };
+  document.addEventListener("live:rendered", () => { window.__renders += 1; });
+  document.addEventListener("DOMContentLoaded", () => {
+    const body = document.querySelector("#result_list tbody");
+    if (!body) { return; }
+    new MutationObserver((mutations) => {
+      for (const m of mutations) {
+        if (m.target.tagName !== "TD") { continue; }
+        const box = m.target.closest("tr").querySelector("input.action-select");
+        window.__patched.add(box ? Number(box.value) : -1);
+      }
+    }).observe(body, { childList: true, subtree: true });
+  });
+})();
+"""
+
+
+def _watched_job_list(browser, server, tenant, user: str, batch_id: int):
+    page = _page(browser, server, login_cookie(tenant, user))
+    page.context.add_init_script(WATCH_REGIONS)
+    page.goto(server.url(path=f"/admin/orchestration/marketplacejob/?batch={batch_id}"))
+    _live(page)
+    page.wait_for_function("() => (window.orchestrationLive.byType.snapshot || 0) >= 1")
+    return page
+
+
+def test_a_snapshot_that_moves_a_job_re_renders_its_row(browser, server, tx_tenant_a):
+    batch = batch_create(name="Moved unseen", jobs=_specs(2), start=False)
+    ids = sorted(batch.jobs.values_list("pk", flat=True))
+    page = _watched_job_list(browser, server, tx_tenant_a, "ui-unseen", batch.pk)
+    # The job moves while the page hears nothing of it (no event), then the page reconnects.
+    MarketplaceJob.objects.filter(pk=ids[1]).update(status="queued")
+    page.evaluate("() => window.__sockets.forEach((s) => s.close())")
+    row = page.locator("#result_list tr", has=page.locator(f'input[value="{ids[1]}"]'))
+    expect(row.locator(".live-badge")).to_have_text("queued")
+    page.wait_for_function("() => window.__renders >= 1")
+    assert page.evaluate("() => Array.from(window.__patched)") == [ids[1]]
+    page.context.close()
+
+
+def test_a_list_re_render_replaces_only_the_rows_that_moved_and_keeps_the_selection(
+    browser, server, tx_tenant_a
+):
+    batch = batch_create(name="Patched rows", jobs=_specs(4), start=False)
+    ids = sorted(batch.jobs.values_list("pk", flat=True))
+    page = _watched_job_list(browser, server, tx_tenant_a, "ui-patch", batch.pk)
+    page.check(f'#result_list input.action-select[value="{ids[0]}"]')
+    for moved in ids[1:3]:
+        page.evaluate("() => { window.__patched.clear(); window.__renders = 0; }")
+        jobs_enqueue(job_ids=[moved])
+        row = page.locator("#result_list tr", has=page.locator(f'input[value="{moved}"]'))
+        expect(row.locator(".live-badge")).to_have_text("queued")
+        page.wait_for_function("() => window.__renders >= 1")
+        assert page.evaluate("() => Array.from(window.__patched)") == [moved]
+    assert page.is_checked(f'#result_list input.action-select[value="{ids[0]}"]')
+    page.context.close()
+
+
+def test_a_re_render_that_cost_more_spaces_the_next_one_out(browser, server, tx_tenant_a):
+    batch = batch_create(name="Slow renders", jobs=_specs(3), start=False)
+    ids = sorted(batch.jobs.values_list("pk", flat=True))
+    page = _watched_job_list(browser, server, tx_tenant_a, "ui-budget", batch.pk)
+
+    def slow(route):  # a busy server: every re-fetch of the list takes 0.5 s or more
+        if route.request.headers.get("x-requested-with") == "fetch":
+            time.sleep(0.5)
+        route.continue_()
+
+    page.route("**/admin/orchestration/marketplacejob/*", slow)
+    jobs_enqueue(job_ids=[ids[0]])
+    page.wait_for_function("() => window.__renders >= 1", timeout=30_000)
+    jobs_enqueue(job_ids=[ids[1]])
+    page.wait_for_function("() => window.__renders >= 2", timeout=30_000)
+    first, second = page.evaluate("() => window.__fetches")[:2]
+    # At most 1 re-render a second while they are cheap; 8 x 0.5 s apart once they cost that.
+    assert second - first >= 8 * 500, (first, second)
+    page.context.close()

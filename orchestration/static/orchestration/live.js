@@ -103,14 +103,24 @@
     return false;
   }
 
+  // A snapshot that moves a job (its message was left out before the server knew this page
+  // watched it, or lost with a connection) re-renders the parts that show it, as that
+  // message would have.
+  function noteIfMoved(j) {
+    const shown = document.querySelector('[data-live-job="' + j.job_id + '"]');
+    if (shown && shown.textContent !== j.status) {
+      page.noteRegions({ type: "job_status", job_id: j.job_id, status: j.status });
+    }
+  }
+
   function dispatch(m) {
     page.noteRegions(m);
     switch (m.type) {
       case "snapshot":
         if (m.of === "overview") { m.batches.forEach(page.applyBatch); }
         if (m.of === "batch") { state.lastSeen.delete("batch_progress" + m.batch_id); page.applyBatch(m); }
-        if (m.of === "job") { state.lastSeen.delete("j" + m.job_id); page.applyJob(m); m.tasks.forEach(page.applyTask); }
-        if (m.of === "jobs") { m.jobs.forEach(function (j) { state.lastSeen.delete("j" + j.job_id); page.applyJob(j); }); }
+        if (m.of === "job") { state.lastSeen.delete("j" + m.job_id); noteIfMoved(m); page.applyJob(m); m.tasks.forEach(page.applyTask); }
+        if (m.of === "jobs") { m.jobs.forEach(function (j) { state.lastSeen.delete("j" + j.job_id); noteIfMoved(j); page.applyJob(j); }); }
         break;
       case "batch_progress":
       case "complete":

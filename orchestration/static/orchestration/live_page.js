@@ -62,18 +62,23 @@
 
   // Re-fetch server-rendered fragments: at most one request in flight per target, the next
   // at least `gap` ms after the previous one started, and one more after a request that was
-  // already under way when something moved (its answer may predate the move).
+  // already under way when something moved (its answer may predate the move). A re-render
+  // that cost more (the server's render, the transfer, this page's parse and patch) spaces
+  // the next one out to COST_SHARE times its cost: re-rendering then takes at most about
+  // 1/COST_SHARE of the time, and a busy server or page is asked less, not more.
+  const COST_SHARE = 8;
   const fetches = new Map();
   function later(key, gap, run) {
     let f = fetches.get(key);
-    if (!f) { f = { timer: null, busy: false, dirty: false, last: 0 }; fetches.set(key, f); }
+    if (!f) { f = { timer: null, busy: false, dirty: false, last: 0, cost: 0 }; fetches.set(key, f); }
     if (f.busy) { f.dirty = true; return; }
     if (f.timer) { return; }
-    const wait = Math.max(150, f.last + gap - Date.now());
+    const wait = Math.max(150, f.last + Math.max(gap, COST_SHARE * f.cost) - Date.now());
     f.timer = window.setTimeout(function () {
       f.timer = null; f.busy = true; f.last = Date.now();
+      const started = performance.now();
       run().finally(function () {
-        f.busy = false;
+        f.busy = false; f.cost = performance.now() - started;
         if (f.dirty) { f.dirty = false; later(key, gap, run); }
       });
     }, wait);
@@ -202,6 +207,7 @@
     return link ? "href:" + link.getAttribute("href") : null;
   }
 
+  const served = new WeakMap();  // a patched cell -> the server's HTML it was given
   function patchRegion(target, fresh) {
     const oldTable = target.querySelector("table#result_list");
     const newTable = fresh.querySelector("table#result_list");
@@ -217,7 +223,11 @@
         existing.delete(key);
         Array.from(row.cells).forEach(function (cell, i) {
           const mine = old.cells[i];
-          if (mine && !mine.querySelector("input.action-select")) { mine.innerHTML = cell.innerHTML; }
+          // Only what the server now renders differently: every replaced cell is laid out and
+          // painted again.
+          if (!mine || mine.querySelector("input.action-select")) { return; }
+          if (served.get(mine) !== cell.innerHTML) { mine.innerHTML = cell.innerHTML; }
+          served.set(mine, cell.innerHTML);
         });
         order.push(old);
       } else {
@@ -227,7 +237,9 @@
       }
     });
     existing.forEach(function (row) { row.remove(); });
-    order.forEach(function (row) { body.appendChild(row); });
+    order.forEach(function (row, i) {
+      if (body.rows[i] !== row) { body.insertBefore(row, body.rows[i] || null); }
+    });
   }
 
   // --- times: one format, relative, in the reader's zone, absolute on hover ---
@@ -333,6 +345,11 @@
   // Once the page is parsed (live.js calls it right after starting its socket).
   function start() {
     startPolling();
+    // What the server rendered, before times are shown in the reader's zone: a re-render
+    // then replaces only the cells the server renders differently.
+    document.querySelectorAll("[data-live-region] table#result_list tbody td").forEach(function (cell) {
+      served.set(cell, cell.innerHTML);
+    });
     showTimes();
     window.setInterval(showTimes, 1000);
     document.querySelectorAll("[data-live-late-cancel]").forEach(function (el) {
