@@ -86,6 +86,10 @@ class Recorder:
         deadline = time.monotonic() + timeout
         while not self.path.with_suffix(".ready.tmp").exists():
             if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                proc.wait()
+                self._log.close()
+                self.proc = None
                 raise harness.BenchError(f"{self.what} did not start; log {self._log.name}")
             time.sleep(0.1)
         return self

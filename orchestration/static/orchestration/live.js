@@ -109,7 +109,8 @@
   function noteIfMoved(j) {
     const shown = document.querySelector('[data-live-job="' + j.job_id + '"]');
     if (shown && shown.textContent !== j.status) {
-      page.noteRegions({ type: "job_status", job_id: j.job_id, status: j.status });
+      page.noteRegions({ type: "job_status", job_id: j.job_id, status: j.status,
+                         data: { from: shown.textContent } });
     }
   }
 

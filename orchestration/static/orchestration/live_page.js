@@ -13,32 +13,42 @@
 
   function rendered() { document.dispatchEvent(new Event("live:rendered")); }
 
+  // A cell a message changed here is replaced at the next re-render even when the server
+  // renders it as it did before (that message may have been superseded by one lost since).
+  const served = new WeakMap();  // a list cell -> the server's HTML it was given
+  function changedHere(el, moved) {
+    const cell = moved && el.closest("td, th");
+    if (cell) { served.delete(cell); }
+  }
+
   function applyBatch(m) {
     const progress = m.progress || {};
     document.querySelectorAll('[data-live-batch="' + m.batch_id + '"]').forEach(function (el) {
       const bar = el.querySelector(".live-bar");
       const label = el.querySelector(".live-label");
+      const text = (progress.percent || 0) + "% (" + (progress.done || 0) + "/" + (progress.total || 0) + ")";
+      changedHere(el, el.dataset.status !== m.status || (label && label.textContent !== text));
       if (bar) { bar.style.width = (progress.percent || 0) + "%"; }
       const retrying = el.querySelector(".live-bar-retrying");
       if (retrying) { retrying.style.left = (progress.percent || 0) + "%"; }
-      if (label) {
-        label.textContent = (progress.percent || 0) + "% (" + (progress.done || 0) + "/" + (progress.total || 0) + ")";
-      }
+      if (label) { label.textContent = text; }
       el.dataset.status = m.status;
       el.dataset.percent = progress.percent || 0;
     });
     document.querySelectorAll('[data-live-batch-status="' + m.batch_id + '"]').forEach(function (el) {
+      changedHere(el, el.textContent !== m.status);
       el.textContent = m.status;
       el.className = "live-badge status-" + m.status;
     });
     document.querySelectorAll('[data-live-batch-counts="' + m.batch_id + '"] [data-count]').forEach(function (el) {
       const value = progress[el.dataset.count];
-      if (value !== undefined) { el.textContent = value; }
+      if (value !== undefined) { changedHere(el, el.textContent !== String(value)); el.textContent = value; }
     });
   }
 
   function applyJob(m) {
     document.querySelectorAll('[data-live-job="' + m.job_id + '"]').forEach(function (el) {
+      changedHere(el, el.textContent !== m.status);
       el.textContent = m.status;
       el.className = "live-badge status-" + m.status;
       // A retried failure that has now completed (or was cancelled) leaves "Recent failures".
@@ -55,6 +65,7 @@
 
   function applyTask(m) {
     document.querySelectorAll('[data-live-task="' + m.task_id + '"]').forEach(function (el) {
+      changedHere(el, el.textContent !== m.status);
       el.textContent = m.status;
       el.className = "live-badge status-" + m.status;
     });
@@ -65,20 +76,25 @@
   // already under way when something moved (its answer may predate the move). A re-render
   // that cost more (the server's render, the transfer, this page's parse and patch) spaces
   // the next one out to COST_SHARE times its cost: re-rendering then takes at most about
-  // 1/COST_SHARE of the time, and a busy server or page is asked less, not more.
+  // 1/COST_SHARE of the time, and a busy server or page is asked less, not more (up to
+  // MAX_SPACING apart).
   const COST_SHARE = 8;
+  const MAX_SPACING = 15000;  // one slow answer delays the next re-render by this at most
   const fetches = new Map();
   function later(key, gap, run) {
     let f = fetches.get(key);
     if (!f) { f = { timer: null, busy: false, dirty: false, last: 0, cost: 0 }; fetches.set(key, f); }
     if (f.busy) { f.dirty = true; return; }
     if (f.timer) { return; }
-    const wait = Math.max(150, f.last + Math.max(gap, COST_SHARE * f.cost) - Date.now());
+    const spaced = Math.min(Math.max(gap, COST_SHARE * f.cost), MAX_SPACING);
+    const wait = Math.max(150, f.last + spaced - Date.now());
     f.timer = window.setTimeout(function () {
       f.timer = null; f.busy = true; f.last = Date.now();
       const started = performance.now();
       run().finally(function () {
-        f.busy = false; f.cost = performance.now() - started;
+        f.busy = false;
+        // (A page in the background, or a computer asleep, says nothing of the cost.)
+        if (!document.hidden) { f.cost = performance.now() - started; }
         if (f.dirty) { f.dirty = false; later(key, gap, run); }
       });
     }, wait);
@@ -207,7 +223,6 @@
     return link ? "href:" + link.getAttribute("href") : null;
   }
 
-  const served = new WeakMap();  // a patched cell -> the server's HTML it was given
   function patchRegion(target, fresh) {
     const oldTable = target.querySelector("table#result_list");
     const newTable = fresh.querySelector("table#result_list");
@@ -232,6 +247,7 @@
         order.push(old);
       } else {
         const added = document.importNode(row, true);
+        Array.from(added.cells).forEach(function (cell, i) { served.set(cell, row.cells[i].innerHTML); });
         added.classList.add("live-new-row");
         order.push(added);
       }
@@ -347,8 +363,8 @@
     startPolling();
     // What the server rendered, before times are shown in the reader's zone: a re-render
     // then replaces only the cells the server renders differently.
-    document.querySelectorAll("[data-live-region] table#result_list tbody td").forEach(function (cell) {
-      served.set(cell, cell.innerHTML);
+    document.querySelectorAll("[data-live-region] table#result_list tbody tr").forEach(function (row) {
+      Array.from(row.cells).forEach(function (cell) { served.set(cell, cell.innerHTML); });
     });
     showTimes();
     window.setInterval(showTimes, 1000);

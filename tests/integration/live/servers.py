@@ -90,7 +90,8 @@ def start_server(log_path: Path, *, kind: str = "postgres") -> AsgiServer:
     with sock, open(log_path, "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "config.asgi:application", "--fd", str(sock.fileno()),
-             "--ws", "websockets", "--lifespan", "off", "--no-access-log"],
+             "--ws", "websockets", "--ws-per-message-deflate", "false", "--lifespan", "off",
+             "--no-access-log"],
             cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             pass_fds=(sock.fileno(),),
         )  # fmt: skip

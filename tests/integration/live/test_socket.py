@@ -387,7 +387,7 @@ async def test_live_messages_reach_the_socket_without_a_thread_hop(
     assert before >= 1  # the subscription (a client's message) went through it
     await sync_to_async(start_batch)(alpha, batch_id)
     messages = await receive_until(socket, _is_complete(batch_id))
-    assert len([m for m in messages if m["type"] == "batch_progress"]) >= 2
+    assert any(m["type"] == "batch_progress" for m in messages)
     assert len(hops) == before, "live messages went through a thread each"
     await socket.send_json_to({"ping": 1})
     assert (await socket.receive_json_from(timeout=10))["type"] == "pong"
