@@ -48,7 +48,8 @@ def section(live: dict[str, Any], chart_name: str | None) -> list[str]:
         "",
         "| run | workers | CPU pressure % | steps/s in window (min 1-s) | commit → DOM p50 / p95 / p99 | "
         "database → WebSocket p50 / p95 | every message: event → layer p50 / p95, layer → page "
-        "p50 / p95 | WebSocket → DOM p95 | samples | p95 ≤ 100 ms | "
+        "p50 / p95 (of which layer → uvicorn's socket p95, socket → page p95) | WebSocket → DOM "
+        "p95 | samples | p95 ≤ 100 ms | "
         "≥ 1,000 steps/s |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
@@ -68,7 +69,8 @@ def section(live: dict[str, Any], chart_name: str | None) -> list[str]:
         lines.append(
             f"| {name} | {d.get('workers') or '-'} | {d.get('cpu_pressure_pct')} | {rate} | {c.get('p50')} / {c.get('p95')} / "
             f"{c.get('p99')} | {w.get('p50')} / {w.get('p95')} | {el.get('p50')} / {el.get('p95')}, "
-            f"{lp.get('p50')} / {lp.get('p95')} | "
+            f"{lp.get('p50')} / {lp.get('p95')} ({(d.get('layer_to_socket_ms_all') or {}).get('p95')}, "
+            f"{(d.get('socket_to_page_ms_all') or {}).get('p95')}) | "
             f"{(d.get('ws_to_dom_ms_all') or {}).get('p95')} | {c.get('count')} | "
             f"{'met' if d.get('p95_within_100ms') else '**not met**'} | "
             f"{('yes' if load.get('target_reached') else '**no**') if load else '-'} |"
