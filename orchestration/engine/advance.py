@@ -46,6 +46,10 @@ def fence(claim: Claim) -> None:
 # which writes no new row version (the run's indexes are left alone). Then the tasks'
 # guarded transitions; the result hands back the job's cancel flag, so the step boundary
 # needs no extra query.
+# A task is found by its id; its job is checked against the run's through a scalar subquery,
+# not a join: a worker's connection keeps one generic plan per statement, and one planned while
+# the task table looked empty joined through a full scan of the (job, step) index, reading
+# every task of the tenant at every step (tests/integration/engine/test_statement_costs.py).
 # What a task's start writes, wherever it is made (the first step, the step after a commit,
 # the next job's first step at the previous job's end).
 _TASK_START_SET = """status = 'running', input = %(input)s, started_at = %(now)s,
@@ -70,7 +74,7 @@ started AS (
     UPDATE {task} AS t SET """
     + _TASK_START_SET
     + """
-      FROM run WHERE t.id = %(next_id)s AND t.job_id = run.job_id AND t.status IN ({task_sources})
+     WHERE t.id = %(next_id)s AND t.job_id = (SELECT job_id FROM run) AND t.status IN ({task_sources})
  RETURNING t.job_id)
 SELECT (SELECT count(*) FROM run), (SELECT count(*) FROM started),
        (SELECT cancel_requested FROM {job} WHERE id = (SELECT job_id FROM run))
@@ -82,14 +86,14 @@ _ADVANCE_BODY = (
 done AS (
     UPDATE {task} AS t SET status = 'completed', output = %(output)s, reused_existing = %(reused)s,
            completed_at = %(now)s
-      FROM run WHERE t.id = %(task_id)s AND t.job_id = run.job_id AND t.status = 'running'
+     WHERE t.id = %(task_id)s AND t.job_id = (SELECT job_id FROM run) AND t.status = 'running'
  RETURNING t.job_id),
 flag AS (SELECT cancel_requested FROM {job} WHERE id = (SELECT job_id FROM done)),
 started AS (
     UPDATE {task} AS t SET """
     + _TASK_START_SET
     + """
-      FROM done WHERE t.id = %(next_id)s AND t.job_id = done.job_id AND t.status IN ({task_sources})
+     WHERE t.id = %(next_id)s AND t.job_id = (SELECT job_id FROM done) AND t.status IN ({task_sources})
        AND NOT (SELECT cancel_requested FROM flag)
  RETURNING t.id)
 SELECT (SELECT count(*) FROM run), (SELECT count(*) FROM done),
@@ -284,7 +288,7 @@ next_started AS (
         "%(run_id)s", "%(next_run_id)s"
     )
     + """
-      FROM next_run WHERE t.id = %(next_task_id)s AND t.job_id = next_run.job_id
+     WHERE t.id = %(next_task_id)s AND t.job_id = (SELECT job_id FROM next_run)
        AND t.status IN ({task_sources})
  RETURNING t.job_id),"""
 )

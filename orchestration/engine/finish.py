@@ -83,7 +83,7 @@ WITH {next_ctes} run AS (
 done AS (
     UPDATE {task} AS t SET status = 'completed', output = %(output)s, reused_existing = %(reused)s,
            completed_at = %(now)s
-      FROM run WHERE t.id = %(task_id)s AND t.job_id = run.job_id AND t.status = 'running'
+     WHERE t.id = %(task_id)s AND t.job_id = (SELECT job_id FROM run) AND t.status = 'running'
  RETURNING t.id),
 job AS (
     UPDATE {job} AS j SET status = 'completed', completed_at = %(now)s, result = %(result)s,

@@ -19,6 +19,9 @@ from orchestration.states import JobStatus, TaskStatus
 from tests.engine_providers import set_faults
 
 HISTORY_JOBS = 400  # x 5 steps: 2,000 completed tasks of earlier jobs
+# Task index entries one 5-step job may read: its own 5 tasks a few times per statement. The
+# plans depend on the statistics earlier tests left: on near-empty ones a job read about 110.
+READS_BOUND = 200
 
 
 def _task_index_reads() -> dict[str, int]:
@@ -51,12 +54,12 @@ def _run_after_history(engine, *, expect: str) -> dict[str, int]:
 
 def test_a_job_end_reads_only_its_own_tasks_however_many_completed_before(engine):
     reads = _run_after_history(engine, expect=JobStatus.COMPLETED)
-    # Claiming, starting, advancing and ending one 5-step job: a few dozen index entries.
-    assert sum(reads.values()) < 100, reads
+    # Claiming, starting, advancing and ending one 5-step job (READS_BOUND).
+    assert sum(reads.values()) < READS_BOUND, reads
 
 
 def test_a_failed_run_counts_its_steps_among_its_own_tasks(engine):
     set_faults(engine.faults, {"step4": {"mode": "permanent", "times": 1}})
     reads = _run_after_history(engine, expect=JobStatus.FAILED)
-    assert sum(reads.values()) < 100, reads
+    assert sum(reads.values()) < READS_BOUND, reads
     assert JobRun.objects.get(job__batch__name="now").steps_completed == 3
