@@ -21,6 +21,12 @@
     if (cell) { served.delete(cell); }
   }
 
+  function setBadge(el, status) {
+    changedHere(el, el.textContent !== status);
+    el.textContent = status;
+    el.className = "live-badge status-" + status;
+  }
+
   function applyBatch(m) {
     const progress = m.progress || {};
     document.querySelectorAll('[data-live-batch="' + m.batch_id + '"]').forEach(function (el) {
@@ -36,9 +42,7 @@
       el.dataset.percent = progress.percent || 0;
     });
     document.querySelectorAll('[data-live-batch-status="' + m.batch_id + '"]').forEach(function (el) {
-      changedHere(el, el.textContent !== m.status);
-      el.textContent = m.status;
-      el.className = "live-badge status-" + m.status;
+      setBadge(el, m.status);
     });
     document.querySelectorAll('[data-live-batch-counts="' + m.batch_id + '"] [data-count]').forEach(function (el) {
       const value = progress[el.dataset.count];
@@ -48,9 +52,7 @@
 
   function applyJob(m) {
     document.querySelectorAll('[data-live-job="' + m.job_id + '"]').forEach(function (el) {
-      changedHere(el, el.textContent !== m.status);
-      el.textContent = m.status;
-      el.className = "live-badge status-" + m.status;
+      setBadge(el, m.status);
       // A retried failure that has now completed (or was cancelled) leaves "Recent failures".
       const panel = el.closest("[data-live-drop-resolved]");
       if (panel && (m.status === "completed" || m.status === "cancelled")) {
@@ -65,9 +67,7 @@
 
   function applyTask(m) {
     document.querySelectorAll('[data-live-task="' + m.task_id + '"]').forEach(function (el) {
-      changedHere(el, el.textContent !== m.status);
-      el.textContent = m.status;
-      el.className = "live-badge status-" + m.status;
+      setBadge(el, m.status);
     });
   }
 
