@@ -49,12 +49,17 @@ class Event(NamedTuple):
         """ISO 8601, UTC."""
         return datetime.fromtimestamp(time.time() if self.at is None else self.at, UTC).isoformat()
 
-    def as_message(self) -> dict[str, Any]:
+    def as_message(self, committed: float | None = None) -> dict[str, Any]:
+        """The live message: ``timestamp`` is when the event was emitted (inside its
+        transaction); ``committed``, when given, when the process saw that transaction commit
+        (epoch seconds, formatted the same way)."""
         message: dict[str, Any] = {}
         for name, value in zip(_MESSAGE_FIELDS, self, strict=False):
             if value is not None and value != "" and value != {}:
                 message[name] = value
         message["timestamp"] = self.timestamp
+        if committed is not None:
+            message["committed"] = datetime.fromtimestamp(committed, UTC).isoformat()
         return message
 
 

@@ -27,6 +27,7 @@ import atexit
 import multiprocessing.util
 import os
 import threading
+import time
 from typing import Any
 
 from django.core.signals import setting_changed
@@ -110,9 +111,12 @@ def flush(timeout: float = 5.0) -> bool:
 
 
 def publish_events(delivered: list[events.Event]) -> None:
-    """The messages of the events one commit delivered, handed to the publisher at once."""
+    """The messages of the events one commit delivered, handed to the publisher at once
+    (called right after the commit: its time is the messages' ``committed``)."""
+    committed = time.time()
     publisher = get_publisher()
-    items = [item for event in delivered for item in outgoing_for(event, publisher.watches)]
+    watches = publisher.watches
+    items = [item for event in delivered for item in outgoing_for(event, watches, committed)]
     if items:
         publisher.publish(items)
 

@@ -44,10 +44,15 @@ def _everyone(group: str) -> bool:
     return True
 
 
-def outgoing_for(event: events.Event, watched: Callable[[str], bool] = _everyone) -> list[Outgoing]:
+def outgoing_for(
+    event: events.Event,
+    watched: Callable[[str], bool] = _everyone,
+    committed: float | None = None,
+) -> list[Outgoing]:
     """The messages one engine event becomes, with their groups. ``watched(group)`` says
     whether a job's group may have members: a job-level message goes only to those (the
-    overview and batch groups get theirs regardless)."""
+    overview and batch groups get theirs regardless). ``committed``: when its transaction
+    committed, as this process saw it (the messages' ``committed``)."""
     schema = event.tenant
     if not schema or schema == _public_schema():
         return []
@@ -56,7 +61,7 @@ def outgoing_for(event: events.Event, watched: Callable[[str], bool] = _everyone
     job = group_name(schema, "job", event.job_id) if event.job_id else None
 
     if event.type in ("batch_progress", "complete") and batch:
-        message = event.as_message()
+        message = event.as_message(committed)
         groups = (overview, batch)
         key = ("batch_progress", event.batch_id)
         if event.type == "complete":
@@ -90,10 +95,10 @@ def outgoing_for(event: events.Event, watched: Callable[[str], bool] = _everyone
     elif event.job_id:
         key, final, shared = (event.type, event.job_id), False, False
     else:
-        return [Outgoing(batch, (event.type, event.batch_id), event.as_message())] if batch else []
+        return [Outgoing(batch, (event.type, event.batch_id), event.as_message(committed))] if batch else []
     if not (job or shared):
         return []  # made for nobody: not even its message is built
-    message = event.as_message()
+    message = event.as_message(committed)
     out = [Outgoing(job, key, message, final=final)] if job else []
     if shared:
         out.extend(Outgoing(g, key, message, final=final) for g in (overview, batch) if g)

@@ -7,6 +7,7 @@ import contextlib
 import itertools
 import threading
 import time
+from datetime import datetime
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -274,6 +275,41 @@ def _kill_publisher_connections() -> int:
 def _job_failed(job_id: int) -> None:
     event = events.Event(type="job_status", tenant="test_alpha", status="failed", job_id=job_id)
     live.publish_events([event])
+
+
+def _job_failed_after_a_slow_commit(job_id: int, hold: float) -> None:
+    from django.db import transaction
+
+    with transaction.atomic():
+        events.emit("job_status", status="failed", job_id=job_id)
+        time.sleep(hold)  # the rest of a long transaction
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_a_message_says_when_its_transaction_committed(clean_tenants, release_channel_layer):
+    """``timestamp`` is the emit, inside the transaction; ``committed`` is after its commit:
+    what the live latency is measured from (bench/live_admin)."""
+    live.stop_publisher()
+    layer, channel = await listening_channel()
+    await layer.group_add("t.test_alpha.job.42", channel)
+    await sync_to_async(_ensure_tenant)("alpha")
+
+    def in_alpha():
+        from django_tenants.utils import schema_context
+
+        with schema_context("test_alpha"):
+            _job_failed_after_a_slow_commit(42, 0.3)
+        return time.time()
+
+    returned = await sync_to_async(in_alpha)()
+    message = (await asyncio.wait_for(layer.receive(channel), timeout=10))["message"]
+    emitted = datetime.fromisoformat(message["timestamp"]).timestamp()
+    committed = datetime.fromisoformat(message["committed"]).timestamp()
+    assert committed - emitted >= 0.3
+    assert committed <= returned
+    await group_discard(layer, "t.test_alpha.job.42", channel)
+    live.stop_publisher()
 
 
 @pytest.mark.asyncio
