@@ -40,6 +40,7 @@ def analyse(pages: dict[str, dict], rows: list[tuple]) -> dict[str, Any]:
     shown_jobs: dict[int, list[tuple[float, str]]] = {}
     shown_done: list[tuple[float, int]] = []
     messages: dict[str, dict[str, int]] = {}
+    stamps: dict[str, int] = {}  # samples per source measured from the commit / the state
     for name, record in pages.items():
         ws = record.get("ws", [])
         counts: dict[str, int] = {}
@@ -69,18 +70,28 @@ def analyse(pages: dict[str, dict], rows: list[tuple]) -> dict[str, Any]:
                 continue
             if db_ms is None:
                 continue
+            # The commit as its worker saw it (the message's ``committed``), when the message
+            # that changed the DOM is this very state; else the state's own timestamp (earlier
+            # than its commit: the figure can only grow).
+            committed = iso_ms(msg.get("c")) if msg and shows(msg, key, value) else None
             sample = {
                 "source": source,
                 "shown": f"{key} = {value}",
                 "at_ms": dom["t"],
-                "commit_to_dom_ms": dom["t"] - db_ms,
+                "commit_to_dom_ms": dom["t"] - (db_ms if committed is None else committed),
+                "state_to_dom_ms": dom["t"] - db_ms,
+                "state_to_commit_ms": None if committed is None else committed - db_ms,
                 "event_to_dom_ms": event_delay(dom, msg),
-                "commit_to_ws_ms": msg["t"] - db_ms if msg else None,
+                "commit_to_ws_ms": (
+                    msg["t"] - (db_ms if committed is None else committed) if msg else None
+                ),
                 "ws_to_dom_ms": dom["p"] - msg["p"] if msg else None,
                 "dom_to_next_frame_ms": dom["frame"] - dom["p"] if dom.get("frame") else None,
                 "message": msg["type"] if msg else None,
             }
             samples.append(sample)
+            basis = source if committed is not None else f"{source} (state timestamp)"
+            stamps[basis] = stamps.get(basis, 0) + 1
             for figure, value_ms in sample.items():
                 if figure.endswith("_ms") and figure != "at_ms":
                     add(source, figure, value_ms)
@@ -97,14 +108,14 @@ def analyse(pages: dict[str, dict], rows: list[tuple]) -> dict[str, Any]:
             if first is None:
                 unseen += 1
             else:
-                add(f"job_{state}", "commit_to_first_shown_ms", first - db_ms)
+                add(f"job_{state}", "state_to_first_shown_ms", first - db_ms)
     shown_done.sort()
     for k, db_ms in enumerate(completions, start=1):
         first = next((t for t, d in shown_done if d >= k), None)
         if first is None:
             unseen += 1
         else:
-            add("batch_progress", "commit_to_first_shown_ms", first - db_ms)
+            add("batch_progress", "state_to_first_shown_ms", first - db_ms)
 
     out: dict[str, Any] = {}
     for figure, by_source in series.items():
@@ -113,16 +124,17 @@ def analyse(pages: dict[str, dict], rows: list[tuple]) -> dict[str, Any]:
                  for v in values]  # fmt: skip
         if every:
             out[figure]["all"] = harness.distribution(every)
-    for figure in ("commit_to_dom_ms", "commit_to_first_shown_ms"):
+    for figure in ("commit_to_dom_ms", "state_to_first_shown_ms"):
         out.setdefault(figure, {}).setdefault("all", {"count": 0})
     origin = min((x["at_ms"] for x in samples), default=0)
     worst = sorted(samples, key=lambda x: -x["commit_to_dom_ms"])[:10]
+    out["commit_stamps"] = stamps
     out["slowest_updates"] = [
         {k: (round(v, 1) if isinstance(v, float) else v) for k, v in x.items() if k != "at_ms"}
         | {"s_after_first_update": round((x["at_ms"] - origin) / 1000, 2)}
         for x in worst
     ]
-    out["event_to_ws_ms_by_type"] = event_to_ws_by_type(pages)
+    out["commit_to_ws_ms_by_type"] = commit_to_ws_by_type(pages)
     out["messages_received"] = messages
     out["changes_never_shown"] = unseen
     out["batch_values_shown"] = len(shown_done)
@@ -133,22 +145,32 @@ def analyse(pages: dict[str, dict], rows: list[tuple]) -> dict[str, Any]:
     return out
 
 
-def event_to_ws_by_type(pages: dict[str, dict]) -> dict[str, Any]:
-    """Every message a page received (shown or not): its ``timestamp`` (taken in the worker
-    when the event was emitted, inside the transaction) to its arrival in the page, per type.
-    The publisher's queue, the channel layer and the ASGI server are in between."""
+def commit_to_ws_by_type(pages: dict[str, dict]) -> dict[str, Any]:
+    """Every message a page received (shown or not): its ``committed`` (the worker saw its
+    transaction commit; ``timestamp``, the emit inside it, for a message without one) to its
+    arrival in the page, per type. The publisher's queue, the channel layer and the ASGI
+    server are in between."""
     by_type: dict[str, list[float]] = {}
     for record in pages.values():
         for m in record.get("ws", []):
-            stamp = iso_ms(m.get("ts"))
+            stamp = iso_ms(m.get("c") or m.get("ts"))
             if stamp is not None and m.get("type") != "snapshot":
                 by_type.setdefault(m["type"], []).append(m["t"] - stamp)
     return {kind: harness.distribution(values) for kind, values in sorted(by_type.items())}
 
 
+def shows(msg: dict, key: str, value: str) -> bool:
+    """Whether ``msg`` is the state a DOM value shows (a job's status, a batch's done count)."""
+    if key.startswith("job:"):
+        return msg.get("job") == int(key.split(":")[1]) and msg.get("status") == value
+    match = LABEL.search(value)
+    return bool(match) and msg.get("done") == int(match.group(2))
+
+
 def layer_split(pages: dict[str, dict], taps: list[dict], probes: list[dict]) -> dict[str, Any]:
-    """Per message type: event → the layer tap's arrival → the socket probe's arrival → the
-    page's (matched on type, timestamp, job and status; the first page that got it)."""
+    """Per message type: emit (``timestamp``, inside the transaction) → commit (``committed``)
+    → the layer tap's arrival → the socket probe's arrival → the page's (matched on type,
+    timestamp, job and status; the first page that got it)."""
 
     def key_of(m: dict) -> tuple:
         return (m.get("type"), m.get("ts"), m.get("job"), m.get("status"))
@@ -171,10 +193,13 @@ def layer_split(pages: dict[str, dict], taps: list[dict], probes: list[dict]) ->
         legs.setdefault(leg, {}).setdefault(kind, []).append(value)
         legs[leg].setdefault("all", []).append(value)
 
+    committed = {key_of(r): iso_ms(r.get("c")) for r in taps}
     for key, t_tap in at_tap.items():
-        stamp = iso_ms(key[1])
-        if stamp is not None:
-            add("event_to_layer_ms", key[0], t_tap - stamp)
+        stamp, commit = iso_ms(key[1]), committed.get(key)
+        if stamp is not None and commit is not None:
+            add("emit_to_commit_ms", key[0], commit - stamp)
+        if commit is not None:
+            add("commit_to_layer_ms", key[0], t_tap - commit)
         if key in first_page:
             add("layer_to_page_ms", key[0], first_page[key] - t_tap)
         if key in at_probe:

@@ -52,6 +52,7 @@ INSTRUMENT = """
         let m;
         try { m = JSON.parse(event.data); } catch (err) { return; }
         B.ws.push({ t, p, type: m.type, of: m.of || null, ts: m.timestamp || null,
+                    c: m.committed || null,
                     job: m.job_id || null, batch: m.batch_id || null, status: m.status || null,
                     done: m.progress ? m.progress.done : null });
       });

@@ -53,6 +53,7 @@ def probe(port: int, host: str, cookie: str, batch_id: int, job_ids: list[int], 
                             ready.touch()
                         continue
                     f.write(json.dumps({"t": t, "type": m.get("type"), "ts": m.get("timestamp"),
+                                        "c": m.get("committed"),
                                         "job": m.get("job_id"), "status": m.get("status")}) + "\n")  # fmt: skip
 
     asyncio.run(main())

@@ -44,20 +44,26 @@ def section(live: dict[str, Any], chart_name: str | None) -> list[str]:
         f"({(live.get('settings') or {}).get('jobs')} jobs, 5 steps of "
         f"{(live.get('settings') or {}).get('step_sleep_ms')} ms), alone and while no-op load "
         "jobs run in a second tenant; steps/s = every step committed in the observed window "
-        "(first watched job started → watched batch completed).",
+        "(first watched job started → watched batch completed). Commit = the message's "
+        "`committed` (the worker's clock right after its transaction committed); state "
+        "timestamp = the job's `started_at` / `completed_at`, set inside the transaction "
+        "(`started_at` at the claim's start), the figure reported before session 12.",
         "",
         "| run | workers | CPU pressure % | steps/s in window (min 1-s) | commit → DOM p50 / p95 / p99 | "
-        "database → WebSocket p50 / p95 | every message: event → layer p50 / p95, layer → page "
+        "state timestamp → DOM p50 / p95 | commit → WebSocket p50 / p95 | every message: emit → "
+        "commit p95; commit → layer p50 / p95, layer → page "
         "p50 / p95 (of which layer → uvicorn's socket p95, socket → page p95) | WebSocket → DOM "
         "p95 | samples | p95 ≤ 100 ms | "
         "≥ 1,000 steps/s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     runs = {**(s.get("live") or {}), **(s.get("live_under_load") or {})}
     for name, d in runs.items():
         c = d.get("commit_to_dom_ms") or {}
         w = d.get("commit_to_ws_ms_all") or {}
-        el = d.get("event_to_layer_ms_all") or {}
+        st = d.get("state_to_dom_ms_all") or {}
+        ec = d.get("emit_to_commit_ms_all") or {}
+        el = d.get("commit_to_layer_ms_all") or {}
         lp = d.get("layer_to_page_ms_all") or {}
         load = d.get("load") or {}
         rate = (
@@ -68,7 +74,8 @@ def section(live: dict[str, Any], chart_name: str | None) -> list[str]:
         )
         lines.append(
             f"| {name} | {d.get('workers') or '-'} | {d.get('cpu_pressure_pct')} | {rate} | {c.get('p50')} / {c.get('p95')} / "
-            f"{c.get('p99')} | {w.get('p50')} / {w.get('p95')} | {el.get('p50')} / {el.get('p95')}, "
+            f"{c.get('p99')} | {st.get('p50')} / {st.get('p95')} | {w.get('p50')} / {w.get('p95')} | "
+            f"{ec.get('p95')}; {el.get('p50')} / {el.get('p95')}, "
             f"{lp.get('p50')} / {lp.get('p95')} ({(d.get('layer_to_socket_ms_all') or {}).get('p95')}, "
             f"{(d.get('socket_to_page_ms_all') or {}).get('p95')}) | "
             f"{(d.get('ws_to_dom_ms_all') or {}).get('p95')} | {c.get('count')} | "

@@ -95,12 +95,16 @@ def assemble(args, machine, database, setup, live, admin, settings_used) -> dict
         "live": live,
         "admin": admin,
         "notes": [
-            "commit side: MarketplaceJob.started_at / completed_at, set inside the transaction "
-            "just before its commit (Python clock of the worker); the batch label's value k is "
-            "matched with the k-th completed_at of the batch",
+            "commit side: the message's `committed` (the worker's clock right after its "
+            "transaction committed) when the message that changed the DOM is that very state; "
+            "else (commit_stamps says how often) the state's own database timestamp: "
+            "MarketplaceJob.started_at (the claim's start) / completed_at, both set inside the "
+            "transaction; the batch label's value k is matched with the k-th completed_at of "
+            "the batch. state_to_dom: always from the state's timestamp (the figure before "
+            "session 12)",
             "browser side: Date.now() in a MutationObserver callback (same machine clock); "
             "ws_to_dom and dom_to_next_frame use performance.now() inside the page",
-            "commit_to_dom: one sample per value the page showed; commit_to_first_shown: one "
+            "commit_to_dom: one sample per value the page showed; state_to_first_shown: one "
             "per committed change (running, completed, each batch completion), the first moment "
             "the page showed it or a later state (coalesced progress waits included)",
             "the redis run sets REDIS_URL for uvicorn and the cluster: channel layer AND "
@@ -142,22 +146,25 @@ def live_summary(result: dict[str, Any]) -> dict[str, Any]:
             for source, d in dom.items()
             if source != "all"
         },
-        "commit_to_first_shown_ms_all": pick(
-            "commit_to_first_shown_ms", ("count", "p50", "p95", "p99")
+        "state_to_first_shown_ms_all": pick(
+            "state_to_first_shown_ms", ("count", "p50", "p95", "p99")
         ),
+        "state_to_dom_ms_all": pick("state_to_dom_ms"),
+        "state_to_commit_ms_all": pick("state_to_commit_ms"),
+        "commit_stamps": result.get("commit_stamps"),
         "commit_to_ws_ms_all": pick("commit_to_ws_ms"),
         "ws_to_dom_ms_all": pick("ws_to_dom_ms"),
         "event_to_dom_ms_all": pick("event_to_dom_ms"),
     }
     split = result.get("layer_split_ms") or {}
     if split:
-        for leg in ("event_to_layer_ms", "layer_to_socket_ms", "socket_to_page_ms",
-                    "layer_to_page_ms"):  # fmt: skip
+        for leg in ("emit_to_commit_ms", "commit_to_layer_ms", "layer_to_socket_ms",
+                    "socket_to_page_ms", "layer_to_page_ms"):  # fmt: skip
             out[f"{leg}_all"] = {
                 k: (split.get(leg) or {}).get("all", {}).get(k) for k in ("p50", "p95", "p99")
             }
-    if "event_to_ws_ms_by_type" in result:
-        out["event_to_ws_ms_by_type"] = result["event_to_ws_ms_by_type"]
+    if "commit_to_ws_ms_by_type" in result:
+        out["commit_to_ws_ms_by_type"] = result["commit_to_ws_ms_by_type"]
     load = result.get("load")
     if load:
         out["load"] = {
@@ -192,13 +199,17 @@ def print_summary(result: dict[str, Any], path: Path) -> None:
             )
         )
         c = s.get("commit_to_ws_ms_all") or {}
-        el = s.get("event_to_layer_ms_all") or {}
+        st = s.get("state_to_dom_ms_all") or {}
+        ec = s.get("emit_to_commit_ms_all") or {}
+        el = s.get("commit_to_layer_ms_all") or {}
         lp = s.get("layer_to_page_ms_all") or {}
         ls = s.get("layer_to_socket_ms_all") or {}
         sp = s.get("socket_to_page_ms_all") or {}
         lines.append(
-            f"      database -> WebSocket arrival p50 {c.get('p50')} / p95 {c.get('p95')} ms; "
-            f"every message: event -> layer p50 {el.get('p50')} / p95 {el.get('p95')}, "
+            f"      state timestamp -> DOM p50 {st.get('p50')} / p95 {st.get('p95')} / p99 "
+            f"{st.get('p99')} ms; commit -> WebSocket arrival p50 {c.get('p50')} / p95 "
+            f"{c.get('p95')} ms; every message: emit -> commit p50 {ec.get('p50')} / p95 "
+            f"{ec.get('p95')}, commit -> layer p50 {el.get('p50')} / p95 {el.get('p95')}, "
             f"layer -> page p50 {lp.get('p50')} / p95 {lp.get('p95')} ms (layer -> uvicorn's "
             f"socket p50 {ls.get('p50')} / p95 {ls.get('p95')}, socket -> page p50 "
             f"{sp.get('p50')} / p95 {sp.get('p95')})"
@@ -208,10 +219,10 @@ def print_summary(result: dict[str, Any], path: Path) -> None:
                 f"      {source:<16} p50 {b['p50']} / p95 {b['p95']} / p99 {b['p99']} ms "
                 f"({b['count']})"
             )
-        f = s["commit_to_first_shown_ms_all"]
+        f = s["state_to_first_shown_ms_all"]
         w = s["ws_to_dom_ms_all"]
         lines.append(
-            f"      per committed change: p50 {f['p50']} / p95 {f['p95']} / p99 {f['p99']} ms "
+            f"      per committed change, from its state timestamp: p50 {f['p50']} / p95 {f['p95']} / p99 {f['p99']} ms "
             f"({f['count']}); WebSocket arrival -> DOM p50 {w['p50']} / p95 {w['p95']} ms"
         )
     for name, r in result["summary"]["admin"].items():

@@ -47,6 +47,7 @@ def tap(schema: str, batch_id: int, job_ids: list[int], out: str, seconds: float
                 t = time.time() * 1000
                 m = event.get("message") or {}
                 f.write(json.dumps({"t": t, "type": m.get("type"), "ts": m.get("timestamp"),
+                                    "c": m.get("committed"),
                                     "job": m.get("job_id"), "status": m.get("status")}) + "\n")  # fmt: skip
         for group in groups:
             await layer.group_discard(group, channel)

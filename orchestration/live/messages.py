@@ -95,7 +95,11 @@ def outgoing_for(
     elif event.job_id:
         key, final, shared = (event.type, event.job_id), False, False
     else:
-        return [Outgoing(batch, (event.type, event.batch_id), event.as_message(committed))] if batch else []
+        return (
+            [Outgoing(batch, (event.type, event.batch_id), event.as_message(committed))]
+            if batch
+            else []
+        )
     if not (job or shared):
         return []  # made for nobody: not even its message is built
     message = event.as_message(committed)
