@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 
 import pytest
 
-from config.redis_layer import RedisChannelLayer
+from config.redis_layer import RECEIVE_BATCH, RedisChannelLayer
 from tests.integration.live.layers import REDIS_LAYER_URL
 
 pytestmark = pytest.mark.asyncio
@@ -64,3 +65,68 @@ async def test_a_chunk_keeps_each_channels_capacity():
     finally:
         await layer.flush()
         await layer.close_pools()
+
+
+async def test_this_process_channel_is_read_in_batches_in_order():
+    """Up to RECEIVE_BATCH messages leave Redis in one round trip (four per message in
+    channels-redis), and come out in the order they were sent."""
+    layer = _layer(capacity=300)
+    try:
+        channel = await layer.new_channel()
+        for n in range(250):
+            await layer.send(channel, {"type": "live.message", "n": n})
+        assert await _drain(layer, channel, 1) == [0]
+        key = layer.prefix + layer.non_local_name(channel)
+        left = await layer.connection(layer.consistent_hash(channel)).zcard(key)
+        assert RECEIVE_BATCH >= 50 and left == 250 - RECEIVE_BATCH
+        assert await _drain(layer, channel, 249) == list(range(1, 250))
+    finally:
+        await layer.flush()
+        await layer.close_pools()
+
+
+async def test_a_receive_cancelled_mid_pop_loses_no_message():
+    """A consumer that goes away (its task cancelled) while the layer pops from Redis must
+    not take the popped messages with it: the next receive hands them out, in order. The
+    cancel lands at every point of the pop in turn (after 0, 1, 2 … loop iterations)."""
+    layer = _layer(capacity=1000)
+    try:
+        channel = await layer.new_channel()
+        sent = 0
+        for ticks in range(40):
+            for _ in range(5):
+                await layer.send(channel, {"type": "live.message", "n": sent})
+                sent += 1
+            waiter = asyncio.ensure_future(layer.receive(channel))
+            for _ in range(ticks):
+                await asyncio.sleep(0)
+            waiter.cancel()
+            got = []
+            with contextlib.suppress(asyncio.CancelledError):
+                got.append((await waiter)["n"])
+            expected = list(range(sent - 5, sent))
+            got += await _drain(layer, channel, 5 - len(got))
+            assert got == expected, ticks
+    finally:
+        await layer.flush()
+        await layer.close_pools()
+
+
+async def test_a_receive_cancelled_while_it_waits_loses_no_message():
+    """A consumer that goes away while the layer waits on Redis (its ``wait_for`` times out)
+    must not take the next message with it: the pop it started still hands that message to
+    the next receive."""
+    layer, sender = _layer(), None
+    try:
+        sender = RedisChannelLayer(hosts=[{"address": REDIS_LAYER_URL}], prefix=layer.prefix)
+        channel = await layer.new_channel()
+        for n in range(20):
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(layer.receive(channel), timeout=0.05)
+            await sender.send(channel, {"type": "live.message", "n": n})
+            assert await _drain(layer, channel, 1) == [n]
+    finally:
+        await layer.flush()
+        await layer.close_pools()
+        if sender is not None:
+            await sender.close_pools()
