@@ -8,7 +8,9 @@ consumers; PITFALLS).
 
 Client → server: ``{"subscribe": "overview"}``, ``{"subscribe": "batch", "id": 5}``,
 ``{"subscribe": "job", "id": 7}``, ``{"subscribe": "jobs", "ids": [7, 8]}``, the same
-with ``"unsubscribe"``, and ``{"ping": 1}``. Server → client: ``hello``, ``snapshot``,
+with ``"unsubscribe"``, and ``{"ping": 1}``. ``"statuses_only": true`` on a job or jobs
+subscription leaves out those jobs' step and run messages (``STEP_TYPES``: a list row shows
+a status, not steps) unless another subscription of the socket wants them. Server → client: ``hello``, ``snapshot``,
 the live messages (docs/live.md), ``error``, ``pong``. Close codes: 4403 (not a staff
 user of this tenant with view permission), 4404 (unknown host, from the middleware).
 
@@ -43,6 +45,10 @@ CLOSE_FORBIDDEN = 4403
 MAX_GROUPS = 300  # per connection: a list page subscribes to its rows' jobs
 MAX_IDS = 200  # per "jobs" subscription
 _TRACKED_ENTITIES = 20_000  # last-seen timestamps kept per connection
+# Messages only job groups carry (never a batch's or the overview's): a subscription with
+# ``statuses_only`` does not want them. A list of 100 running jobs gets ~4 of these for each
+# status it shows; each costs this process a JSON frame and the page a parse.
+STEP_TYPES = frozenset({"task_progress", "run_started", "run_completed"})
 RECHECK_SECONDS = 30.0  # while messages flow, the session is checked again this often
 
 _NEEDS = {
@@ -140,6 +146,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         self.schema = self.tenant.schema_name
         self.joined: set[str] = set()
         self.subscriptions: dict[tuple[str, int | None], set[str]] = {}
+        self.steps_of: set[int] = set()  # jobs whose STEP_TYPES messages this socket wants
         self.last_seen: dict[tuple, datetime] = {}
         self.catching_up: set[asyncio.Future] = set()
         await self.send_json(
@@ -212,6 +219,10 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         if ids is None:
             await self._error("expected a positive integer id (ids: up to 200)", request=content)
             return
+        statuses_only = content.get("statuses_only", False)
+        if not isinstance(statuses_only, bool):
+            await self._error("statuses_only must be true or false", request=content)
+            return
         snapshot = await database_sync_to_async(_read_snapshot)(self.tenant, kind, ids)
         if snapshot is None:
             await self._error(f"no such {kind} in this tenant", request=content)
@@ -229,6 +240,8 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         self.joined |= groups
         for key in self._keys(kind, found):
             self.subscriptions[key] = self._groups(key[0], [key[1]] if key[1] else [])
+        if kind in ("job", "jobs") and not statuses_only:
+            self.steps_of.update(found)
         await self.send_json(snapshot)
         if kind in ("job", "jobs"):
             # Publishers learn within ``live.WATCH_MAX_AGE`` that a job group has a member; what
@@ -258,6 +271,8 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             return
         for key in self._keys(kind, ids):
             self.subscriptions.pop(key, None)
+        if kind in ("job", "jobs"):
+            self.steps_of.difference_update(ids)
         still_needed = set().union(*self.subscriptions.values()) if self.subscriptions else set()
         for group in self.joined - still_needed:
             await group_discard(self.channel_layer, group, self.channel_name)
@@ -297,6 +312,8 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         message = envelope["message"]
         if message.get("tenant") != self.schema:
             return  # cannot happen (groups carry the schema); never forward another tenant's data
+        if message.get("type") in STEP_TYPES and message.get("job_id") not in self.steps_of:
+            return  # its job is watched for its status only
         if not await self._allowed_now():
             return
         entity = _entity(message)

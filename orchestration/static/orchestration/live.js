@@ -43,7 +43,8 @@
     });
     const out = [];
     for (let i = 0; i < fresh.length; i += 200) {
-      out.push({ subscribe: "jobs", ids: fresh.slice(i, i + 200) });
+      // Rows show statuses: their jobs' step and run messages would only cost frames.
+      out.push({ subscribe: "jobs", ids: fresh.slice(i, i + 200), statuses_only: true });
     }
     return out;
   }

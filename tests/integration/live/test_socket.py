@@ -208,6 +208,39 @@ async def test_a_job_subscription_follows_its_steps(layer_kind, clean_tenants):
     await socket.disconnect()
 
 
+async def test_rows_watched_for_their_status_get_no_step_messages(layer_kind, clean_tenants):
+    """``statuses_only`` (what list rows ask): job_status only; a job also watched in full on
+    the same socket keeps its steps and runs."""
+    alpha, _beta = await _tenants()
+    cookie = await sync_to_async(login_cookie)(alpha, "rows-staff")
+    batch_id = await sync_to_async(create_batch)(alpha, 2)
+    first, second = await sync_to_async(_job_ids)(alpha, batch_id)
+    socket = await open_live(ALPHA, cookie)
+    rows = await subscribe(socket, subscribe="jobs", ids=[first, second], statuses_only=True)
+    assert {j["job_id"] for j in rows["jobs"]} == {first, second}
+    assert (await subscribe(socket, subscribe="job", id=second))["of"] == "job"
+    bad = await subscribe(socket, subscribe="jobs", ids=[first], statuses_only="yes")
+    assert bad["type"] == "error" and "statuses_only" in bad["error"]
+    await sync_to_async(start_batch)(alpha, batch_id)
+    done: set[int] = set()
+
+    def both_completed(m):
+        if m["type"] == "job_status" and m["status"] == "completed":
+            done.add(m["job_id"])
+        return done == {first, second}
+
+    messages = await receive_until(socket, both_completed)
+    kinds = {(m["job_id"], m["type"]) for m in messages if m.get("job_id")}
+    assert {kind for job, kind in kinds if job == first} == {"job_status"}, kinds
+    assert {kind for job, kind in kinds if job == second} >= {
+        "job_status",
+        "task_progress",
+        "run_started",
+        "run_completed",
+    }, kinds
+    await socket.disconnect()
+
+
 async def test_subscribing_to_a_batch_and_running_it_delivers_progress_ending_in_complete(
     layer_kind, clean_tenants
 ):
