@@ -14,25 +14,31 @@ Only with one Redis host: with several (sharded) hosts, the messages go one by o
 
 On the receiving side, ``receive_single`` takes up to ``RECEIVE_BATCH`` messages off this
 process's own channel (``specific.<client>!``: every consumer of an ASGI process shares it)
-in one ``ZPOPMIN`` and hands them out from memory. channels-redis makes four sequential round
+in one script (``ZPOPMIN``) and hands them out from memory. channels-redis makes four sequential round
 trips per message (restore its backup queue, ``BZPOPMIN``, back the message up, clean the
 backup): a burst of 300 messages to three consumers took ~150 ms to receive on an idle
 2-CPU machine and ~300 ms under CPU contention, and the Redis layer's commit → layer p95
 was 540 ms in the first second of a watched batch (docs/benchmarks.md). The pop runs as a
 task the waiting receive shields from cancellation, so a consumer that goes away mid-pop
-leaves the popped messages to the next receive instead of losing them; a message popped
-but not yet handed out lives in this process's memory, like the messages channels-redis
-itself buffers per consumer.
+leaves the popped messages to the next receive instead of losing them. A batch stays in a
+backup key until the next pop knows its reply arrived, so a reply lost with the connection
+puts it back (channels-redis backs up each message the same way, at two more round trips
+each). A message popped but not yet handed out lives in this process's memory, like the
+messages channels-redis itself buffers per consumer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
+import logging
 import time
 from typing import Any
 
 from channels_redis.core import RedisChannelLayer as _RedisChannelLayer
+
+logger = logging.getLogger(__name__)
 
 # channels-redis 4's group_send script: push to each channel below its capacity.
 _GROUP_SEND_LUA = """
@@ -53,6 +59,39 @@ _GROUP_SEND_LUA = """
 
 RECEIVE_BATCH = 100  # messages taken off this process's channel in one round trip
 
+# A pop of up to ARGV[1] messages off KEYS[1], backed up in KEYS[2] (with its pop's id,
+# ARGV[4], in KEYS[3]) until the next pop. That one passes the id of the last pop whose reply
+# it got (ARGV[2]): the backup is dropped if it is that pop's, else (its reply was lost with
+# the connection) it goes back into the channel first, with its scores (its order). A pop
+# that never ran leaves the backup as it was. Returns the members, in order.
+_POP_LUA = """
+    local held = redis.call('GET', KEYS[3])
+    if held and held ~= ARGV[2] then
+        local backed_up = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
+        for i = #backed_up, 1, -2 do
+            redis.call('ZADD', KEYS[1], backed_up[i], backed_up[i - 1])
+        end
+    end
+    redis.call('DEL', KEYS[2], KEYS[3])
+    local popped = redis.call('ZPOPMIN', KEYS[1], ARGV[1])
+    local members = {}
+    for i = 1, #popped, 2 do
+        redis.call('ZADD', KEYS[2], popped[i + 1], popped[i])
+        members[#members + 1] = popped[i]
+    end
+    if #members > 0 then
+        redis.call('EXPIRE', KEYS[2], ARGV[3])
+        redis.call('SET', KEYS[3], ARGV[4], 'EX', ARGV[3])
+    end
+    return members
+"""
+
+
+def _log_unread_failure(pop: asyncio.Future) -> None:
+    """A pop whose receive went away: its failure is logged, not left unread."""
+    if not pop.cancelled() and pop.exception() is not None:
+        logger.warning("channel layer pop failed: %s", pop.exception())
+
 
 def _glob_literal(text: str) -> str:
     """``text`` matched literally by a Redis ``MATCH`` pattern."""
@@ -62,23 +101,27 @@ def _glob_literal(text: str) -> str:
 class RedisChannelLayer(_RedisChannelLayer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # Per process channel key: messages popped and not yet handed out, and the pop
-        # in flight (at most one).
+        # Per process channel key: messages popped and not yet handed out; the pop in flight
+        # (at most one); the id of the last pop whose reply arrived (its backup is dropped).
         self._popped: dict[str, collections.deque[bytes]] = {}
         self._popping: dict[str, asyncio.Future] = {}
+        self._replied: dict[str, str] = {}
+        self._pop_ids = itertools.count(1)
 
     async def receive_single(self, channel: str) -> tuple[Any, dict[str, Any]]:
         """The next message of ``channel``; this process's own channel is read in batches."""
         if "!" not in channel:
             return await super().receive_single(channel)
+        assert channel.endswith("!"), "receive_single takes the process's channel"
         assert self.require_valid_channel_name(channel, receive=True), "Channel name invalid"
         key = self.prefix + channel
         popped = self._popped.setdefault(key, collections.deque())
         while not popped:
             pop = self._popping.get(key)
-            if pop is None or pop.done():
+            if pop is None or pop.done() or pop.get_loop() is not asyncio.get_running_loop():
                 index = self.consistent_hash(channel)
                 pop = self._popping[key] = asyncio.ensure_future(self._pop(index, key, popped))
+                pop.add_done_callback(_log_unread_failure)
             await asyncio.shield(pop)
         message = self.deserialize(popped.popleft())
         if "__asgi_channel__" in message:
@@ -86,23 +129,33 @@ class RedisChannelLayer(_RedisChannelLayer):
         return channel, message
 
     async def close_pools(self) -> None:
-        """Close the connections; a pop in flight is cancelled (what it had not handed out
-        is dropped with the layer)."""
+        """Close the connections. A pop in flight is cancelled (a receive waiting on it ends
+        cancelled too), and messages popped but not handed out are dropped with the layer."""
         popping, self._popping = list(self._popping.values()), {}
+        self._popped.clear()
+        here = asyncio.get_running_loop()
         for pop in popping:
             pop.cancel()
-        await asyncio.gather(*popping, return_exceptions=True)
+        await asyncio.gather(*(p for p in popping if p.get_loop() is here), return_exceptions=True)
         await super().close_pools()
 
     async def _pop(self, index: int, key: str, into: collections.deque[bytes]) -> None:
         """Up to ``RECEIVE_BATCH`` waiting messages, else the next one to arrive (or none
-        within ``brpop_timeout``), appended to ``into`` in their order."""
+        within ``brpop_timeout``), appended to ``into`` in their order. A batch is kept in a
+        backup until the next pop tells it arrived (``_POP_LUA``): a reply lost with the
+        connection puts the batch back in the channel (channels-redis's backup, per batch)."""
         connection = self.connection(index)
-        found = await connection.zpopmin(key, RECEIVE_BATCH)
+        pop_id = str(next(self._pop_ids))
+        backup = self._backup_channel_name(key)
+        found = await connection.eval(
+            _POP_LUA, 3, key, backup, f"{backup}:pop", RECEIVE_BATCH, self._replied.get(key, ""),
+            self.expiry, pop_id,
+        )  # fmt: skip
+        self._replied[key] = pop_id
         if not found:
             result = await connection.bzpopmin(key, timeout=self.brpop_timeout)
-            found = [] if result is None else [result[1:]]
-        into.extend(member for member, _score in found)
+            found = [] if result is None else [result[1]]
+        into.extend(found)
 
     async def groups_with_members(self, pattern: str) -> set[str]:
         """The groups named like ``pattern`` (``*``: any text) that have a member (the live

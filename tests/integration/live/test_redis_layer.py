@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from config.redis_layer import RECEIVE_BATCH, RedisChannelLayer
+from config.redis_layer import _POP_LUA, RECEIVE_BATCH, RedisChannelLayer
 from tests.integration.live.layers import REDIS_LAYER_URL
 
 pytestmark = pytest.mark.asyncio
@@ -112,21 +112,26 @@ async def test_a_receive_cancelled_mid_pop_loses_no_message():
         await layer.close_pools()
 
 
-async def test_a_receive_cancelled_while_it_waits_loses_no_message():
-    """A consumer that goes away while the layer waits on Redis (its ``wait_for`` times out)
-    must not take the next message with it: the pop it started still hands that message to
-    the next receive."""
-    layer, sender = _layer(), None
+async def test_a_batch_whose_reply_was_lost_is_delivered_once_by_the_next_pop():
+    """A pop that ran in Redis but whose reply never arrived (the connection dropped) leaves
+    its batch in the backup; the next pop puts it back first, in order, and a batch that did
+    arrive is never delivered twice."""
+    layer = _layer()
     try:
-        sender = RedisChannelLayer(hosts=[{"address": REDIS_LAYER_URL}], prefix=layer.prefix)
         channel = await layer.new_channel()
-        for n in range(20):
-            with pytest.raises(TimeoutError):
-                await asyncio.wait_for(layer.receive(channel), timeout=0.05)
-            await sender.send(channel, {"type": "live.message", "n": n})
-            assert await _drain(layer, channel, 1) == [n]
+        for n in range(5):
+            await layer.send(channel, {"type": "live.message", "n": n})
+        key = layer.prefix + layer.non_local_name(channel)
+        backup = layer._backup_channel_name(key)
+        connection = layer.connection(layer.consistent_hash(channel))
+        lost = await connection.eval(_POP_LUA, 3, key, backup, f"{backup}:pop", 100, "", 60, "x")
+        assert len(lost) == 5  # popped in Redis; this process never saw the reply
+        assert await _drain(layer, channel, 5) == [0, 1, 2, 3, 4]
+        for n in range(5, 8):
+            await layer.send(channel, {"type": "live.message", "n": n})
+        assert await _drain(layer, channel, 3) == [5, 6, 7]
+        with pytest.raises(TimeoutError):  # nothing twice
+            await asyncio.wait_for(layer.receive(channel), timeout=0.3)
     finally:
         await layer.flush()
         await layer.close_pools()
-        if sender is not None:
-            await sender.close_pools()
