@@ -9,8 +9,9 @@ consumers; PITFALLS).
 Client → server: ``{"subscribe": "overview"}``, ``{"subscribe": "batch", "id": 5}``,
 ``{"subscribe": "job", "id": 7}``, ``{"subscribe": "jobs", "ids": [7, 8]}``, the same
 with ``"unsubscribe"``, and ``{"ping": 1}``. ``"statuses_only": true`` on a job or jobs
-subscription leaves out those jobs' step and run messages (``STEP_TYPES``: a list row shows
-a status, not steps) unless another subscription of the socket wants them. Server → client: ``hello``, ``snapshot``,
+subscription leaves out those jobs' step and run messages (``STEP_TYPES``: a list row
+shows a status, not steps) unless another subscription of the socket wants them; an
+unsubscribe stops a job's messages whichever subscription asked for them. Server → client: ``hello``, ``snapshot``,
 the live messages (docs/live.md), ``error``, ``pong``. Close codes: 4403 (not a staff
 user of this tenant with view permission), 4404 (unknown host, from the middleware).
 
@@ -220,8 +221,8 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             await self._error("expected a positive integer id (ids: up to 200)", request=content)
             return
         statuses_only = content.get("statuses_only", False)
-        if not isinstance(statuses_only, bool):
-            await self._error("statuses_only must be true or false", request=content)
+        if not isinstance(statuses_only, bool) or (statuses_only and kind not in ("job", "jobs")):
+            await self._error("statuses_only: true or false, on job or jobs", request=content)
             return
         snapshot = await database_sync_to_async(_read_snapshot)(self.tenant, kind, ids)
         if snapshot is None:

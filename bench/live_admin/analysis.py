@@ -162,9 +162,17 @@ def commit_to_ws_by_type(pages: dict[str, dict]) -> dict[str, Any]:
 def shows(msg: dict, key: str, value: str) -> bool:
     """Whether ``msg`` is the state a DOM value shows (a job's status, a batch's done count)."""
     if key.startswith("job:"):
-        return msg.get("job") == int(key.split(":")[1]) and msg.get("status") == value
+        return (
+            msg.get("type") == "job_status"
+            and msg.get("job") == int(key.split(":")[1])
+            and msg.get("status") == value
+        )
     match = LABEL.search(value)
-    return bool(match) and msg.get("done") == int(match.group(2))
+    return (
+        msg.get("type") in ("batch_progress", "complete")
+        and bool(match)
+        and msg.get("done") == int(match.group(2))
+    )
 
 
 def layer_split(pages: dict[str, dict], taps: list[dict], probes: list[dict]) -> dict[str, Any]:

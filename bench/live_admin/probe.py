@@ -36,7 +36,10 @@ def probe(port: int, host: str, cookie: str, batch_id: int, job_ids: list[int], 
             origin=f"http://{host}:{port}",  # type: ignore[arg-type]
         ) as socket:
             await socket.send(json.dumps({"subscribe": "batch", "id": batch_id}))
-            await socket.send(json.dumps({"subscribe": "jobs", "ids": job_ids}))
+            # As live.js subscribes a page's job rows.
+            await socket.send(
+                json.dumps({"subscribe": "jobs", "ids": job_ids, "statuses_only": True})
+            )
             snapshots = 0
             end = time.monotonic() + seconds
             with out_path.open("w") as f:

@@ -221,6 +221,8 @@ async def test_rows_watched_for_their_status_get_no_step_messages(layer_kind, cl
     assert (await subscribe(socket, subscribe="job", id=second))["of"] == "job"
     bad = await subscribe(socket, subscribe="jobs", ids=[first], statuses_only="yes")
     assert bad["type"] == "error" and "statuses_only" in bad["error"]
+    bad = await subscribe(socket, subscribe="batch", id=batch_id, statuses_only=True)
+    assert bad["type"] == "error" and "statuses_only" in bad["error"]
     await sync_to_async(start_batch)(alpha, batch_id)
     done: set[int] = set()
 
