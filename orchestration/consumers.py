@@ -9,7 +9,7 @@ consumers; PITFALLS).
 Client → server: ``{"subscribe": "overview"}``, ``{"subscribe": "batch", "id": 5}``,
 ``{"subscribe": "job", "id": 7}``, ``{"subscribe": "jobs", "ids": [7, 8]}``, the same
 with ``"unsubscribe"``, and ``{"ping": 1}``. ``"statuses_only": true`` on a job or jobs
-subscription leaves out those jobs' step and run messages (``STEP_TYPES``: a list row
+subscription leaves out those jobs' step and run messages (``live.STEP_TYPES``: a list row
 shows a status, not steps) unless another subscription of the socket wants them; an
 unsubscribe stops a job's messages whichever subscription asked for them. Server → client: ``hello``, ``snapshot``,
 the live messages (docs/live.md), ``error``, ``pong``. Close codes: 4403 (not a staff
@@ -46,10 +46,6 @@ CLOSE_FORBIDDEN = 4403
 MAX_GROUPS = 300  # per connection: a list page subscribes to its rows' jobs
 MAX_IDS = 200  # per "jobs" subscription
 _TRACKED_ENTITIES = 20_000  # last-seen timestamps kept per connection
-# Messages only job groups carry (never a batch's or the overview's): a subscription with
-# ``statuses_only`` does not want them. A list of 100 running jobs gets ~4 of these for each
-# status it shows; each costs this process a JSON frame and the page a parse.
-STEP_TYPES = frozenset({"task_progress", "run_started", "run_completed"})
 RECHECK_SECONDS = 30.0  # while messages flow, the session is checked again this often
 
 _NEEDS = {
@@ -147,7 +143,9 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         self.schema = self.tenant.schema_name
         self.joined: set[str] = set()
         self.subscriptions: dict[tuple[str, int | None], set[str]] = {}
-        self.steps_of: set[int] = set()  # jobs whose STEP_TYPES messages this socket wants
+        # Jobs whose live.STEP_TYPES messages this socket wants. A list of 100 running jobs
+        # gets ~4 of those per status it shows, each a JSON frame here and a parse in the page.
+        self.steps_of: set[int] = set()
         self.last_seen: dict[tuple, datetime] = {}
         self.catching_up: set[asyncio.Future] = set()
         await self.send_json(
@@ -313,7 +311,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         message = envelope["message"]
         if message.get("tenant") != self.schema:
             return  # cannot happen (groups carry the schema); never forward another tenant's data
-        if message.get("type") in STEP_TYPES and message.get("job_id") not in self.steps_of:
+        if message.get("type") in live.STEP_TYPES and message.get("job_id") not in self.steps_of:
             return  # its job is watched for its status only
         if not await self._allowed_now():
             return

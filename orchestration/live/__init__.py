@@ -33,7 +33,13 @@ from typing import Any
 from django.core.signals import setting_changed
 
 from orchestration import events
-from orchestration.live.messages import LIVE_MESSAGE, Outgoing, group_name, outgoing_for
+from orchestration.live.messages import (
+    LIVE_MESSAGE,
+    STEP_TYPES,
+    Outgoing,
+    group_name,
+    outgoing_for,
+)
 from orchestration.live.publisher import (
     APPLICATION_NAME,
     CATCH_UP_SECONDS,
@@ -61,6 +67,7 @@ __all__ = [
     "PROGRESS_INTERVAL",
     "SEND_CHUNK",
     "SEND_TIMEOUT",
+    "STEP_TYPES",
     "Outgoing",
     "Publisher",
     "PublisherStats",

@@ -20,6 +20,10 @@ LIVE_MESSAGE = "live.message"  # the channel-layer type; LiveConsumer.live_messa
 
 _TASK_DONE = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
 
+# The step and run messages ``outgoing_for`` sends to a job's group only, never to the
+# overview or a batch (a socket watching a job for its status only leaves them out).
+STEP_TYPES = frozenset({"task_progress", "run_started", "run_completed"})
+
 
 def group_name(schema: str, kind: str, pk: int | None = None) -> str:
     """``t.<schema>.overview``, ``t.<schema>.batch.<id>``, ``t.<schema>.job.<id>``."""

@@ -64,6 +64,20 @@ def test_groups_are_prefixed_with_the_schema():
     assert live.outgoing_for(events.Event(type="job_status", tenant="public", status="x")) == []
 
 
+def test_step_messages_go_to_their_job_group_only():
+    """What a statuses_only socket leaves out (consumers) must never come through a batch or
+    the overview, whatever their status: only the job's group carries them."""
+    for type_ in live.STEP_TYPES:
+        for status in ("running", "completed", "failed", "cancelled"):
+            event = events.Event(type=type_, tenant="acme", status=status, batch_id=7,
+                                 job_id=3, task_id=11, run_id=5)  # fmt: skip
+            groups = {o.group for o in live.outgoing_for(event)}
+            assert groups == {"t.acme.job.3"}, (type_, status, groups)
+    failed = events.Event(type="run_failed", tenant="acme", status="failed", batch_id=7,
+                          job_id=3, run_id=5)  # fmt: skip
+    assert "t.acme.batch.7" in {o.group for o in live.outgoing_for(failed)}
+
+
 def test_batch_progress_is_coalesced_and_final_states_always_go_out():
     layer = RecordingLayer()
     publisher = live.Publisher(layer_factory=lambda: layer, interval=0.1)
