@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.harness import RESULTS_DIR, save_chart
+from bench.harness import RESULTS_DIR, machine_summary, save_chart
 from bench.live_admin import report as live_report
 from bench.scaling import report as scaling_report
 
@@ -193,8 +193,7 @@ def section_throughput(et: dict[str, Any], charts: list[str]) -> list[str]:
         "## Throughput against peers (`engine_throughput`)",
         "",
         f"Measured {et.get('timestamp')} on commit `{((et.get('git') or {}).get('commit') or '?')[:10]}`; "
-        f"{m.get('cpu_count')} CPUs, load average {m.get('loadavg_at_start')} at start, "
-        f"{m.get('loadavg_at_end')} at end (other work on the machine competes: absolute figures "
+        f"{machine_summary(m)} (other work on the machine competes: absolute figures "
         "move, ratios from alternating rounds less so). Worker commits durable: "
         f"**{s.get('durable_commits')}**. Rerun: `{et.get('command')}`.",
         "",

@@ -145,8 +145,12 @@ def describe_database(embedded: bool, name: str, **extra: Any) -> dict[str, Any]
         version = cursor.fetchone()[0]
         cursor.execute("SHOW autovacuum")
         autovacuum = cursor.fetchone()[0]
+    host = connection.settings_dict.get("HOST") or ""
     return {
         "server": "embedded (pgserver)" if embedded else "DATABASE_URL",
+        # A host that is a directory is the server's Unix socket; the workers then talk to
+        # it without going through the kernel's TCP loopback stack.
+        "transport": "unix socket" if not host or host.startswith("/") else f"tcp ({host})",
         "server_version": version,
         "autovacuum": autovacuum,
         "bench_database": name,

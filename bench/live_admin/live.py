@@ -18,6 +18,7 @@ from bench.live_admin.constants import (
     MARKETPLACE,
     NAME,
     PASSWORD,
+    REDUCED_MOTION,
     SCHEMA,
     STEPS,
     USERNAME,
@@ -210,7 +211,7 @@ def run_live(
                 ):
                     page = harness.open_logged_in(
                         browser, server, path, username=USERNAME, password=PASSWORD,
-                        init_script=INSTRUMENT,
+                        init_script=INSTRUMENT, reduced_motion=REDUCED_MOTION,
                     )  # fmt: skip
                     contexts.append(page.context)
                     page.wait_for_function(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.harness import save_chart
+from bench.harness import machine_summary, save_chart
 
 
 def chart(live: dict[str, Any], plt) -> str | None:
@@ -36,8 +36,10 @@ def section(live: dict[str, Any], chart_name: str | None) -> list[str]:
     lines = [
         "## Live latency (`live_admin`)",
         "",
-        f"Measured {live.get('timestamp')}; {m.get('cpu_count')} CPUs, load average "
-        f"{m.get('loadavg_at_start')} at start, {m.get('loadavg_at_end')} at end. "
+        f"Measured {live.get('timestamp')}; {machine_summary(m)}; "
+        f"database reached by {(live.get('database') or {}).get('transport', 'tcp')}; "
+        "pages ask for reduced motion: "
+        f"{(live.get('settings') or {}).get('browser_reduced_motion', False)}. "
         f"Rerun: `{live.get('command')}`.",
         "",
         "Step commit → browser DOM (ms) for the watched batch "

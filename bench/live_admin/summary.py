@@ -13,6 +13,7 @@ from bench.live_admin.constants import (
     ACTION,
     MARKETPLACE,
     NAME,
+    REDUCED_MOTION,
     SEARCH_SKU,
     STATUS_FILTER,
     TARGET_P95_MS,
@@ -45,6 +46,7 @@ def describe_settings(args: argparse.Namespace) -> dict[str, Any]:
         "search": SEARCH_SKU,
         "status_filter": STATUS_FILTER,
         "browser": f"{harness.CHROMIUM} {' '.join(harness.CHROMIUM_ARGS)}",
+        "browser_reduced_motion": REDUCED_MOTION,
     }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.harness import save_chart
+from bench.harness import machine_summary, save_chart
 
 
 def chart(sc: dict[str, Any], plt) -> str | None:
@@ -34,8 +34,7 @@ def section(sc: dict[str, Any], chart_name: str | None) -> list[str]:
     lines = [
         "## Scaling (`scaling`)",
         "",
-        f"Measured {sc.get('timestamp')}; {m.get('cpu_count')} CPUs, load average "
-        f"{m.get('loadavg_at_start')} at start, {m.get('loadavg_at_end')} at end; durable "
+        f"Measured {sc.get('timestamp')}; {machine_summary(m)}; durable "
         f"commits: **{s.get('durable_commits')}**. Rerun: `{sc.get('command')}`. "
         "5-step no-op jobs, steady steps/s from `JobRun` timestamps, one run each.",
         "",
