@@ -195,7 +195,8 @@ def section_throughput(et: dict[str, Any], charts: list[str]) -> list[str]:
         f"Measured {et.get('timestamp')} on commit `{((et.get('git') or {}).get('commit') or '?')[:10]}`; "
         f"{machine_summary(m)} (other work on the machine competes: absolute figures "
         "move, ratios from alternating rounds less so). Worker commits durable: "
-        f"**{s.get('durable_commits')}**. Rerun: `{et.get('command')}`.",
+        f"**{s.get('durable_commits')}**; every system reaches the database by "
+        f"{(et.get('database') or {}).get('transport', 'tcp')}. Rerun: `{et.get('command')}`.",
         "",
         "| system | per second (median) | rounds | fraction of pgbench ceiling | vs target |",
         "| --- | --- | --- | --- | --- |",

@@ -110,6 +110,13 @@ def _close_django_connections() -> None:
     if apps.ready:
         from django.db import connections
 
+        if "orchestration.live" in sys.modules:
+            # This process's live publisher holds its own connections to the database (the
+            # PostgreSQL channel layer's pool): stopped before the drop, not at exit, where
+            # its pool would be retrying a dropped database as the interpreter ends.
+            from orchestration import live
+
+            live.stop_publisher()
         connections.close_all()
 
 
