@@ -24,7 +24,10 @@ Nothing here asserts on timings; the machine's load average is recorded per run.
 
 from __future__ import annotations
 
+import statistics
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from bench import harness
@@ -35,13 +38,35 @@ from bench.scaling.summary import assemble, print_summary
 from bench.scaling.tenants import create_many, tenant_schemas
 
 
+def in_rounds(rounds: int, runs: dict[str, Callable[[], dict[str, Any]]]) -> dict[str, Any]:
+    """Each run ``rounds`` times, in alternating order (reversed every other round), so a
+    slow spell of this shared machine falls on several configurations rather than one.
+    Each result is its last round's record with every round's rate (``rounds``) and their
+    median as ``steps_per_s_steady`` (a round that failed counts as missing)."""
+    rates: dict[str, list[float | None]] = {label: [] for label in runs}
+    last: dict[str, dict[str, Any]] = {}
+    for index in range(rounds):
+        order = list(runs) if index % 2 == 0 else list(reversed(runs))
+        if rounds > 1:
+            print(f"  round {index + 1}/{rounds}", flush=True)
+        for label in order:
+            last[label] = runs[label]()
+            rates[label].append(last[label].get("steps_per_s_steady"))
+    out = {}
+    for label, record in last.items():
+        seen = [r for r in rates[label] if r]
+        out[label] = {**record, "rounds": rates[label],
+                      "steps_per_s_steady": round(statistics.median(seen), 2) if seen else None}  # fmt: skip
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     harness.install_sigterm_handler()
     started = time.perf_counter()
     machine = harness.machine_info()
-    print(f"[{NAME}] {args.jobs} noop5 jobs per run; workers {args.worker_list}; 2 clusters of "
-          f"{args.cluster_workers}; {args.tenants} tenants")  # fmt: skip
+    print(f"[{NAME}] {args.jobs} noop5 jobs per run, {args.rounds} round(s); workers "
+          f"{args.worker_list}; 2 clusters of {args.cluster_workers}; {args.tenants} tenants")  # fmt: skip
     with harness.throwaway_database(keep=args.keep_db) as (db, embedded):
         env = harness.cluster_env(db.url, workers=2)
         env.pop("REDIS_URL", None)
@@ -60,37 +85,35 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 return {"error": f"{type(exc).__name__}: {exc}"[:2000], "steps_per_s_steady": None,
                         "runs_per_cluster": []}  # fmt: skip
 
-        workers = {
-            str(n): one(f"workers {n}", [SCHEMA], args.jobs, workers=n) for n in args.worker_list
+        cw = args.cluster_workers
+        worker_runs = {str(n): {"workers": n} for n in args.worker_list}
+        cluster_runs = {
+            f"1x{cw} orm": {"workers": cw},
+            f"2x{cw} orm": {"clusters": 2, "workers": cw},
+            f"1x{cw} redis": {"workers": cw, "redis": True},
+            f"2x{cw} redis": {"clusters": 2, "workers": cw, "redis": True},
         }
-        clusters = {
-            f"1x{args.cluster_workers} orm": one(
-                "one cluster orm", [SCHEMA], args.jobs, workers=args.cluster_workers
-            ),
-            f"2x{args.cluster_workers} orm": one(
-                "two clusters orm", [SCHEMA], args.jobs, clusters=2, workers=args.cluster_workers
-            ),
-            f"1x{args.cluster_workers} redis": one(
-                "one cluster redis", [SCHEMA], args.jobs, workers=args.cluster_workers, redis=True
-            ),
-            f"2x{args.cluster_workers} redis": one(
-                "two clusters redis",
-                [SCHEMA],
-                args.jobs,
-                clusters=2,
-                workers=args.cluster_workers,
-                redis=True,
-            ),
-        }
+        runs = {f"workers {k}": kw for k, kw in worker_runs.items()}
+        runs.update({f"clusters {k}": kw for k, kw in cluster_runs.items()})
+        results = in_rounds(
+            args.rounds,
+            {label: partial(one, label, [SCHEMA], args.jobs, **kw) for label, kw in runs.items()},
+        )
+        workers = {k: results[f"workers {k}"] for k in worker_runs}
+        clusters = {k: results[f"clusters {k}"] for k in cluster_runs}
         tenants: dict[str, Any] = {}
         setup: dict[str, Any] = {
             "migrate_schemas_s": round(migrate_s, 2),
             "create_tenant_s": tenant_s,
         }
         if not args.skip_tenants:
-            tenants["1 tenant alone"] = one("tenant alone", [SCHEMA], args.jobs)
+            alone = partial(one, "tenant alone", [SCHEMA], args.jobs)
+            tenants["1 tenant alone"] = in_rounds(args.rounds, {"alone": alone})["alone"]
             setup["tenants"] = create_many(args.tenants, env, db.url)
-            tenants[f"1 busy + {args.tenants} idle"] = one("busy and idle", [SCHEMA], args.jobs)
+            idle = partial(one, "busy and idle", [SCHEMA], args.jobs)
+            tenants[f"1 busy + {args.tenants} idle"] = in_rounds(args.rounds, {"idle": idle})[
+                "idle"
+            ]
             tenants[f"{args.tenants} busy"] = one(
                 "all busy", tenant_schemas(args.tenants), args.jobs_per_tenant
             )

@@ -14,7 +14,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog=f"python -m bench.{NAME}",
         description="Engine steps/s with 1, 2, 4 workers, two clusters, 1,000 tenants.",
     )
-    parser.add_argument("--jobs", type=int, default=400, help="noop5 jobs per run")
+    parser.add_argument("--jobs", type=int, default=1000, help="noop5 jobs per run")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="runs of each configuration, alternating (the median is reported)",
+    )
     parser.add_argument("--worker-counts", default="1,2,4", help="workers of one cluster")
     parser.add_argument("--cluster-workers", type=int, default=2, help="workers per cluster")
     parser.add_argument("--tenants", type=int, default=1000, help="tenants in the tenant runs")
@@ -34,13 +40,13 @@ def small_defaults(argv: list[str] | None) -> list[str]:
     """Under ``CI=true`` the sizes default small (explicit options still win)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        argv = ["--jobs", "100", "--tenants", "50", *argv]
+        argv = ["--jobs", "100", "--tenants", "50", "--rounds", "1", *argv]
     return argv
 
 
 def command_line(args: argparse.Namespace) -> str:
     return (
-        f".venv/bin/python -m bench.{NAME} --jobs {args.jobs} --worker-counts "
+        f".venv/bin/python -m bench.{NAME} --jobs {args.jobs} --rounds {args.rounds} --worker-counts "
         f"{','.join(map(str, args.worker_list))} --cluster-workers {args.cluster_workers} "
         f"--tenants {args.tenants} --jobs-per-tenant {args.jobs_per_tenant}"
         + (" --skip-tenants" if args.skip_tenants else "")

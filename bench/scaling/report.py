@@ -36,27 +36,31 @@ def section(sc: dict[str, Any], chart_name: str | None) -> list[str]:
         "",
         f"Measured {sc.get('timestamp')}; {machine_summary(m)}; durable "
         f"commits: **{s.get('durable_commits')}**. Rerun: `{sc.get('command')}`. "
-        "5-step no-op jobs, steady steps/s from `JobRun` timestamps, one run each.",
+        "5-step no-op jobs, steady steps/s from `JobRun` timestamps; each configuration "
+        "runs `--rounds` times, alternating with the others, and the median is shown (the "
+        "1,000-busy run: once).",
         "",
-        "| configuration | steps/s | vs reference | runs per cluster | load average at start | "
-        "CPU pressure % |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| configuration | steps/s (median) | rounds | vs reference | runs per cluster (last "
+        "round) | load average at start (last round) | CPU pressure % (last round) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     workers = sc.get("workers") or {}
     for n, r in workers.items():
         lines.append(
-            f"| {n} worker(s), one cluster | {r.get('steps_per_s_steady')} | "
+            f"| {n} worker(s), one cluster | {r.get('steps_per_s_steady')} | {r.get('rounds', '')} | "
             f"x{(s.get('workers_speedup_vs_fewest') or {}).get(n)} of the fewest | - | "
             f"{r.get('loadavg_start')} | {r.get('cpu_pressure_pct')} |"
         )
     for k, r in (sc.get("clusters") or {}).items():
         lines.append(
-            f"| clusters {k} | {r.get('steps_per_s_steady')} | | {r.get('runs_per_cluster')} | "
+            f"| clusters {k} | {r.get('steps_per_s_steady')} | {r.get('rounds', '')} | | "
+            f"{r.get('runs_per_cluster')} | "
             f"{r.get('loadavg_start')} | {r.get('cpu_pressure_pct')} |"
         )
     for k, r in (sc.get("tenants") or {}).items():
         lines.append(
-            f"| tenants: {k} | {r.get('steps_per_s_steady')} | | - | {r.get('loadavg_start')} | "
+            f"| tenants: {k} | {r.get('steps_per_s_steady')} | {r.get('rounds', '')} | | - | "
+            f"{r.get('loadavg_start')} | "
             f"{r.get('cpu_pressure_pct')} |"
         )
     lines += [

@@ -56,6 +56,7 @@ def assemble(args: argparse.Namespace, machine, database, setup, workers, cluste
         "versions": harness.package_versions("django", "django-q2", "django-tenants", "psycopg"),
         "settings": {
             "jobs": args.jobs,
+            "rounds": args.rounds,
             "job_kind": f"{MARKETPLACE}.{ACTION}",
             "worker_counts": args.worker_list,
             "cluster_workers": cw,
@@ -75,7 +76,9 @@ def assemble(args: argparse.Namespace, machine, database, setup, workers, cluste
             "for two machines only as far as the database sees them",
             "the redis runs set REDIS_URL for the enqueue child and the clusters: django-q2's "
             "broker (and the channel layer) in Redis",
-            "one round per configuration, on a shared machine: see loadavg_start/end per run",
+            "each configuration runs --rounds times, alternating with the others (reversed "
+            "every other round); steps_per_s_steady is the median, rounds every round's rate; "
+            "the other fields are the last round's (the 1,000-busy run: one round)",
             "not a test: nothing asserts on these figures",
         ],
     }
