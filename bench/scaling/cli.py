@@ -32,6 +32,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=900, help="liveness bound per run (s)")
     parser.add_argument("--keep-db", action="store_true", help="leave the bench database")
     args = parser.parse_args(small_defaults(argv))
+    if args.rounds < 1 or args.jobs < 2:
+        parser.error("--rounds must be at least 1 and --jobs at least 2 (a rate needs two jobs)")
     args.worker_list = [int(x) for x in args.worker_counts.split(",") if x.strip()]
     return args
 
