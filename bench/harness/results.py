@@ -48,8 +48,8 @@ def cpu_speed(iterations: int = 2_000_000) -> float:
 
 
 def machine_summary(machine: Mapping[str, Any]) -> str:
-    """ "2 CPUs (a 10-million-step Python loop: 0.46 s), load average [..] at start, [..] at
-    end", for a report's "Measured" line (the loop is missing from older results)."""
+    """The machine part of a report's "Measured" line: 2 CPUs (a 10-million-step Python
+    loop: 0.46 s), load average [..] at start, [..] at end (older results have no loop)."""
     speed = machine.get("python_loop_s_per_10m")
     loop = f" (a 10-million-step Python loop: {speed} s)" if speed else ""
     return (
