@@ -48,7 +48,6 @@ from bench.engine_throughput.summary import (
     ceiling_summary,
     describe_database,
     describe_settings,
-    median_run,
     print_summary,
 )
 
@@ -95,13 +94,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         db.url, clients=args.workers, seconds=args.pgbench_seconds
                     )
                 )
-        raw_q2 = median_run(q2_rounds, "tasks_per_s_steady")
-        engine = median_run(engine_rounds, "steps_per_s_steady")
+        raw_q2 = harness.median_run(q2_rounds, "tasks_per_s_steady")
+        engine = harness.median_run(engine_rounds, "steps_per_s_steady")
         raw_q2["rounds_tasks_per_s_steady"] = [r["tasks_per_s_steady"] for r in q2_rounds]
         engine["rounds_steps_per_s_steady"] = [r["steps_per_s_steady"] for r in engine_rounds]
         procrastinate = None
         if pro_rounds:
-            procrastinate = median_run(pro_rounds, "tasks_per_s_steady")
+            procrastinate = harness.median_run(pro_rounds, "tasks_per_s_steady")
             procrastinate["rounds_tasks_per_s_steady"] = [
                 r["tasks_per_s_steady"] for r in pro_rounds
             ]
@@ -117,8 +116,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result["engine_variants"] = {
         label: {
             "steps_per_s_steady_rounds": [r["steps_per_s_steady"] for r in runs],
-            "median": median_run(runs, "steps_per_s_steady")["steps_per_s_steady"],
-            "usage_per_step": median_run(runs, "steps_per_s_steady").get("usage_per_step"),
+            "median": harness.median_run(runs, "steps_per_s_steady")["steps_per_s_steady"],
+            "usage_per_step": harness.median_run(runs, "steps_per_s_steady").get("usage_per_step"),
         }
         for label, runs in variant_rounds.items()
     }

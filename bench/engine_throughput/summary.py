@@ -10,12 +10,6 @@ from bench.engine_throughput.cli import command_line
 from bench.engine_throughput.constants import ACTION, MARKETPLACE, NAME, STEPS_PER_JOB, TARGET_RATIO
 
 
-def median_run(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
-    """The run whose ``key`` is the median (the lower middle one for an even count)."""
-    ordered = sorted(runs, key=lambda run: run[key] or 0.0)
-    return dict(ordered[(len(ordered) - 1) // 2])
-
-
 def ceiling_summary(
     ceilings: list[dict[str, Any]], url: str, args: argparse.Namespace
 ) -> dict[str, Any] | None:
@@ -23,7 +17,7 @@ def ceiling_summary(
     runs = [c for c in ceilings if c.get("tps")]
     if not runs:
         return {"error": ceilings[0].get("error")} if ceilings else None
-    median = median_run(runs, "tps")
+    median = harness.median_run(runs, "tps")
     nondurable = harness.pgbench_single_row_updates(
         url,
         clients=args.workers,

@@ -63,7 +63,7 @@ from bench.harness.results import (
     write_result,
 )
 from bench.harness.sql import categorize
-from bench.harness.stats import distribution, percentile, rate, seconds_between
+from bench.harness.stats import distribution, median_run, percentile, rate, seconds_between
 from bench.harness.usage import WAL_COLUMNS, BackendCpu, tree_cpu_seconds, wal_stats
 
 __all__ = [
@@ -100,6 +100,7 @@ __all__ = [
     "machine_summary",
     "manage",
     "measured_lines",
+    "median_run",
     "migrate",
     "now_iso",
     "open_logged_in",

@@ -34,6 +34,13 @@ def distribution(values: list[float], digits: int = 1) -> dict[str, Any]:
     }
 
 
+def median_run(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """The run whose ``key`` is the median (the lower middle one for an even count), whole:
+    its other figures belong to the same run. A run without ``key`` sorts as 0."""
+    ordered = sorted(runs, key=lambda run: run.get(key) or 0.0)
+    return dict(ordered[(len(ordered) - 1) // 2])
+
+
 def seconds_between(start, end) -> float | None:
     """``end - start`` in seconds (3 decimals); None if either is missing."""
     if start is None or end is None:

@@ -24,7 +24,6 @@ Nothing here asserts on timings; the machine's load average is recorded per run.
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable
 from functools import partial
@@ -37,27 +36,25 @@ from bench.scaling.runs import create_batches, run
 from bench.scaling.summary import assemble, print_summary
 from bench.scaling.tenants import create_many, tenant_schemas
 
+RATE = "steps_per_s_steady"
+
 
 def in_rounds(rounds: int, runs: dict[str, Callable[[], dict[str, Any]]]) -> dict[str, Any]:
     """Each run ``rounds`` times, in alternating order (reversed every other round), so a
     slow spell of this shared machine falls on several configurations rather than one.
-    Each result is its last round's record with every round's rate (``rounds``) and their
-    median as ``steps_per_s_steady`` (a round that failed counts as missing)."""
-    rates: dict[str, list[float | None]] = {label: [] for label in runs}
-    last: dict[str, dict[str, Any]] = {}
+    Each result is its median round's record (``harness.median_run``: a failed round sorts
+    lowest), with every round's rate as ``rounds``."""
+    records: dict[str, list[dict[str, Any]]] = {label: [] for label in runs}
     for index in range(rounds):
         order = list(runs) if index % 2 == 0 else list(reversed(runs))
         if rounds > 1:
             print(f"  round {index + 1}/{rounds}", flush=True)
         for label in order:
-            last[label] = runs[label]()
-            rates[label].append(last[label].get("steps_per_s_steady"))
-    out = {}
-    for label, record in last.items():
-        seen = [r for r in rates[label] if r]
-        out[label] = {**record, "rounds": rates[label],
-                      "steps_per_s_steady": round(statistics.median(seen), 2) if seen else None}  # fmt: skip
-    return out
+            records[label].append(runs[label]())
+    return {
+        label: {**harness.median_run(done, RATE), "rounds": [r.get(RATE) for r in done]}
+        for label, done in records.items()
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -40,8 +40,8 @@ def section(sc: dict[str, Any], chart_name: str | None) -> list[str]:
         "runs `--rounds` times, alternating with the others, and the median is shown (the "
         "1,000-busy run: once).",
         "",
-        "| configuration | steps/s (median) | rounds | vs reference | runs per cluster (last "
-        "round) | load average at start (last round) | CPU pressure % (last round) |",
+        "| configuration | steps/s (median) | rounds | vs reference | runs per cluster | load "
+        "average at start | CPU pressure % (these three: the median round) |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     workers = sc.get("workers") or {}

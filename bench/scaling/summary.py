@@ -77,8 +77,8 @@ def assemble(args: argparse.Namespace, machine, database, setup, workers, cluste
             "the redis runs set REDIS_URL for the enqueue child and the clusters: django-q2's "
             "broker (and the channel layer) in Redis",
             "each configuration runs --rounds times, alternating with the others (reversed "
-            "every other round); steps_per_s_steady is the median, rounds every round's rate; "
-            "the other fields are the last round's (the 1,000-busy run: one round)",
+            "every other round); each record is its median round's (rounds: every round's "
+            "rate); the 1,000-busy run: one round",
             "not a test: nothing asserts on these figures",
         ],
     }
