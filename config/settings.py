@@ -184,7 +184,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- django-q2 ----------------------------------------------------------------
 # The engine's own tables are the queue of record; q2 only carries "go and claim
-# work" messages. retry > timeout + queue wait (PITFALLS), queue_limit ~ workers,
+# work" messages. retry > timeout + queue wait (PITFALLS); queue_limit 1: the pusher
+# fetches at most 2 messages ahead of its workers (one queued, one it waits to put), so a
+# busy cluster keeps few drain messages from idle ones (orchestration/engine/slots.py);
 # save_limit 0 (the per-result select_for_update is q2's main bottleneck).
 Q_CLUSTER: dict = {
     "name": "orchestrator",
@@ -194,7 +196,7 @@ Q_CLUSTER: dict = {
     "retry": env.int("Q_RETRY", default=420),
     "max_attempts": 1,
     "ack_failures": True,
-    "queue_limit": env.int("Q_QUEUE_LIMIT", default=4),
+    "queue_limit": env.int("Q_QUEUE_LIMIT", default=1),
     "bulk": 1,
     "save_limit": 0,
     "catch_up": False,

@@ -159,6 +159,8 @@ class Watchdog:
             now = time.monotonic()
             if now - self.last_sweep >= self.config.sweep:
                 self._sweep(reconcile=now - self.last_reconcile >= self.config.reconcile)
+            # A drain message another cluster's pusher fetched ahead goes to a free worker.
+            slots.resend_waiting_drains()
             reason = self.stall_reason()
             ready = self._ready_tenants()
             # ``reason`` keeps the last problem (the panel shows why it last restarted).
@@ -332,7 +334,7 @@ class Watchdog:
         # and frees their drain slots; drain messages its pusher had taken are sent again.
         self._sweep(reconcile=True)
         with contextlib.suppress(*DATABASE_LOST):
-            slots.requeue_stale_slots(queued_before=timezone.now())
+            slots.resend_waiting_drains(at_once=True)
         delay = 0.0 if killed else restart_delay(self.futile_restarts)
         if delay:
             logger.warning("watchdog %s: waiting %.0fs before the next start", self.name, delay)

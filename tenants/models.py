@@ -81,7 +81,12 @@ class DrainSlot(models.Model):
     # after its slot was re-queued (a cluster restarted with it in its local queue, then
     # redelivered by the broker) finds another token and does nothing.
     token = models.CharField(max_length=32, blank=True)
+    # When the slot was queued (its first message), when its latest message was sent and
+    # how many were sent: a message no worker takes is sent again, less and less often
+    # (``orchestration.engine.slots.resend_waiting_drains``).
     queued_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    sends = models.PositiveSmallIntegerField(default=0)
 
     def __str__(self) -> str:
         return f"drain slot {self.pk}"

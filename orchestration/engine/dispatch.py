@@ -130,7 +130,8 @@ RECONNECT_SECONDS = 60.0  # how long a drain waits for a lost database before gi
 def drain(slot_id: int | None = None, token: str | None = None) -> dict:
     """One q2 task's worth of work across tenants; see the module docstring.
 
-    A stale message (its slot re-queued since, see ``requeue_stale_slots``) does nothing.
+    A stale message (its slot's message was sent again since, see
+    ``slots.resend_waiting_drains``) does nothing.
     A lost database connection does not end the drain: it waits for the database (up to
     ``RECONNECT_SECONDS``), hands back the claims it had not finished, and goes on.
     """

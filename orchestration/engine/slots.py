@@ -9,6 +9,8 @@ A slot is a public ``DrainSlot`` row; a drain message names its slot and a token
 a drain marks the slot queued with a new token; the drain takes it when it starts (a stale
 message, whose token changed, does nothing), renews it while it works and frees it at the
 end. A lost message loses nothing: its slot expires and the work is still in the tables.
+A message no worker takes (fetched ahead by a busy cluster) is sent again with a new token
+(``resend_waiting_drains``, run by every watchdog), so an idle cluster runs it.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from functools import partial
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Sum
+from django.db.models import F, Sum
 from django.utils import timezone
 from django_q.tasks import async_task
 
@@ -135,14 +137,20 @@ def _start_one_drain() -> bool:
     return False
 
 
-def _queue_drain(slot_id: int, now: datetime) -> None:
+def _queue_drain(slot_id: int, now: datetime, *, resend: bool = False) -> None:
     """Mark the slot queued with a new token and enqueue its drain message (in the caller's
     transaction). With the ORM broker the message is part of the transaction (it commits
-    with the slot or not at all); with Redis it is sent after commit."""
+    with the slot or not at all); with Redis it is sent after commit.
+
+    ``resend``: the slot was queued already and its message is sent again; it keeps when it
+    was first queued (what the watchdog's stall rule measures) and its expiry."""
     token = uuid.uuid4().hex
-    DrainSlot.objects.filter(pk=slot_id).update(
-        held_until=now + _slot_grace(), holder="queued", token=token, queued_at=now
-    )
+    if resend:
+        fields = {"token": token, "sent_at": now, "sends": F("sends") + 1}
+    else:
+        fields = {"held_until": now + _slot_grace(), "holder": "queued", "token": token,
+                  "queued_at": now, "sent_at": now, "sends": 1}  # fmt: skip
+    DrainSlot.objects.filter(pk=slot_id).update(**fields)
     send = partial(async_task, "orchestration.tasks.drain", slot_id, token)
     if settings.Q_CLUSTER.get("orm"):
         send()
@@ -150,24 +158,41 @@ def _queue_drain(slot_id: int, now: datetime) -> None:
         transaction.on_commit(send)
 
 
-def requeue_stale_slots(*, queued_before: datetime) -> int:
-    """Slots whose drain message was queued before ``queued_before`` and never taken (a
-    cluster restarted with it in its local queue): new token, new message. The old
-    message, if the broker redelivers it, finds another token and does nothing."""
-    now = timezone.now()
-    requeued = 0
+# django-q2's pusher fetches messages ahead of its workers (up to ``queue_limit`` + 1), so a
+# drain message can wait in a busy cluster's local queue while another cluster's workers
+# idle. A message untaken this long is sent again, then after twice as long each time (at
+# most ``RESEND_MAX``): a free worker anywhere takes the new one within q2's poll, and the
+# old one, when its cluster gets to it, finds another token and does nothing. When every
+# worker is busy, the doubling keeps the extra messages to a few per slot.
+RESEND_AFTER = timedelta(seconds=2)
+RESEND_MAX = timedelta(seconds=60)
+
+
+def resend_interval(sends: int) -> timedelta:
+    """How long the ``sends``-th message of a slot waits untaken before the next is sent."""
+    return min(RESEND_AFTER * 2 ** max(sends - 1, 0), RESEND_MAX)
+
+
+def resend_waiting_drains(*, now: datetime | None = None, at_once: bool = False) -> int:
+    """Send again the drain messages no worker has taken (see ``RESEND_AFTER``); returns
+    how many. ``at_once``: every waiting slot now, whatever its last send (the watchdog
+    after restarting a cluster, which took its fetched messages with it). The watchdog of
+    every machine calls this each tick; a slot locked by another is skipped."""
+    now = now or timezone.now()
+    resent = 0
     with transaction.atomic():
-        for slot_id in (
+        for slot_id, sent_at, sends in (
             DrainSlot.objects.select_for_update(skip_locked=True)
-            .filter(holder="queued", queued_at__lt=queued_before)
+            .filter(holder="queued")
             .order_by("pk")
-            .values_list("pk", flat=True)
+            .values_list("pk", "sent_at", "sends")
         ):
-            _queue_drain(slot_id, now)
-            requeued += 1
-    if requeued:
-        logger.warning("re-queued %s drain message(s) that no worker took", requeued)
-    return requeued
+            if at_once or sent_at is None or now - sent_at >= resend_interval(sends):
+                _queue_drain(slot_id, now, resend=True)
+                resent += 1
+    if resent:
+        logger.info("sent %s drain message(s) again: no worker took them", resent)
+    return resent
 
 
 def take_slot(slot_id: int, token: str | None, holder: str) -> bool:
@@ -176,9 +201,9 @@ def take_slot(slot_id: int, token: str | None, holder: str) -> bool:
     slots = DrainSlot.objects.filter(pk=slot_id, holder="queued")
     if token is not None:
         slots = slots.filter(token=token)
-    taken = bool(
-        slots.update(held_until=timezone.now() + _slot_grace(), holder=holder, queued_at=None)
-    )
+    held_until = timezone.now() + _slot_grace()
+    waiting = {"queued_at": None, "sent_at": None, "sends": 0}
+    taken = bool(slots.update(held_until=held_until, holder=holder, **waiting))
     if taken and _in_worker:
         _seen_now()  # this cluster still works here (idle clusters drop out of the count)
     return taken

@@ -178,13 +178,44 @@ def test_a_stale_drain_message_does_nothing(tenant_a):
     with transaction.atomic():
         slots._queue_drain(slot.pk, timezone.now() - timedelta(seconds=30))
     old_token = DrainSlot.objects.get(pk=slot.pk).token
-    assert slots.requeue_stale_slots(queued_before=timezone.now()) == 1
+    assert slots.resend_waiting_drains(at_once=True) == 1
     slot.refresh_from_db()
     assert slot.holder == "queued" and slot.token not in ("", old_token)
 
     assert dispatch.drain(slot.pk, old_token)["stale"] is True
     slot.refresh_from_db()
     assert slot.holder == "queued"  # still waiting for the message with the new token
+
+
+def test_an_untaken_drain_message_is_sent_again_less_and_less_often(tenant_a):
+    from django_q.models import OrmQ
+
+    connection.set_schema_to_public()
+    slot = DrainSlot.objects.create()
+    queued = timezone.now()
+    with transaction.atomic():
+        slots._queue_drain(slot.pk, queued)
+    tokens = [DrainSlot.objects.get(pk=slot.pk).token]
+    messages = OrmQ.objects.count()
+
+    def resend_after(seconds: float) -> int:
+        return slots.resend_waiting_drains(now=queued + timedelta(seconds=seconds))
+
+    # Sent at 0 s: again at 2 s, then 4 s and 8 s later (at 6 s and 14 s), never sooner.
+    assert [resend_after(s) for s in (1.9, 2.0, 5.9, 6.0, 13.9, 14.0)] == [0, 1, 0, 1, 0, 1]
+    slot.refresh_from_db()
+    assert slot.sends == 4 and slot.token not in tokens and OrmQ.objects.count() == messages + 3
+    # The stall rule still sees how long the slot has waited: since its first message.
+    assert slot.queued_at == queued and slot.held_until == queued + slots._slot_grace()
+    # Never more than once a minute, however long it waits.
+    assert slots.resend_interval(30) == slots.RESEND_MAX == timedelta(seconds=60)
+
+    # The latest message starts its drain; the earlier ones find another token.
+    assert slots.take_slot(slot.pk, tokens[0], "host:1") is False
+    assert slots.take_slot(slot.pk, slot.token, "host:1") is True
+    slot.refresh_from_db()
+    assert (slot.sends, slot.sent_at, slot.queued_at) == (0, None, None)
+    assert resend_after(600) == 0  # held, not waiting
 
 
 def _watchdog(started_ago: float) -> Watchdog:
