@@ -3,12 +3,13 @@
 One fresh database; batches of ``--jobs`` ``noopmkt.noop5`` jobs (5 no-op steps each,
 provider in ``tests/engine_providers.py``), durable commits (the default); every run
 enqueues its batches from a ``manage.py shell`` child with the run's environment (its q2
-broker), then starts its real ``qcluster`` processes and waits until every batch is done.
+broker), then starts its real clusters (``manage.py run_workers``: a watchdog and its
+``qcluster``, as on a machine) and waits until every batch is done.
 Rates from the database: ``steps_per_s_steady`` = (jobs - 1) x 5 / (first ``JobRun``
 finished → last finished), as in ``engine_throughput``.
 
 1. **Workers**: one cluster with each of ``--worker-counts`` (1, 2, 4) workers.
-2. **Clusters**: two ``qcluster`` processes (standing for two machines) of
+2. **Clusters**: two ``run_workers`` processes (standing for two machines) of
    ``--cluster-workers`` (2) each against the same database, with the ORM broker and with
    Redis (``REDIS_URL``, which moves django-q2's broker to Redis); runs per cluster (from the
    process tree that held each ``JobRun.worker`` pid) and drain tasks.

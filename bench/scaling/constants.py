@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 NAME = "scaling"
 
 SCHEMA = "bench"  # the busy tenant of the worker and cluster runs
@@ -14,3 +16,7 @@ TENANT_PREFIX = "t"
 MARKETPLACE, ACTION, STEPS_PER_JOB = "noopmkt", "noop5", 5
 
 REDIS_URL = "redis://127.0.0.1:6379/6"
+
+# What each machine runs (docs/reliability.md): the watchdog, which runs the qcluster as its
+# child, sweeps, and sends again drain messages another cluster's pusher fetched ahead.
+COMMAND = (sys.executable, "manage.py", "run_workers")

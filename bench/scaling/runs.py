@@ -9,7 +9,7 @@ from collections import Counter
 from typing import Any
 
 from bench import harness
-from bench.scaling.constants import ACTION, MARKETPLACE, NAME, STEPS_PER_JOB
+from bench.scaling.constants import ACTION, COMMAND, MARKETPLACE, NAME, STEPS_PER_JOB
 
 
 def create_batches(schemas: list[str], jobs_per_schema: int, label: str) -> dict[str, int]:
@@ -87,8 +87,9 @@ def run(
     workers: int = 2,
     redis: bool = False,
 ) -> dict[str, Any]:
-    """Enqueue ``batches`` (a child with the run's broker), start ``clusters`` qclusters of
-    ``workers`` each, wait until every batch is done; steps/s from ``JobRun`` timestamps."""
+    """Enqueue ``batches`` (a child with the run's broker), start ``clusters`` clusters of
+    ``workers`` each (``COMMAND``: each its own watchdog, as on a machine), wait until every
+    batch is done; steps/s from ``JobRun`` timestamps."""
     from django.utils import timezone
     from django_q.models import Task
 
@@ -109,7 +110,9 @@ def run(
     tag = label.replace(" ", "_").replace(",", "")
     group = harness.ProcessGroup(
         [
-            harness.Cluster(run_env, harness.RESULTS_DIR / f"{NAME}.{tag}.{i}.log.tmp")
+            harness.Cluster(
+                run_env, harness.RESULTS_DIR / f"{NAME}.{tag}.{i}.log.tmp", argv=list(COMMAND)
+            )
             for i in range(clusters)
         ]
     )
@@ -193,7 +196,7 @@ def _figures(url, runs_sql, total, pids, clusters, workers, redis, started_at, l
         "runs_per_cluster": [per_cluster.get(i, 0) for i in range(clusters)]
         + ([per_cluster[-1]] if per_cluster.get(-1) else []),
         "drain_tasks": len(results),
-        "drains_per_cluster_basis": "JobRun.worker pid -> the qcluster whose process tree held it",
+        "drains_per_cluster_basis": "JobRun.worker pid -> the run_workers whose process tree held it",
         "tenants_served_per_drain_max": max(
             (len(d.get("tenants", [])) for d in results), default=0
         ),

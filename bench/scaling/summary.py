@@ -8,7 +8,7 @@ from typing import Any
 
 from bench import harness
 from bench.scaling.cli import command_line
-from bench.scaling.constants import ACTION, MARKETPLACE, NAME
+from bench.scaling.constants import ACTION, COMMAND, MARKETPLACE, NAME
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -63,7 +63,10 @@ def assemble(args: argparse.Namespace, machine, database, setup, workers, cluste
             "tenants": args.tenants,
             "jobs_per_tenant": args.jobs_per_tenant,
             "redis_url": args.redis_url,
-            "q_cluster": {k: settings.Q_CLUSTER.get(k) for k in ("workers", "poll", "bulk")},
+            "q_cluster": {
+                k: settings.Q_CLUSTER.get(k) for k in ("workers", "poll", "bulk", "queue_limit")
+            },
+            "cluster_command": " ".join(COMMAND[1:]),
             "orchestration": {k: conf.get(k) for k in conf.DEFAULTS},
         },
         "setup": setup,
@@ -72,7 +75,8 @@ def assemble(args: argparse.Namespace, machine, database, setup, workers, cluste
         "tenants": tenants,
         "notes": [
             "steps_per_s_steady: (jobs - 1) x 5 / (first JobRun finished -> last finished)",
-            "two clusters = two qcluster processes on this one machine (2 CPUs): they stand "
+            "a cluster = manage.py run_workers (a watchdog and its qcluster), as each machine "
+            "runs it; two clusters = two of them on this one machine (2 CPUs): they stand "
             "for two machines only as far as the database sees them",
             "the redis runs set REDIS_URL for the enqueue child and the clusters: django-q2's "
             "broker (and the channel layer) in Redis",
