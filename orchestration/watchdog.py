@@ -159,8 +159,7 @@ class Watchdog:
             now = time.monotonic()
             if now - self.last_sweep >= self.config.sweep:
                 self._sweep(reconcile=now - self.last_reconcile >= self.config.reconcile)
-            # A drain message another cluster's pusher fetched ahead goes to a free worker.
-            slots.resend_waiting_drains()
+            self._resend_drains()
             reason = self.stall_reason()
             ready = self._ready_tenants()
             # ``reason`` keeps the last problem (the panel shows why it last restarted).
@@ -202,6 +201,18 @@ class Watchdog:
         with contextlib.suppress(*DATABASE_LOST):
             self._write(last_sweep_at=timezone.now())
         self._operator_tick()
+
+    def _resend_drains(self, *, at_once: bool = False) -> None:
+        """Send again the drain messages no worker took (``slots.resend_waiting_drains``):
+        another cluster's pusher fetched them ahead, or a restarted cluster took them with
+        it. A failing broker (Redis down) is logged and tried again next tick; a lost
+        database is raised for the caller to wait for it."""
+        try:
+            slots.resend_waiting_drains(at_once=at_once)
+        except DATABASE_LOST:
+            raise
+        except Exception:
+            logger.exception("watchdog: sending drain messages again failed")
 
     def _operator_tick(self) -> None:
         # Schedules, stalled bulk operations, the nightly prune (ORCHESTRATION_PERIODIC);
@@ -334,7 +345,7 @@ class Watchdog:
         # and frees their drain slots; drain messages its pusher had taken are sent again.
         self._sweep(reconcile=True)
         with contextlib.suppress(*DATABASE_LOST):
-            slots.resend_waiting_drains(at_once=True)
+            self._resend_drains(at_once=True)
         delay = 0.0 if killed else restart_delay(self.futile_restarts)
         if delay:
             logger.warning("watchdog %s: waiting %.0fs before the next start", self.name, delay)

@@ -218,6 +218,25 @@ def test_an_untaken_drain_message_is_sent_again_less_and_less_often(tenant_a):
     assert resend_after(600) == 0  # held, not waiting
 
 
+def test_a_broker_that_fails_a_resend_does_not_stop_the_watchdog(
+    tx_tenant_a, settings, monkeypatch, caplog
+):
+    from django_q.conf import Conf
+
+    connection.set_schema_to_public()
+    slot = DrainSlot.objects.create()
+    with transaction.atomic():
+        slots._queue_drain(slot.pk, timezone.now() - timedelta(seconds=30))
+    # Redis as the broker, with nothing listening: the message is sent after commit, fails.
+    settings.Q_CLUSTER = {k: v for k, v in settings.Q_CLUSTER.items() if k != "orm"}
+    monkeypatch.setattr(Conf, "ORM", None)
+    monkeypatch.setattr(Conf, "REDIS", "redis://127.0.0.1:9/0")
+    Watchdog(WatchdogConfig())._resend_drains()  # committed for real: sent after commit
+    assert "sending drain messages again failed" in caplog.text
+    slot.refresh_from_db()
+    assert slot.holder == "queued" and slot.sends == 2  # the next tick sends it again
+
+
 def _watchdog(started_ago: float) -> Watchdog:
     watchdog = Watchdog(WatchdogConfig(stall=5))
     watchdog.cluster_started = timezone.now() - timedelta(seconds=started_ago)
