@@ -160,6 +160,7 @@ class Watchdog:
             if now - self.last_sweep >= self.config.sweep:
                 self._sweep(reconcile=now - self.last_reconcile >= self.config.reconcile)
             self._resend_drains()
+            slots.keep_counting(self.cluster_pids())
             reason = self.stall_reason()
             ready = self._ready_tenants()
             # ``reason`` keeps the last problem (the panel shows why it last restarted).

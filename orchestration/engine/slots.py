@@ -19,12 +19,13 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from functools import partial
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Sum
+from django.db.models import F, Q, Sum
 from django.utils import timezone
 from django_q.tasks import async_task
 
@@ -139,20 +140,25 @@ def _start_one_drain() -> bool:
 
 def _queue_drain(slot_id: int, now: datetime, *, resend: bool = False) -> None:
     """Mark the slot queued with a new token and enqueue its drain message (in the caller's
-    transaction). With the ORM broker the message is part of the transaction (it commits
-    with the slot or not at all); with Redis it is sent after commit.
+    transaction, which holds the slot's row). With the ORM broker the message is part of the
+    transaction (it commits with the slot or not at all); with Redis a new slot's message is
+    sent after commit.
 
-    ``resend``: the slot was queued already and its message is sent again; it keeps when it
-    was first queued (what the watchdog's stall rule measures) and its expiry."""
+    ``resend``: the slot was queued already and its message is sent again. It keeps when it
+    was first queued (what the watchdog's stall rule measures); its expiry moves on, since
+    the resends are what a lost message needed. The message goes out at once with either
+    broker: a send that fails rolls the new token back (the earlier message stays good), and
+    a worker that takes the new one before the commit waits for the row."""
     token = uuid.uuid4().hex
+    held_until = now + _slot_grace()
     if resend:
         fields = {"token": token, "sent_at": now, "sends": F("sends") + 1}
     else:
-        fields = {"held_until": now + _slot_grace(), "holder": "queued", "token": token,
-                  "queued_at": now, "sent_at": now, "sends": 1}  # fmt: skip
-    DrainSlot.objects.filter(pk=slot_id).update(**fields)
+        fields = {"holder": "queued", "token": token, "queued_at": now, "sent_at": now,
+                  "sends": 1}  # fmt: skip
+    DrainSlot.objects.filter(pk=slot_id).update(held_until=held_until, **fields)
     send = partial(async_task, "orchestration.tasks.drain", slot_id, token)
-    if settings.Q_CLUSTER.get("orm"):
+    if resend or settings.Q_CLUSTER.get("orm"):
         send()
     else:
         transaction.on_commit(send)
@@ -163,7 +169,8 @@ def _queue_drain(slot_id: int, now: datetime, *, resend: bool = False) -> None:
 # idle. A message untaken this long is sent again, then after twice as long each time (at
 # most ``RESEND_MAX``): a free worker anywhere takes the new one within q2's poll, and the
 # old one, when its cluster gets to it, finds another token and does nothing. When every
-# worker is busy, the doubling keeps the extra messages to a few per slot.
+# worker is busy, the doubling keeps the extra messages to about nine per slot in the
+# first five minutes, then one a minute.
 RESEND_AFTER = timedelta(seconds=2)
 RESEND_MAX = timedelta(seconds=60)
 
@@ -177,13 +184,16 @@ def resend_waiting_drains(*, now: datetime | None = None, at_once: bool = False)
     """Send again the drain messages no worker has taken (see ``RESEND_AFTER``); returns
     how many. ``at_once``: every waiting slot now, whatever its last send (the watchdog
     after restarting a cluster, which took its fetched messages with it). The watchdog of
-    every machine calls this each tick; a slot locked by another is skipped."""
+    every machine calls this each tick; only slots that may be due are locked, and a slot
+    locked by another is skipped."""
     now = now or timezone.now()
+    waiting = DrainSlot.objects.filter(holder="queued")
+    if not at_once:
+        waiting = waiting.filter(Q(sent_at__isnull=True) | Q(sent_at__lte=now - RESEND_AFTER))
     resent = 0
     with transaction.atomic():
         for slot_id, sent_at, sends in (
-            DrainSlot.objects.select_for_update(skip_locked=True)
-            .filter(holder="queued")
+            waiting.select_for_update(skip_locked=True)
             .order_by("pk")
             .values_list("pk", "sent_at", "sends")
         ):
@@ -193,6 +203,17 @@ def resend_waiting_drains(*, now: datetime | None = None, at_once: bool = False)
     if resent:
         logger.info("sent %s drain message(s) again: no worker took them", resent)
     return resent
+
+
+def keep_counting(cluster_pids: Iterable[int]) -> int:
+    """A watchdog's cluster is still there: keep its ``QueueCluster`` row (named after its
+    sentinel, one of ``cluster_pids``) counted, whether or not its workers take anything.
+    A cluster blocked for good (django-q2 #23) then keeps its slots, so when there is work
+    their messages wait and its watchdog's stall rule restarts it, instead of the cluster
+    dropping out of the count and its machine's workers being lost unnoticed. Returns the
+    rows kept."""
+    names = [f"{_host_prefix()}{pid}" for pid in cluster_pids]
+    return QueueCluster.objects.filter(name__in=names).update(seen_at=timezone.now())
 
 
 def take_slot(slot_id: int, token: str | None, holder: str) -> bool:

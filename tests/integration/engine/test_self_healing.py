@@ -24,7 +24,7 @@ from orchestration.engine.recovery import recover_lost_runs, sweep_all_tenants
 from orchestration.models import JobRun, MarketplaceJob, MarketplaceTask
 from orchestration.services import job_create
 from orchestration.watchdog import Watchdog, WatchdogConfig
-from tenants.models import DrainSlot, TenantQueue, WorkerCluster
+from tenants.models import DrainSlot, QueueCluster, TenantQueue, WorkerCluster
 from tests.engine_providers import MARKETPLACE, ledger_entries, set_faults
 
 
@@ -205,8 +205,10 @@ def test_an_untaken_drain_message_is_sent_again_less_and_less_often(tenant_a):
     assert [resend_after(s) for s in (1.9, 2.0, 5.9, 6.0, 13.9, 14.0)] == [0, 1, 0, 1, 0, 1]
     slot.refresh_from_db()
     assert slot.sends == 4 and slot.token not in tokens and OrmQ.objects.count() == messages + 3
-    # The stall rule still sees how long the slot has waited: since its first message.
-    assert slot.queued_at == queued and slot.held_until == queued + slots._slot_grace()
+    # The stall rule still sees how long the slot has waited: since its first message. Its
+    # expiry moves with the resends (they are what a lost message needs).
+    assert slot.queued_at == queued and slot.sent_at == queued + timedelta(seconds=14)
+    assert slot.held_until == slot.sent_at + slots._slot_grace()
     # Never more than once a minute, however long it waits.
     assert slots.resend_interval(30) == slots.RESEND_MAX == timedelta(seconds=60)
 
@@ -227,14 +229,35 @@ def test_a_broker_that_fails_a_resend_does_not_stop_the_watchdog(
     slot = DrainSlot.objects.create()
     with transaction.atomic():
         slots._queue_drain(slot.pk, timezone.now() - timedelta(seconds=30))
-    # Redis as the broker, with nothing listening: the message is sent after commit, fails.
+    token = DrainSlot.objects.get(pk=slot.pk).token
+    # Redis as the broker, with nothing listening: the new message cannot be sent.
     settings.Q_CLUSTER = {k: v for k, v in settings.Q_CLUSTER.items() if k != "orm"}
     monkeypatch.setattr(Conf, "ORM", None)
     monkeypatch.setattr(Conf, "REDIS", "redis://127.0.0.1:9/0")
-    Watchdog(WatchdogConfig())._resend_drains()  # committed for real: sent after commit
+    Watchdog(WatchdogConfig())._resend_drains()
     assert "sending drain messages again failed" in caplog.text
     slot.refresh_from_db()
-    assert slot.holder == "queued" and slot.sends == 2  # the next tick sends it again
+    # Rolled back: the message already out keeps its token; the next tick tries again.
+    assert (slot.holder, slot.token, slot.sends) == ("queued", token, 1)
+
+
+def test_a_watchdog_keeps_its_cluster_counted_while_its_processes_live(tenant_a):
+    connection.set_schema_to_public()
+    watchdog = Watchdog(WatchdogConfig())
+    watchdog.proc = subprocess.Popen(["sleep", "30"])  # stands for its qcluster's sentinel
+    try:
+        old = timezone.now() - slots.PRESENCE_HORIZON - timedelta(minutes=1)
+        host = socket.gethostname()
+        QueueCluster.objects.create(name=f"{host}:{watchdog.proc.pid}", workers=2, seen_at=old)
+        QueueCluster.objects.create(name=f"{host}:999999", workers=2, seen_at=old)  # not its own
+        watchdog._register()
+        watchdog.last_sweep = time.monotonic()  # this tick checks; no sweep
+        assert watchdog.tick() is None
+        slots.forget_presence()
+        assert slots._workers_seen() == 2
+    finally:
+        watchdog.proc.kill()
+        watchdog.proc.wait()
 
 
 def _watchdog(started_ago: float) -> Watchdog:
