@@ -136,6 +136,19 @@ class NoopStep:
         return {"ok": True}
 
 
+class WaitStep(NoopStep):
+    """Waits ``seconds`` and does nothing else: a marketplace call's latency without its CPU
+    (benchmarks: what adding workers elsewhere buys when the CPU is not the limit)."""
+
+    def __init__(self, step_type: str, seconds: float = 0.02):
+        super().__init__(step_type)
+        self.seconds = seconds
+
+    def perform(self, ctx: StepContext) -> Mapping[str, Any]:
+        time.sleep(self.seconds)
+        return {"ok": True}
+
+
 class TestProvider:
     marketplace = MARKETPLACE
     resource = ResourceLimit(key="testmkt", concurrency=8)
@@ -147,6 +160,7 @@ class TestProvider:
         "ten": [LedgerStep(f"step{i}") for i in range(1, 11)],
         "slow": [LedgerStep("prepare"), LedgerStep("slow", timeout=0.5), LedgerStep("finish")],
         "noop5": [NoopStep(f"noop{i}") for i in range(1, 6)],
+        "wait5": [WaitStep(f"wait{i}") for i in range(1, 6)],
     }
 
     def actions(self):

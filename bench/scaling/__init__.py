@@ -12,7 +12,10 @@ finished → last finished), as in ``engine_throughput``.
 2. **Clusters**: two ``run_workers`` processes (standing for two machines) of
    ``--cluster-workers`` (2) each against the same database, with the ORM broker and with
    Redis (``REDIS_URL``, which moves django-q2's broker to Redis); runs per cluster (from the
-   process tree that held each ``JobRun.worker`` pid) and drain tasks.
+   process tree that held each ``JobRun.worker`` pid) and drain tasks. Then one and two
+   clusters on ``--wait-jobs`` (300) ``wait5`` jobs, whose steps wait 20 ms each (a
+   marketplace call's latency, hardly any CPU): what another machine's workers add when this
+   machine's 2 CPUs are not the limit.
 3. **Tenants**: the busy tenant alone; the same batch with ``--tenants`` (1,000) tenants that
    have nothing to run (idle tenants must cost nothing); then every one of the 1,000 tenants
    busy with ``--jobs-per-tenant`` (2) jobs. The tenants are one ``create_tenant`` cloned in
@@ -32,7 +35,7 @@ from typing import Any
 
 from bench import harness
 from bench.scaling.cli import parse_args
-from bench.scaling.constants import NAME, SCHEMA
+from bench.scaling.constants import ACTION, NAME, SCHEMA, WAIT_ACTION
 from bench.scaling.runs import create_batches, run
 from bench.scaling.summary import assemble, print_summary
 from bench.scaling.tenants import create_many, tenant_schemas
@@ -73,11 +76,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         harness.setup_django(env)
         import tests.engine_providers  # noqa: F401  (registers noopmkt in this process too)
 
-        def one(label: str, schemas: list[str], jobs: int, **kw: Any) -> dict[str, Any]:
+        def one(
+            label: str, schemas: list[str], jobs: int, action: str = ACTION, **kw: Any
+        ) -> dict[str, Any]:
             # A run that fails is recorded as failed; the other runs' figures are kept.
             try:
-                return run(args, env, db.url, label,
-                           batches=create_batches(schemas, jobs, label), **kw)  # fmt: skip
+                batches = create_batches(schemas, jobs, label, action)
+                return {**run(args, env, db.url, label, batches=batches, **kw), "action": action}
             except Exception as exc:
                 print(f"  {label}: FAILED: {exc}"[:2000], flush=True)
                 return {"error": f"{type(exc).__name__}: {exc}"[:2000], "steps_per_s_steady": None,
@@ -91,11 +96,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"1x{cw} redis": {"workers": cw, "redis": True},
             f"2x{cw} redis": {"clusters": 2, "workers": cw, "redis": True},
         }
+        if args.wait_jobs:
+            waiting = {"action": WAIT_ACTION, "jobs": args.wait_jobs}
+            cluster_runs[f"1x{cw} wait"] = {"workers": cw, **waiting}
+            cluster_runs[f"2x{cw} wait"] = {"clusters": 2, "workers": cw, **waiting}
         runs = {f"workers {k}": kw for k, kw in worker_runs.items()}
         runs.update({f"clusters {k}": kw for k, kw in cluster_runs.items()})
         results = in_rounds(
             args.rounds,
-            {label: partial(one, label, [SCHEMA], args.jobs, **kw) for label, kw in runs.items()},
+            {
+                label: partial(one, label, [SCHEMA], **{"jobs": args.jobs, **kw})
+                for label, kw in runs.items()
+            },
         )
         workers = {k: results[f"workers {k}"] for k in worker_runs}
         clusters = {k: results[f"clusters {k}"] for k in cluster_runs}

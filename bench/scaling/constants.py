@@ -14,6 +14,9 @@ TENANT_PREFIX = "t"
 
 # no-op steps whose resource allows 64 at once (tests/engine_providers.py)
 MARKETPLACE, ACTION, STEPS_PER_JOB = "noopmkt", "noop5", 5
+# 5 steps that each wait 20 ms (a marketplace call's latency, hardly any CPU): the cluster
+# runs with these show what another machine's workers add when the CPU is not the limit.
+WAIT_ACTION = "wait5"
 
 REDIS_URL = "redis://127.0.0.1:6379/6"
 

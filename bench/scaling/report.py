@@ -66,8 +66,10 @@ def section(sc: dict[str, Any], chart_name: str | None) -> list[str]:
     lines += [
         "",
         f"Second cluster: x{s.get('second_cluster_gain_orm')} with the ORM broker, "
-        f"x{s.get('second_cluster_gain_redis')} with Redis (target: adding a machine adds "
-        f"capacity). 1,000 idle tenants: x{s.get('idle_tenants_cost')} of the tenant alone "
+        f"x{s.get('second_cluster_gain_redis')} with Redis, on no-op steps that keep this "
+        f"machine's CPUs busy; x{s.get('second_cluster_gain_wait')} on steps that wait 20 ms "
+        "(`wait` rows: a marketplace call's latency, little CPU; target: adding a machine "
+        "adds capacity). 1,000 idle tenants: x{s.get('idle_tenants_cost')} of the tenant alone "
         f"(target: x1, idle tenants cost nothing); every tenant busy: "
         f"x{s.get('busy_tenants_vs_alone')} of the tenant alone.",
         "",

@@ -12,8 +12,11 @@ from bench import harness
 from bench.scaling.constants import ACTION, COMMAND, MARKETPLACE, NAME, STEPS_PER_JOB
 
 
-def create_batches(schemas: list[str], jobs_per_schema: int, label: str) -> dict[str, int]:
-    """A batch of ``jobs_per_schema`` noop5 jobs in each schema, not enqueued yet."""
+def create_batches(
+    schemas: list[str], jobs_per_schema: int, label: str, action: str = ACTION
+) -> dict[str, int]:
+    """A batch of ``jobs_per_schema`` jobs (noop5 unless ``action``) in each schema, not
+    enqueued yet."""
     from django_tenants.utils import schema_context
 
     from orchestration.services import JobSpec, batch_create
@@ -23,7 +26,7 @@ def create_batches(schemas: list[str], jobs_per_schema: int, label: str) -> dict
         with schema_context(schema):
             batches[schema] = batch_create(
                 name=label,
-                jobs=[JobSpec(marketplace=MARKETPLACE, action=ACTION)] * jobs_per_schema,
+                jobs=[JobSpec(marketplace=MARKETPLACE, action=action)] * jobs_per_schema,
                 start=False,
             ).pk
     return batches

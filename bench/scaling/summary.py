@@ -8,7 +8,7 @@ from typing import Any
 
 from bench import harness
 from bench.scaling.cli import command_line
-from bench.scaling.constants import ACTION, COMMAND, MARKETPLACE, NAME
+from bench.scaling.constants import ACTION, COMMAND, MARKETPLACE, NAME, WAIT_ACTION
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -38,6 +38,10 @@ def assemble(args: argparse.Namespace, machine, database, setup, workers, cluste
         "second_cluster_gain_redis": _ratio(
             clusters[f"2x{cw} redis"][rate], clusters[f"1x{cw} redis"][rate]
         ),
+        # Steps that wait (not CPU-bound): what another machine's workers can add here.
+        "second_cluster_gain_wait": _ratio(
+            clusters.get(f"2x{cw} wait", {}).get(rate), clusters.get(f"1x{cw} wait", {}).get(rate)
+        ),
         "tenants_steps_per_s": {k: r[rate] for k, r in tenants.items()},
         "idle_tenants_cost": _ratio(
             tenants.get(f"1 busy + {args.tenants} idle", {}).get(rate), alone
@@ -58,6 +62,8 @@ def assemble(args: argparse.Namespace, machine, database, setup, workers, cluste
             "jobs": args.jobs,
             "rounds": args.rounds,
             "job_kind": f"{MARKETPLACE}.{ACTION}",
+            "wait_job_kind": f"{MARKETPLACE}.{WAIT_ACTION} (5 steps of 20 ms)",
+            "wait_jobs": args.wait_jobs,
             "worker_counts": args.worker_list,
             "cluster_workers": cw,
             "tenants": args.tenants,
@@ -100,7 +106,8 @@ def print_summary(result: dict[str, Any], path: Path) -> None:
         lines.append(f"  clusters {k}: {value} steps/s, runs per cluster "
                      f"{s['clusters_runs_per_cluster'][k]}")  # fmt: skip
     lines.append(f"  second cluster gain: ORM x{s['second_cluster_gain_orm']}, "
-                 f"Redis x{s['second_cluster_gain_redis']}")  # fmt: skip
+                 f"Redis x{s['second_cluster_gain_redis']}, "
+                 f"waiting steps x{s['second_cluster_gain_wait']}")  # fmt: skip
     for k, value in s["tenants_steps_per_s"].items():
         lines.append(f"  tenants {k}: {value} steps/s")
     lines.append(f"  idle tenants: x{s['idle_tenants_cost']} of alone; all busy: "
