@@ -21,6 +21,10 @@ DEFAULTS: dict[str, float] = {
     "DRAIN_SECONDS": 20.0,  # one q2 task works this long at most, then hands back
     "TENANT_TURN_SECONDS": 2.0,  # a tenant's turn inside a drain (fairness bound)
     "DRAIN_SLOTS": 0,  # concurrent drains; 0 = the workers of every cluster seen (slots.py)
+    # The sweep's slow pass (every 15 s under the watchdog) reconciles at most this many
+    # tenants, those it visited least recently: its cost stays flat however many tenants
+    # there are, and each is visited every ceil(tenants / this) passes.
+    "SWEEP_TENANTS": 100,
     "WAKE_AHEAD_SECONDS": 60.0,  # a drain keeps waiting for retries due this soon
     "CLAIM_BATCH": 32,  # at most this many jobs per claim (within each resource's room)
     # 1 (default): a worker's commit returns once its WAL is flushed (durable). 0 is an

@@ -43,6 +43,9 @@ class TenantQueue(models.Model):
     next_wake_at = models.DateTimeField(null=True, blank=True)
     active_runs = models.IntegerField(default=0)
     paused = models.BooleanField(default=False)
+    # When the sweep's slow pass last reconciled this tenant: each pass takes the tenants
+    # visited least recently (``ORCHESTRATION_SWEEP_TENANTS`` of them).
+    swept_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [

@@ -101,10 +101,11 @@ def reconcile_marks(schema_name: str, *, due: bool, wake: datetime | None) -> bo
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
-            INSERT INTO {_tq_table()} AS q (schema_name, ready_at, next_wake_at, signal_seq, active_runs, paused)
-            VALUES (%(schema)s, CASE WHEN %(due)s THEN now() END, %(wake)s, 1, 0, false)
+            INSERT INTO {_tq_table()} AS q (schema_name, ready_at, next_wake_at, signal_seq, active_runs, paused, swept_at)
+            VALUES (%(schema)s, CASE WHEN %(due)s THEN now() END, %(wake)s, 1, 0, false, clock_timestamp())
             ON CONFLICT (schema_name) DO UPDATE
-               SET ready_at = CASE WHEN %(due)s THEN COALESCE(q.ready_at, now()) ELSE q.ready_at END,
+               SET swept_at = clock_timestamp(),
+                   ready_at = CASE WHEN %(due)s THEN COALESCE(q.ready_at, now()) ELSE q.ready_at END,
                    signal_seq = q.signal_seq + CASE WHEN %(due)s AND q.ready_at IS NULL THEN 1 ELSE 0 END,
                    next_wake_at = CASE WHEN %(wake)s::timestamptz IS NULL THEN q.next_wake_at
                                        ELSE LEAST(COALESCE(q.next_wake_at, %(wake)s), %(wake)s) END
@@ -117,6 +118,25 @@ def reconcile_marks(schema_name: str, *, due: bool, wake: datetime | None) -> bo
     if marked:
         logger.info("tenant %s had claimable jobs without a ready mark; marked", schema_name)
     return marked
+
+
+def tenants_to_sweep(limit: int) -> list[str]:
+    """The ``limit`` tenants the sweep's slow pass reconciled least recently (never first),
+    by ``TenantQueue.swept_at``, which ``reconcile_marks`` sets."""
+    from tenants.models import Tenant
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            SELECT t.schema_name FROM {Tenant._meta.db_table} t
+              LEFT JOIN {_tq_table()} q ON q.schema_name = t.schema_name
+             WHERE t.schema_name <> 'public'
+             ORDER BY q.swept_at ASC NULLS FIRST, t.schema_name
+             LIMIT %s
+            """,
+            [limit],
+        )
+        return [row[0] for row in cursor.fetchall()]
 
 
 def tenant_paused(schema_name: str) -> bool:

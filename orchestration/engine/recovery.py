@@ -30,7 +30,6 @@ from orchestration.engine.session import DATABASE_LOST
 from orchestration.models import JobRun, MarketplaceJob, MarketplaceTask
 from orchestration.states import JOB_CLAIMABLE, JobStatus, RunStatus, TaskStatus
 from tenants.db import current_schema, use_public_schema
-from tenants.models import Tenant
 from webhooks.delivery import next_due as webhook_next_due
 
 logger = logging.getLogger(__name__)
@@ -179,8 +178,9 @@ def reconcile_tenant(schema_name: str, *, now: datetime | None = None) -> bool:
 def sweep_all_tenants(*, reconcile: bool = True) -> dict:
     """The periodic sweep: recover lost runs in every tenant with running jobs (a failing
     tenant is logged and skipped, never stops the others), free drain slots of workers
-    that are gone, re-announce work nobody was told about, then make sure drains come
-    for what is due. Starts and ends in the public schema."""
+    that are gone, re-announce work nobody was told about (``reconcile``: a slice of the
+    tenants, see ``SWEEP_TENANTS``), then make sure drains come for what is due. Starts
+    and ends in the public schema."""
     use_public_schema()
     recovered: dict[str, int] = {}
     errors: dict[str, str] = {}
@@ -213,11 +213,11 @@ def sweep_all_tenants(*, reconcile: bool = True) -> dict:
             reconciled.append(schema)
 
     if reconcile:
-        schemas = list(
-            Tenant.objects.exclude(schema_name="public").values_list("schema_name", flat=True)
-        )
-        # A drifted running count (TenantQueue.active_runs) must not hide a tenant's lost
-        # runs: this slower pass visits every tenant.
+        # The tenants visited least recently (``SWEEP_TENANTS`` of them): every tenant in
+        # turn, at a cost per pass that does not grow with the number of tenants. A drifted
+        # running count (TenantQueue.active_runs) must not hide a tenant's lost runs: this
+        # slower pass recovers them too.
+        schemas = marks.tenants_to_sweep(int(conf.get("SWEEP_TENANTS")))
         each([schema for schema in schemas if schema not in active], recover)
         each(schemas, reconcile_one)
     freed = slots.free_slots_of_dead_workers()

@@ -72,6 +72,28 @@ def test_the_sweep_marks_a_tenant_whose_wake_up_was_lost(engine):
     assert queue.ready_at is None and queue.next_wake_at == later
 
 
+def test_the_slow_pass_reconciles_a_slice_of_the_tenants_in_turn(engine, tenant_b, settings):
+    from tenants.models import Tenant
+
+    # Both tenants' wake-ups were lost; each pass may visit one tenant.
+    tenants = Tenant.objects.exclude(schema_name="public")
+    schemas = sorted(tenants.values_list("schema_name", flat=True))
+    assert schemas == ["test_alpha", "test_beta"]
+    for schema in schemas:
+        with schema_context(schema):
+            job_create(marketplace=MARKETPLACE, action="three", params=engine.params())
+    TenantQueue.objects.update(ready_at=None, swept_at=None)
+    settings.ORCHESTRATION = {**settings.ORCHESTRATION, "SWEEP_TENANTS": 1}
+
+    assert sweep_all_tenants()["reconciled"] == ["test_alpha"]  # never visited: by name
+    assert sweep_all_tenants()["reconciled"] == ["test_beta"]
+    TenantQueue.objects.update(ready_at=None)
+    assert sweep_all_tenants(reconcile=False)["reconciled"] == []  # the quick pass: none
+    # Then the one visited least recently.
+    assert sweep_all_tenants()["reconciled"] == ["test_alpha"]
+    assert sweep_all_tenants()["reconciled"] == ["test_beta"]
+
+
 def test_one_failing_tenant_does_not_stop_the_sweep_for_the_others(engine):
     job = job_create(marketplace=MARKETPLACE, action="three", params=engine.params())
     (claim,) = claim_jobs(limit=1, worker="gone-host:1")
