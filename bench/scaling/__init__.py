@@ -38,7 +38,7 @@ from bench.scaling.cli import parse_args
 from bench.scaling.constants import ACTION, NAME, SCHEMA, WAIT_ACTION
 from bench.scaling.runs import create_batches, run
 from bench.scaling.summary import assemble, print_summary
-from bench.scaling.tenants import create_many, tenant_schemas
+from bench.scaling.tenants import create_many, tenant_schemas, time_sweeps
 
 RATE = "steps_per_s_steady"
 
@@ -120,6 +120,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             alone = partial(one, "tenant alone", [SCHEMA], args.jobs)
             tenants["1 tenant alone"] = in_rounds(args.rounds, {"alone": alone})["alone"]
             setup["tenants"] = create_many(args.tenants, env, db.url)
+            setup["sweep"] = time_sweeps(args.tenants)  # the watchdog's slow pass, all idle
             idle = partial(one, "busy and idle", [SCHEMA], args.jobs)
             tenants[f"1 busy + {args.tenants} idle"] = in_rounds(args.rounds, {"idle": idle})[
                 "idle"

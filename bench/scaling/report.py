@@ -71,7 +71,10 @@ def section(sc: dict[str, Any], chart_name: str | None) -> list[str]:
         "(`wait` rows: a marketplace call's latency, little CPU; target: adding a machine "
         "adds capacity). 1,000 idle tenants: x{s.get('idle_tenants_cost')} of the tenant alone "
         f"(target: x1, idle tenants cost nothing); every tenant busy: "
-        f"x{s.get('busy_tenants_vs_alone')} of the tenant alone.",
+        f"x{s.get('busy_tenants_vs_alone')} of the tenant alone. The watchdog's slow sweep "
+        f"pass (every 15 s) with those tenants idle: {s.get('sweep_slow_pass_s')} s, visiting "
+        "the `SWEEP_TENANTS` least recently visited; "
+        f"{s.get('sweep_slow_pass_all_tenants_s')} s visiting every tenant (before the slice).",
         "",
     ]
     if chart_name:

@@ -47,6 +47,9 @@ def assemble(args: argparse.Namespace, machine, database, setup, workers, cluste
             tenants.get(f"1 busy + {args.tenants} idle", {}).get(rate), alone
         ),
         "busy_tenants_vs_alone": _ratio(tenants.get(f"{args.tenants} busy", {}).get(rate), alone),
+        # The watchdog's slow sweep pass with every tenant idle: sliced, and all at once.
+        "sweep_slow_pass_s": setup.get("sweep", {}).get("slow_pass_s"),
+        "sweep_slow_pass_all_tenants_s": setup.get("sweep", {}).get("slow_pass_all_tenants_s"),
         "durable_commits": conf.get("SYNCHRONOUS_COMMIT") >= 1,
     }
     return {
@@ -110,6 +113,8 @@ def print_summary(result: dict[str, Any], path: Path) -> None:
                  f"waiting steps x{s['second_cluster_gain_wait']}")  # fmt: skip
     for k, value in s["tenants_steps_per_s"].items():
         lines.append(f"  tenants {k}: {value} steps/s")
+    lines.append(f"  slow sweep pass: {s['sweep_slow_pass_s']} s ({s['sweep_slow_pass_all_tenants_s']}"
+                 " s visiting every tenant)")  # fmt: skip
     lines.append(f"  idle tenants: x{s['idle_tenants_cost']} of alone; all busy: "
                  f"x{s['busy_tenants_vs_alone']} of alone")  # fmt: skip
     lines += harness.measured_lines(result, path, took=True)

@@ -91,3 +91,34 @@ def create_many(count: int, env: dict[str, str], url: str) -> dict[str, Any]:
         "how": "create_tenant once, then CREATE TABLE (LIKE ... INCLUDING ALL) + rows per "
         "schema (no foreign keys), Tenant and Domain rows",
     }
+
+
+def time_sweeps(tenants: int, passes: int = 3) -> dict[str, Any]:
+    """Seconds of one slow sweep pass (``sweep_all_tenants(reconcile=True)``, what the
+    watchdog runs every 15 s) with every tenant idle: as shipped (``SWEEP_TENANTS``, those
+    visited least recently) and visiting all ``tenants`` at once (before the slice). Median
+    of ``passes``, in this process (its own connection)."""
+    import statistics
+
+    from django.test import override_settings
+
+    from orchestration import conf
+    from orchestration.engine.recovery import sweep_all_tenants
+
+    def median_seconds(**overrides: int) -> float:
+        seconds = []
+        with override_settings(ORCHESTRATION=overrides):
+            for _ in range(passes):
+                started = time.perf_counter()
+                sweep_all_tenants(reconcile=True)
+                seconds.append(time.perf_counter() - started)
+        return round(statistics.median(seconds), 3)
+
+    sliced = int(conf.get("SWEEP_TENANTS"))
+    return {
+        "tenants": tenants,
+        "sweep_tenants": sliced,
+        "slow_pass_s": median_seconds(),
+        "slow_pass_all_tenants_s": median_seconds(SWEEP_TENANTS=tenants + 1),
+        "passes": passes,
+    }
