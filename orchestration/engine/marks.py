@@ -14,7 +14,7 @@ from datetime import datetime
 from django.db import connection, transaction
 
 from orchestration.engine.slots import ensure_drains
-from tenants.models import TenantQueue
+from tenants.models import Tenant, TenantQueue
 
 logger = logging.getLogger(__name__)
 
@@ -123,8 +123,6 @@ def reconcile_marks(schema_name: str, *, due: bool, wake: datetime | None) -> bo
 def tenants_to_sweep(limit: int) -> list[str]:
     """The ``limit`` tenants the sweep's slow pass reconciled least recently (never first),
     by ``TenantQueue.swept_at``, which ``reconcile_marks`` sets."""
-    from tenants.models import Tenant
-
     with connection.cursor() as cursor:
         cursor.execute(
             f"""

@@ -2,8 +2,9 @@
 
 The slots add up the workers of every cluster seen working on this database in the last
 ``PRESENCE_HORIZON`` (``QueueCluster`` rows: each worker process writes its cluster's when it
-starts, each drain when it takes a slot), so a second machine's ``qcluster`` adds drains
-without a setting; ``DRAIN_SLOTS`` fixes the number instead.
+starts, each drain when it takes a slot, its watchdog every tick: ``keep_counting``), so a
+second machine's cluster adds drains without a setting; ``DRAIN_SLOTS`` fixes the number
+instead.
 
 A slot is a public ``DrainSlot`` row; a drain message names its slot and a token. Enqueueing
 a drain marks the slot queued with a new token; the drain takes it when it starts (a stale
@@ -226,7 +227,7 @@ def take_slot(slot_id: int, token: str | None, holder: str) -> bool:
     waiting = {"queued_at": None, "sent_at": None, "sends": 0}
     taken = bool(slots.update(held_until=held_until, holder=holder, **waiting))
     if taken and _in_worker:
-        _seen_now()  # this cluster still works here (idle clusters drop out of the count)
+        _seen_now()  # still works here (without a watchdog, an idle one drops out of the count)
     return taken
 
 
