@@ -36,7 +36,10 @@ def _sweep_at_worker_start(sender, proc_name, **kwargs) -> None:
     try:
         from django_q.tasks import async_task
 
-        async_task("orchestration.tasks.sweep")
+        # The quick pass: runs and drain slots of workers that are gone, drains for due work.
+        # Lost wake-ups are the slow pass's (the watchdog's, every 15 s; q2's schedule), which
+        # with many tenants would hold this new worker for a second or more.
+        async_task("orchestration.tasks.sweep", reconcile=False)
     except Exception:
         logger.exception("could not enqueue the recovery sweep at worker start")
 

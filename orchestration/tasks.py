@@ -23,10 +23,11 @@ def drain(slot_id: int | None = None, token: str | None = None) -> dict:
     return dispatch.drain(slot_id, token)
 
 
-def sweep() -> dict:
+def sweep(reconcile: bool = True) -> dict:
     """The recovery sweep (see ``orchestration.engine.recovery.sweep_all_tenants``). The watchdog runs
-    it in its own process every few seconds; this q2 schedule is a second line."""
-    return sweep_all_tenants()
+    it in its own process every few seconds; this q2 schedule is a second line, and each new
+    worker enqueues the quick pass (``reconcile=False``)."""
+    return sweep_all_tenants(reconcile=reconcile)
 
 
 def run_tenant_jobs(schema_name: str, limit: int | None = None) -> int:

@@ -121,3 +121,17 @@ def test_the_sweep_forgets_local_clusters_whose_sentinel_is_gone(tenant_a, prese
     assert tasks.sweep()["clusters_gone"] == 1
     assert set(presence.values_list("pk", flat=True)) == {alive.pk, elsewhere.pk}
     assert slots.drain_slots() == 4
+
+
+def test_a_new_worker_enqueues_the_quick_sweep_and_counts_its_cluster(tenant_a, presence):
+    from django_q.signing import SignedPackage
+
+    from orchestration.apps import _sweep_at_worker_start
+
+    OrmQ.objects.all().delete()
+    _sweep_at_worker_start(sender=None, proc_name="Process-1")
+    (message,) = OrmQ.objects.all()
+    task = SignedPackage.loads(message.payload)
+    # Not the slow pass over every tenant: that is the watchdog's, every 15 s.
+    assert (task["func"], task["kwargs"]) == ("orchestration.tasks.sweep", {"reconcile": False})
+    assert presence.filter(name=slots.cluster_name()).exists()
