@@ -187,7 +187,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # work" messages. retry > timeout + queue wait (PITFALLS); queue_limit 1: the pusher
 # fetches at most 2 messages ahead of its workers (one queued, one it waits to put), so a
 # busy cluster keeps few drain messages from idle ones (orchestration/engine/slots.py);
-# save_limit 0 (the per-result select_for_update is q2's main bottleneck).
+# save_limit 0 (the per-result select_for_update is q2's main bottleneck): the operator tick
+# deletes old results instead (Q_KEEP_SUCCESS_HOURS, Q_KEEP_FAILURE_DAYS below).
 Q_CLUSTER: dict = {
     "name": "orchestrator",
     "workers": env.int("Q_WORKERS", default=2),
@@ -204,6 +205,10 @@ Q_CLUSTER: dict = {
     "label": "Django Q2",
     "sync": env.bool("Q_SYNC", default=False),
 }
+# q2's stored results (a row per message run) are deleted after this many hours (successes)
+# and days (failures) by the operator tick (operations.retention); 0 keeps them.
+Q_KEEP_SUCCESS_HOURS = env.int("Q_KEEP_SUCCESS_HOURS", default=24)
+Q_KEEP_FAILURE_DAYS = env.int("Q_KEEP_FAILURE_DAYS", default=30)
 if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
 else:
@@ -250,6 +255,7 @@ ORCHESTRATION_PERIODIC = {
     "fired": "scheduler.periodic.fire_due_all_tenants",
     "operations": "operations.periodic.resume_stalled_all_tenants",
     "pruned": "operations.retention.prune_due_all_tenants",
+    "queue_results": "operations.retention.prune_queue_results",
 }
 
 # --- marketplaces ---------------------------------------------------------------

@@ -6,6 +6,11 @@ locks the job first (the prune skips it) or finds it gone.
 
 ``prune(dry_run=True)`` counts what would go. The nightly prune runs from the operator tick
 (``prune_due_all_tenants``) once a day per tenant, at ``prune_hour`` UTC.
+
+django-q2's own task results (the public schema's ``django_q_task``: a row per message a
+worker ran, drain messages included) go after ``Q_KEEP_SUCCESS_HOURS`` and
+``Q_KEEP_FAILURE_DAYS`` (``prune_queue_results``, from the same tick). q2 prunes them only
+with ``save_limit`` > 0, which locks every stored success on each result (settings).
 """
 
 from __future__ import annotations
@@ -17,9 +22,11 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from django.apps import apps
+from django.conf import settings as django_settings
 from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
+from django_q.models import Task
 from django_q.tasks import async_task
 
 from audit.models import AuditEntry
@@ -102,16 +109,23 @@ def _candidates(now: datetime, settings: RetentionPolicy) -> dict[str, tuple[Que
 
 
 def _delete_in_batches(
-    queryset: QuerySet, *, deadline: float, after_delete: Callable[[list], None] | None = None
+    queryset: QuerySet,
+    *,
+    deadline: float,
+    after_delete: Callable[[list], None] | None = None,
+    ordered: bool = True,
 ) -> tuple[int, bool]:
-    """Delete in batches until done or ``deadline`` (monotonic); returns (deleted, more)."""
+    """Delete in batches until done or ``deadline`` (monotonic); returns (deleted, more).
+    ``ordered=False`` takes the rows in the table's order (no index on what is filtered:
+    the oldest rows come first and the scan stops at a batch)."""
     model = queryset.model
     deleted = 0
     while time.monotonic() < deadline:
         with transaction.atomic():
             # Lock a small batch (skipping rows someone holds), re-checked under the lock.
+            batch = queryset.order_by("pk") if ordered else queryset.order_by()
             ids = list(
-                queryset.order_by("pk").select_for_update(skip_locked=True, of=("self",))
+                batch.select_for_update(skip_locked=True, of=("self",))
                 .values_list("pk", flat=True)[:BATCH]
             )  # fmt: skip
             if not ids:
@@ -210,3 +224,35 @@ def prune_due_all_tenants(now: datetime | None = None, *, force: bool = False) -
         return 1
 
     return each_tenant(schemas, one)
+
+
+QUEUE_RESULTS_SECONDS = 1.0  # at most this long per look: the watchdog's loop waits for it
+QUEUE_RESULTS_SOON = 60.0  # seconds to the next look when rows were left (a backlog)
+_queue_results_next: float | None = None  # time.monotonic() of the next look
+
+
+def prune_queue_results(now: datetime | None = None, *, force: bool = False) -> dict[str, int]:
+    """Delete django-q2's stored task results: successes older than ``Q_KEEP_SUCCESS_HOURS``,
+    failures older than ``Q_KEEP_FAILURE_DAYS`` (0 keeps them), for at most
+    ``QUEUE_RESULTS_SECONDS``; looks again after ``CHECK_EVERY`` seconds, or
+    ``QUEUE_RESULTS_SOON`` when rows were left. Returns what went."""
+    global _queue_results_next
+    clock = time.monotonic()
+    if not force and _queue_results_next is not None and clock < _queue_results_next:
+        return {}
+    now = now or timezone.now()
+    keep = {
+        "q2_successes": (True, timedelta(hours=django_settings.Q_KEEP_SUCCESS_HOURS)),
+        "q2_failures": (False, timedelta(days=django_settings.Q_KEEP_FAILURE_DAYS)),
+    }
+    counts: dict[str, int] = {}
+    left = False
+    for kind, (success, age) in keep.items():
+        if age:
+            old = Task.objects.filter(success=success, stopped__lt=now - age)
+            counts[kind], more = _delete_in_batches(
+                old, deadline=clock + QUEUE_RESULTS_SECONDS, ordered=False
+            )
+            left = left or more
+    _queue_results_next = clock + (QUEUE_RESULTS_SOON if left else CHECK_EVERY)
+    return counts
