@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import OrderedDict
 from datetime import timedelta
 from typing import Any
 
@@ -173,26 +174,46 @@ if pg_core is not None:
         # one reconnects with backoff, picks up the messages stored meanwhile, and skips
         # what it already delivered (the stored backlog holds those too until they expire).
 
-        LISTEN_RETRY_MAX = 5.0
-        DELIVERED_MEMORY = 50_000  # channels whose last delivered id is remembered
+        LISTEN_RETRY_MAX = 2.0  # seconds between two tries at most (a try is one connect)
+        CHECK_TIMEOUT = 5.0  # seconds for checking the pool's idle connections
+        DELIVERED_MEMORY = 50_000  # messages remembered as delivered (channel, id)
 
         async def listen_to_all_channels(self: Any) -> None:
-            delay = 0.2
+            delay, lost = 0.2, False
             while True:
                 try:
-                    if await self._listen_once():
+                    if await self._listen_once(lost=lost):
                         return
                 except asyncio.CancelledError:
                     raise
                 except (psycopg.Error, OSError) as exc:
                     logger.warning("channel layer lost its LISTEN connection (%s); retrying", exc)
+                    lost = True
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, self.LISTEN_RETRY_MAX)
                     continue
-                delay = 0.2
+                delay, lost = 0.2, False
 
-        async def _listen_once(self: Any) -> bool:
-            """One LISTEN session; True when told to shut down."""
+        async def _drop_dead_connections(self: Any) -> None:
+            """What killed the LISTEN connection (a restart) killed the pool's idle ones too:
+            check them all once the server answers again (checked while it is down, their
+            replacements would back off for as long as the outage lasted). Found one failed
+            statement at a time, each cost the listener a retry (5 s apart after a long
+            outage) and each sender an error."""
+            if isinstance(self.django_db, _OwnPoolDatabase):
+                pool = self.django_db._pool
+            else:
+                pool = pg_db.connection_pool  # the stock layer's, module-global
+            if pool is None or not _belongs_to_running_loop(pool):
+                return
+            try:
+                await asyncio.wait_for(pool.check(), timeout=self.CHECK_TIMEOUT)
+            except Exception as exc:  # the next retry finds out again
+                logger.info("channel layer: checking the pool's connections failed (%s)", exc)
+
+        async def _listen_once(self: Any, *, lost: bool = False) -> bool:
+            """One LISTEN session; True when told to shut down. ``lost``: the previous
+            session's connection died."""
             import base64
 
             conninfo = psycopg.conninfo.make_conninfo(conninfo="", **self.db_params)
@@ -200,6 +221,8 @@ if pg_core is not None:
                 conninfo=conninfo, autocommit=True
             ) as connection:
                 await connection.execute("LISTEN channels_postgres_messages;")
+                if lost:
+                    await self._drop_dead_connections()
                 # The backlog after LISTEN, not before: a message stored in between would
                 # have no notification and no reader. (Notified and stored twice: the
                 # notification is skipped as already delivered.)
@@ -223,14 +246,17 @@ if pg_core is not None:
             return False
 
         def _deliver(self: Any, channel: str, payload: str) -> None:
-            delivered = self.__dict__.setdefault("_delivered", {})
-            message_id = int(payload.split(":", 1)[0])
-            if message_id <= delivered.get(channel, 0):
+            # Skips exactly what was delivered: rows of concurrent senders commit (and are
+            # notified) in any order of their ids, so "at most the highest id seen" lost
+            # messages. Beyond the memory, an old message of the backlog comes twice (a
+            # snapshot: harmless), never not at all.
+            delivered = self.__dict__.setdefault("_delivered", OrderedDict())
+            key = (channel, int(payload.split(":", 1)[0]))
+            if key in delivered:
                 return  # delivered before a reconnect; the stored copy is a duplicate
-            if len(delivered) >= self.DELIVERED_MEMORY:
-                for stale in list(delivered)[: self.DELIVERED_MEMORY // 2]:
-                    del delivered[stale]
-            delivered[channel] = message_id
+            delivered[key] = None
+            if len(delivered) > self.DELIVERED_MEMORY:
+                delivered.popitem(last=False)
             self._get_or_create_queue(channel).put_nowait(payload)
 
     class PostgresChannelLayer(_ReconnectingListen, pg_core.PostgresChannelLayer):
