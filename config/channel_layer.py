@@ -140,7 +140,15 @@ if pg_core is not None:
                         configure=_autocommit,
                         **options,
                     )
-                    await pool.open(wait=True, timeout=10)
+                    try:
+                        await pool.open(wait=True, timeout=10)
+                    except BaseException:
+                        # Opened but never ours (the database is down, or the caller gave
+                        # up): its workers keep reconnecting until the loop ends, then die
+                        # with "Task was destroyed but it is pending!".
+                        with contextlib.suppress(Exception):
+                            await pool.close(timeout=1)
+                        raise
                     self._pool = pool
             return self._pool
 

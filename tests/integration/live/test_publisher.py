@@ -570,3 +570,29 @@ async def test_notifications_out_of_id_order_all_reach_the_receiver(
     assert received == [5, 4, 6]
     await layer.send(channel, {"type": "t", "n": 7})
     assert (await asyncio.wait_for(layer.receive(channel), timeout=10))["n"] == 7  # nothing else
+
+
+@pytest.mark.asyncio
+async def test_a_pool_that_could_not_open_is_closed(settings):
+    """With the database down, the publisher's send gives up while the layer's pool is still
+    opening: that pool is closed then, not left reconnecting until its loop ends (in make
+    run, "Task was destroyed but it is pending!" errors at each database restart)."""
+    from config.channel_layer import PostgresChannelLayer, close_private_layer
+
+    config = dict(settings.CHANNEL_LAYERS["default"].get("CONFIG", {}))
+    if "HOST" not in config:  # the Redis layer has no pool of its own to leak
+        config = {"ENGINE": "django.db.backends.postgresql", "NAME": "x", "USER": "x",
+                  "PASSWORD": "", "TIME_ZONE": None}  # fmt: skip
+    layer = PostgresChannelLayer(**{**config, "HOST": "127.0.0.1", "PORT": "9"})  # nobody there
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(layer.group_send_many([("g", {"type": "t"})]), timeout=1)
+    await close_private_layer(layer)
+
+    def pool_tasks() -> list[str]:
+        names = (task.get_name() for task in asyncio.all_tasks())
+        return [name for name in names if name.startswith("pool-")]
+
+    deadline = time.monotonic() + 10
+    while pool_tasks() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert pool_tasks() == []
