@@ -12,7 +12,7 @@ import logging
 from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import DataError
+from django.db import DataError, InterfaceError, OperationalError
 from django.http import Http404, HttpRequest
 from django.views.decorators.csrf import csrf_exempt
 from ninja import NinjaAPI
@@ -22,6 +22,7 @@ from ninja.throttling import AuthRateThrottle
 
 from api.auth import StaffSessionAuth, TokenAuth
 from api.errors import ApiError, error_response
+from config.middleware import RETRY_AFTER_SECONDS, UNAVAILABLE_MESSAGE
 
 logger = logging.getLogger("api")
 
@@ -193,6 +194,17 @@ def _missing(request: HttpRequest, exc: Exception):
 @api.exception_handler(PermissionDenied)
 def _forbidden(request: HttpRequest, exc: Exception):
     return error_response(request, 403, "forbidden", str(exc) or "forbidden")
+
+
+@api.exception_handler(OperationalError)
+@api.exception_handler(InterfaceError)
+def _database_away(request: HttpRequest, exc: Exception):
+    # A restart, a lost connection, a deadlock or a lock timeout: worth a retry, not a bug.
+    logger.warning("database error in %s %s: %s", request.method, request.path, exc)
+    return error_response(
+        request, 503, "unavailable", UNAVAILABLE_MESSAGE,
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )  # fmt: skip
 
 
 @api.exception_handler(Exception)

@@ -1,11 +1,21 @@
-"""Request ids: every response carries X-Request-ID, every log line of the request repeats it."""
+"""Request ids: every response carries X-Request-ID, every log line of the request repeats it.
+A database out of reach is answered 503 with Retry-After, not 500."""
 
 from __future__ import annotations
 
 import contextvars
 import logging
 import re
+import sys
 import uuid
+
+from django.db import InterfaceError, OperationalError
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils.html import escape
+from django.views import defaults
+from django_tenants.middleware.main import TenantMainMiddleware
+
+logger = logging.getLogger(__name__)
 
 _VALID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 
@@ -38,3 +48,52 @@ class RequestIdLogFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = current_request_id.get()
         return True
+
+
+# --- the database out of reach -------------------------------------------------------------
+# While PostgreSQL restarts (or a network hop fails) every request fails at its first query,
+# usually the tenant lookup. A 503 with Retry-After says "try again shortly", which clients
+# and the admin's scripts do; a 500 says "bug".
+
+DATABASE_ERRORS = (OperationalError, InterfaceError)
+RETRY_AFTER_SECONDS = 5
+UNAVAILABLE_MESSAGE = "the database did not answer; try again in a few seconds"
+
+
+def database_unavailable(request: HttpRequest) -> HttpResponse:
+    """503 with Retry-After: JSON (the API's error shape) under /api/, a short page elsewhere;
+    both carry the request id."""
+    request_id = getattr(request, "request_id", None)
+    if request.path.startswith("/api/"):
+        body = {"error": "unavailable", "message": UNAVAILABLE_MESSAGE, "request_id": request_id,
+                "details": None}  # fmt: skip
+        response: HttpResponse = JsonResponse(body, status=503)
+    else:
+        page = (
+            "<!doctype html><title>Unavailable</title><h1>Unavailable</h1>"
+            f"<p>{escape(UNAVAILABLE_MESSAGE.capitalize())}.</p>"
+            f"<p>Request id: <code>{escape(request_id or '-')}</code></p>"
+        )
+        response = HttpResponse(page, status=503)
+    response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
+
+
+class TenantMiddleware(TenantMainMiddleware):
+    """django-tenants' tenant lookup, answering 503 (not 500) when the database is out of reach."""
+
+    def process_request(self, request):
+        try:
+            return super().process_request(request)
+        except DATABASE_ERRORS as exc:
+            logger.warning("database out of reach for %s %s: %s", request.method, request.path, exc)
+            return database_unavailable(request)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """``handler500``: a lost database (inside a view) is a 503 too; anything else is Django's
+    own 500 page. (Under DEBUG, Django shows its technical page instead.)"""
+    exc = sys.exc_info()[1]
+    if isinstance(exc, DATABASE_ERRORS):
+        return database_unavailable(request)
+    return defaults.server_error(request)

@@ -126,7 +126,7 @@ MIDDLEWARE = [
     "config.middleware.RequestIdMiddleware",
     # Static files before tenant resolution: the same assets on every host.
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "django_tenants.middleware.main.TenantMainMiddleware",
+    "config.middleware.TenantMiddleware",  # django-tenants' (503 when the database is away)
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

@@ -14,3 +14,5 @@ urlpatterns = [
     path("platform/", views.platform, name="platform"),
     *staticfiles_urlpatterns(),
 ]
+
+handler500 = "config.middleware.server_error"  # a lost database: 503, not 500

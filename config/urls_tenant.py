@@ -22,3 +22,5 @@ urlpatterns = [
     # Static files (the live script, the admin's CSS) when DEBUG; production serves them apart.
     *staticfiles_urlpatterns(),
 ]
+
+handler500 = "config.middleware.server_error"  # a lost database: 503, not 500

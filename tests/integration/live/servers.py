@@ -76,12 +76,15 @@ class AsgiServer:
                 self.proc.wait()
 
 
-def start_server(log_path: Path, *, kind: str = "postgres") -> AsgiServer:
+def start_server(
+    log_path: Path, *, kind: str = "postgres", database: str | None = None
+) -> AsgiServer:
+    """``database``: another DATABASE_URL than the tests' (one nobody answers at, say)."""
     sock = listening_socket()
     port = sock.getsockname()[1]
     env = dict(
         os.environ,
-        DATABASE_URL=database_url(connection.settings_dict),
+        DATABASE_URL=database or database_url(connection.settings_dict),
         DJANGO_SETTINGS_MODULE=settings_module(kind),
         ORCHESTRATION_PROVIDER_MODULES=PROVIDERS,
         DEBUG="true",  # serves the static files (the live script) itself
