@@ -46,7 +46,10 @@ class RequestIdLogFilter(logging.Filter):
     """Adds ``request_id`` to every record (``-`` outside a request)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = current_request_id.get()
+        request_id = current_request_id.get()
+        if request_id == "-":  # django.request logs a 4xx/5xx after the middleware is done
+            request_id = getattr(getattr(record, "request", None), "request_id", "-")
+        record.request_id = request_id
         return True
 
 

@@ -31,6 +31,10 @@ def test_the_api_answers_503_json_with_the_request_id(server_without_database):
     assert body["error"] == "unavailable" and "try again" in body["message"]
     assert body["request_id"] == response.headers["X-Request-ID"]
     assert response.headers["Retry-After"] == "5"
+    # The 503's log line names the request too (django.request logs it after the middleware).
+    assert (
+        f"[{body['request_id']}] Service Unavailable: /api/jobs/" in server_without_database.log()
+    )
 
 
 def test_pages_answer_a_503_page_and_health_says_so(server_without_database):
