@@ -160,6 +160,12 @@ if pg_core is not None:
             if pool is not None:
                 await asyncio.wait_for(pool.close(), timeout=5)
 
+    def _log_check_failure(task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            logger.info(
+                "channel layer: checking the pool's connections failed (%s)", task.exception()
+            )
+
     async def _autocommit(conn) -> None:
         await conn.set_autocommit(True)
 
@@ -214,10 +220,15 @@ if pg_core is not None:
                 pool = pg_db.connection_pool  # the stock layer's, module-global
             if pool is None or not _belongs_to_running_loop(pool):
                 return
-            try:
-                await asyncio.wait_for(pool.check(), timeout=self.CHECK_TIMEOUT)
-            except Exception as exc:  # the next retry finds out again
-                logger.info("channel layer: checking the pool's connections failed (%s)", exc)
+            # In a task of its own: psycopg_pool's check() takes a cancellation for a broken
+            # connection and goes on, so awaited here it would swallow the listener's own
+            # cancellation, and a timeout would not stop it. Waited for at most
+            # CHECK_TIMEOUT (connections that hang, not fail, are its business after that).
+            check = asyncio.ensure_future(pool.check())
+            self.__dict__.setdefault("_checks", set()).add(check)
+            check.add_done_callback(self._checks.discard)
+            check.add_done_callback(_log_check_failure)
+            await asyncio.wait({check}, timeout=self.CHECK_TIMEOUT)
 
         async def _listen_once(self: Any, *, lost: bool = False) -> bool:
             """One LISTEN session; True when told to shut down. ``lost``: the previous

@@ -241,7 +241,9 @@ else:
                 # Live messages are ephemeral (they expire in a minute; a page that misses
                 # one reloads its snapshot): their commits need not wait for the WAL flush,
                 # which the workers' step commits are waiting for (docs/live.md).
-                "OPTIONS": {"options": "-c synchronous_commit=off"},
+                # A server out of reach fails a connect (the listener's, the pool's) in 5 s,
+                # not after the system's TCP timeout of minutes.
+                "OPTIONS": {"options": "-c synchronous_commit=off", "connect_timeout": 5},
             },
         }
     }

@@ -596,3 +596,66 @@ async def test_a_pool_that_could_not_open_is_closed(settings):
     while pool_tasks() and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     assert pool_tasks() == []
+
+
+@contextlib.asynccontextmanager
+async def _pool_not_answering(layer, channel):
+    """Every idle connection of the layer's pool with its server process stopped (SIGSTOP; a
+    network partition in life), resumed after 15 s at the latest (a test never hangs)."""
+    import os
+    import signal
+
+    from channels_postgres import db as pg_db
+
+    for _ in range(3):
+        await asyncio.gather(*(layer.send(channel, {"type": "t"}) for _ in range(3)))
+        for _ in range(3):
+            await asyncio.wait_for(layer.receive(channel), timeout=10)
+    pids = [conn.info.backend_pid for conn in pg_db.connection_pool._pool]  # a test's peek
+    assert pids
+
+    def resume() -> None:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    asyncio.get_running_loop().call_later(15, resume)
+    try:
+        yield
+    finally:
+        resume()
+        for check in list(layer.__dict__.get("_checks", ())):
+            await asyncio.wait_for(check, timeout=30)
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_the_pool_check_after_a_reconnect_gives_up_after_its_timeout(
+    clean_tenants, release_channel_layer
+):
+    """psycopg_pool's check() takes a cancellation for a broken connection and goes on: under
+    ``wait_for`` its timeout stopped one connection's check and the next ones ran in full."""
+    layer, channel = await listening_channel()
+    async with _pool_not_answering(layer, channel):
+        layer.CHECK_TIMEOUT = 0.5
+        started = time.monotonic()
+        await layer._drop_dead_connections()
+        assert time.monotonic() - started < 10  # gave up; did not wait for the server (15 s)
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_cancelling_the_listener_during_the_pool_check_cancels_it(
+    clean_tenants, release_channel_layer
+):
+    """The check swallowed the listener's own cancellation (close_channel_layers cancels and
+    awaits the listener: a loop's shutdown hung on it)."""
+    layer, channel = await listening_channel()
+    async with _pool_not_answering(layer, channel):
+        task = asyncio.create_task(layer._drop_dead_connections())
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, timeout=10)
