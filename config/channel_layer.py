@@ -230,6 +230,27 @@ if pg_core is not None:
             check.add_done_callback(_log_check_failure)
             await asyncio.wait({check}, timeout=self.CHECK_TIMEOUT)
 
+        async def _take_backlog(self: Any) -> list[tuple[int, str, bytes, str]]:
+            """The stored, unexpired messages of this process's receivers (deleted as they are
+            taken), oldest first. channels-postgres' own query took every channel's: after a
+            restart the first process back took the others' messages, queued them where
+            nobody reads, and they were lost."""
+            # This instance's channels: those it receives on, and those it named (a receiver
+            # that has not asked yet: its messages wait in its queue).
+            receiving = [channel for channel, held in self._channel_advisory_locks.items() if held]
+            named = f"%.{self.client_prefix}!%"  # new_channel(): "<prefix>.<client_prefix>!<hex>"
+            pool = await self.django_db.get_db_pool(db_params=self.db_params)
+            async with pool.connection() as conn:
+                cursor = await conn.execute(
+                    sql.SQL(
+                        "DELETE FROM {} WHERE expire > %s"
+                        " AND (channel = ANY(%s) OR channel LIKE %s)"
+                        " RETURNING id, channel, message, extract(epoch from expire)::text"
+                    ).format(sql.Identifier(pg_db.MESSAGE_TABLE)),
+                    (pg_db.utc_now(), receiving, named),
+                )
+                return sorted(await cursor.fetchall(), key=lambda row: row[0])
+
         async def _listen_once(self: Any, *, lost: bool = False) -> bool:
             """One LISTEN session; True when told to shut down. ``lost``: the previous
             session's connection died."""
@@ -245,10 +266,7 @@ if pg_core is not None:
                 # The backlog after LISTEN, not before: a message stored in between would
                 # have no notification and no reader. (Notified and stored twice: the
                 # notification is skipped as already delivered.)
-                stored = await self.django_db.retrieve_non_expired_queued_messages()
-                for message_id, channel, message, timestamp in sorted(
-                    stored, key=lambda r: int(r[0])
-                ):
+                for message_id, channel, message, timestamp in await self._take_backlog():
                     payload = (
                         f"{message_id}:{channel}:{base64.b64encode(message).decode()}:{timestamp}"
                     )

@@ -12,6 +12,7 @@ from datetime import datetime
 import pytest
 from asgiref.sync import sync_to_async
 from django.db import connection
+from django.utils import timezone
 
 from config.channel_layer import group_discard
 from orchestration import events, live
@@ -659,3 +660,39 @@ async def test_cancelling_the_listener_during_the_pool_check_cancels_it(
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await asyncio.wait_for(task, timeout=10)
+
+
+def _stored_for(channel: str) -> int:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM channels_postgres_message WHERE channel = %s", [channel]
+        )
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_a_reconnecting_process_leaves_the_other_processes_messages_stored(
+    clean_tenants, release_channel_layer
+):
+    """After a restart every process reconnects and reads the messages stored meanwhile. The
+    stock query took (deleted) every channel's: the first process back queued the others'
+    where nobody reads them, and they were lost. (Another process's channel: another
+    ``client_prefix``, a channel this one does not receive on.)"""
+    import uuid
+
+    layer, mine = await listening_channel()
+    theirs = f"specific.{uuid.uuid4().hex[:5]}!{uuid.uuid4().hex}"  # another process's name
+    assert layer.client_prefix not in theirs
+    await layer.send(theirs, {"type": "for.the.other.process"})
+    killed_at = await sync_to_async(timezone.now)()
+    assert await sync_to_async(_kill_listen_connections)() == 1
+    deadline = time.monotonic() + 30
+    while not await sync_to_async(_listening_since)(killed_at):
+        assert time.monotonic() < deadline, "the listener did not come back"
+        await asyncio.sleep(0.1)
+    await layer.send(mine, {"type": "after"})  # the backlog is read before notifications
+    assert (await asyncio.wait_for(layer.receive(mine), timeout=10))["type"] == "after"
+    assert await sync_to_async(_stored_for)(theirs) == 1  # still there for its own process
