@@ -22,7 +22,7 @@ from ninja.throttling import AuthRateThrottle
 
 from api.auth import StaffSessionAuth, TokenAuth
 from api.errors import ApiError, error_response
-from config.middleware import RETRY_AFTER_SECONDS, UNAVAILABLE_MESSAGE
+from config.middleware import database_unavailable
 
 logger = logging.getLogger("api")
 
@@ -201,10 +201,7 @@ def _forbidden(request: HttpRequest, exc: Exception):
 def _database_away(request: HttpRequest, exc: Exception):
     # A restart, a lost connection, a deadlock or a lock timeout: worth a retry, not a bug.
     logger.warning("database error in %s %s: %s", request.method, request.path, exc)
-    return error_response(
-        request, 503, "unavailable", UNAVAILABLE_MESSAGE,
-        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-    )  # fmt: skip
+    return database_unavailable(request)
 
 
 @api.exception_handler(Exception)

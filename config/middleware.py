@@ -10,10 +10,12 @@ import sys
 import uuid
 
 from django.db import InterfaceError, OperationalError
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from django.utils.html import escape
 from django.views import defaults
 from django_tenants.middleware.main import TenantMainMiddleware
+
+from api.errors import error_response
 
 logger = logging.getLogger(__name__)
 
@@ -64,22 +66,18 @@ UNAVAILABLE_MESSAGE = "the database did not answer; try again in a few seconds"
 
 
 def database_unavailable(request: HttpRequest) -> HttpResponse:
-    """503 with Retry-After: JSON (the API's error shape) under /api/, a short page elsewhere;
-    both carry the request id."""
-    request_id = getattr(request, "request_id", None)
+    """503 with Retry-After: the API's JSON error under /api/, a short page elsewhere; both
+    carry the request id."""
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
     if request.path.startswith("/api/"):
-        body = {"error": "unavailable", "message": UNAVAILABLE_MESSAGE, "request_id": request_id,
-                "details": None}  # fmt: skip
-        response: HttpResponse = JsonResponse(body, status=503)
-    else:
-        page = (
-            "<!doctype html><title>Unavailable</title><h1>Unavailable</h1>"
-            f"<p>{escape(UNAVAILABLE_MESSAGE.capitalize())}.</p>"
-            f"<p>Request id: <code>{escape(request_id or '-')}</code></p>"
-        )
-        response = HttpResponse(page, status=503)
-    response["Retry-After"] = str(RETRY_AFTER_SECONDS)
-    return response
+        return error_response(request, 503, "unavailable", UNAVAILABLE_MESSAGE, headers=headers)
+    request_id = getattr(request, "request_id", None)
+    page = (
+        "<!doctype html><title>Unavailable</title><h1>Unavailable</h1>"
+        f"<p>{escape(UNAVAILABLE_MESSAGE.capitalize())}.</p>"
+        f"<p>Request id: <code>{escape(request_id or '-')}</code></p>"
+    )
+    return HttpResponse(page, status=503, headers=headers)
 
 
 class TenantMiddleware(TenantMainMiddleware):

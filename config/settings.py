@@ -209,6 +209,9 @@ Q_CLUSTER: dict = {
 # and days (failures) by the operator tick (operations.retention); 0 keeps them.
 Q_KEEP_SUCCESS_HOURS = env.int("Q_KEEP_SUCCESS_HOURS", default=24)
 Q_KEEP_FAILURE_DAYS = env.int("Q_KEEP_FAILURE_DAYS", default=30)
+for _name in ("Q_KEEP_SUCCESS_HOURS", "Q_KEEP_FAILURE_DAYS"):
+    if globals()[_name] < 0:  # a negative age would delete results as they are written
+        raise ImproperlyConfigured(f"{_name} must be 0 (keep) or more, not {globals()[_name]}")
 if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
 else:

@@ -50,6 +50,9 @@ def test_required_settings_fail_clearly_at_start(missing, message):
         ({"DEBUG": "true"}, "refuses DEBUG=true"),
         ({"DIAGNOSTIC_SOCKETS": "true"}, "DIAGNOSTIC_SOCKETS cannot be on"),
         ({"DJANGO_ENV": "prod"}, "DJANGO_ENV must be development or production"),
+        # A negative age would delete q2's results as they are written.
+        ({"Q_KEEP_SUCCESS_HOURS": "-1"}, "Q_KEEP_SUCCESS_HOURS must be 0 (keep) or more"),
+        ({"Q_KEEP_FAILURE_DAYS": "-3"}, "Q_KEEP_FAILURE_DAYS must be 0 (keep) or more"),
     ],
 )
 def test_unsafe_production_settings_are_refused(overrides, message):
